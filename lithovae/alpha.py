@@ -1,0 +1,112 @@
+"""Classification-weight (alpha) strategies: ``weights = strategy(target)``.
+
+``target`` is the long tensor [B] of class codes, -1 where unlabeled. A strategy
+returns a float (the same weight for every sample) or a float tensor [B]
+(per-sample weights), which goes to ``LossContext.alpha``.
+
+Strategies are built by Hydra, then ``bind(class_counts)`` (training-set count
+per class code) returns a ready strategy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["AlphaStrategy", "NoAlpha", "FixedAlpha", "AdaptiveAlpha"]
+
+
+def _weight(name: str, value) -> float:
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return weight
+
+
+class AlphaStrategy:
+    """Base class."""
+
+    def bind(self, class_counts: Sequence[int]) -> AlphaStrategy:
+        return copy.copy(self)
+
+    def __call__(self, target: Tensor) -> float | Tensor:
+        raise NotImplementedError
+
+
+class NoAlpha(AlphaStrategy):
+    """No classification loss (unsupervised models)."""
+
+    def __call__(self, target: Tensor) -> float:
+        return 0.0
+
+    def __repr__(self) -> str:
+        return "NoAlpha()"
+
+
+class FixedAlpha(AlphaStrategy):
+    """The same weight for every sample (v2.14: 0.1; hybrid: 0.5)."""
+
+    def __init__(self, value: float):
+        self.value = _weight("value", value)
+
+    def __call__(self, target: Tensor) -> float:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"FixedAlpha(value={self.value!r})"
+
+
+class AdaptiveAlpha(AlphaStrategy):
+    """Per-sample ``alpha_i = base / sqrt(freq(class_i))`` (v2.14.1).
+
+    ``freq = count / total`` over the training counts given to :meth:`bind`.
+    Unlabeled rows (-1) and classes never seen in training get weight 0, so the
+    weights are always finite.
+    """
+
+    def __init__(self, base: float):
+        self.base = _weight("base", base)
+        self._table: Tensor | None = None  # float64 [n_classes], set by bind()
+
+    def bind(self, class_counts: Sequence[int]) -> AdaptiveAlpha:
+        counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
+        if counts.dim() != 1 or counts.numel() == 0:
+            raise ValueError("class_counts must be a non-empty sequence of per-class counts")
+        if not torch.isfinite(counts).all() or (counts < 0).any():
+            raise ValueError("class_counts must be finite and >= 0")
+        total = counts.sum()
+        if total <= 0:
+            raise ValueError("class_counts sum to 0: no labeled training rows to weight by")
+        freq = counts / total
+        table = torch.zeros_like(counts)
+        seen = counts > 0
+        table[seen] = self.base / freq[seen].sqrt()
+        bound = copy.copy(self)
+        bound._table = table
+        return bound
+
+    @property
+    def weights_per_class(self) -> Tensor:
+        if self._table is None:
+            raise RuntimeError("AdaptiveAlpha is not bound: call bind(class_counts) first")
+        return self._table.clone()
+
+    def __call__(self, target: Tensor) -> Tensor:
+        if self._table is None:
+            raise RuntimeError("AdaptiveAlpha is not bound: call bind(class_counts) first")
+        if target.numel() and int(target.max()) >= self._table.numel():
+            raise ValueError(f"target has class code {int(target.max())}, but only "
+                             f"{self._table.numel()} class counts were bound")
+        table = self._table.to(device=target.device, dtype=torch.float32)
+        labeled = target >= 0
+        return torch.where(labeled, table[target.clamp(min=0)], torch.zeros((), device=target.device))
+
+    def __repr__(self) -> str:
+        return f"AdaptiveAlpha(base={self.base!r})"

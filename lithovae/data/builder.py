@@ -1,0 +1,410 @@
+"""Build the binned LILY dataset from raw ``*_DataLITH.csv`` files.
+
+One path for real and synthetic data: each instrument file is streamed in
+blocks (only the needed columns), reduced to per-bin sums and lithology votes,
+then the instruments are joined on (borehole, bin). Peak memory is bounded by
+the number of bins, not the size of the raw files.
+
+Binning follows the study, ``round(depth / bin_size) * bin_size``, with one
+documented choice: a depth exactly on a bin edge goes to the deeper bin
+(half-up, after rounding the ratio to 1e-9 so 0.3/0.2 counts as an edge).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from lithovae.data import reference
+from lithovae.data.schema import (DEPTH_COLUMN, FEATURE_SETS, ID_COLUMNS, LABEL_COLUMNS,
+                                  Instrument, instruments_for)
+
+BUILDER_VERSION = 1  # bump when the output of the same inputs and options changes
+_SEP = "\x1f"  # joins the four label strings into one vote key
+
+
+class BuildError(Exception):
+    """Bad input: the message names the file and column."""
+
+
+@dataclass
+class BuildOptions:
+    feature_set: str = "complete6"
+    bin_size: float = 0.2
+    # fill a missing instrument from the nearest bin within this distance (m); v2.6.8 used 0.2
+    depth_tolerance: float = 0.0
+    # keep bins lacking some features, as NaN (v2.15); `require` lists those that must be present
+    keep_incomplete: bool = False
+    require: list[str] = field(default_factory=list)
+    # the study's outlier filter on raw rows
+    outlier_filter: bool = True
+    gra_range: tuple[float, float] = (0.3, 4.0)
+    rgb_range: tuple[float, float] = (0.0, 255.0)
+    block_size_mb: int = 32
+
+    def __post_init__(self):
+        if self.feature_set not in FEATURE_SETS:
+            raise BuildError(f"data.build.feature_set: unknown '{self.feature_set}', "
+                             f"choose one of {sorted(FEATURE_SETS)}")
+        if not self.bin_size > 0:
+            raise BuildError(f"data.build.bin_size must be > 0, got {self.bin_size}")
+        if self.depth_tolerance < 0:
+            raise BuildError(f"data.build.depth_tolerance must be >= 0, got {self.depth_tolerance}")
+        bad = [f for f in self.require if f not in self.features]
+        if bad:
+            raise BuildError(f"data.build.require: {bad} not in feature set {self.features}")
+        self.gra_range = tuple(self.gra_range)
+        self.rgb_range = tuple(self.rgb_range)
+        self.require = list(self.require)
+
+    @property
+    def features(self) -> list[str]:
+        return FEATURE_SETS[self.feature_set]
+
+    def cache_key(self) -> str:
+        payload = asdict(self)
+        payload.pop("block_size_mb")  # does not change the output
+        payload["builder_version"] = BUILDER_VERSION
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    manifest_path: Path
+    manifest: dict
+    rebuilt: bool
+
+
+# --- reading one instrument ------------------------------------------------------------
+
+def _read_header(path: Path) -> list[str]:
+    if not path.exists():
+        raise BuildError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise BuildError(f"{path}: empty file")
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        header = next(csv.reader(fh), None)
+    if not header:
+        raise BuildError(f"{path}: empty file (no header)")
+    return header
+
+
+def _column_named_in(message: str, columns: list[str]) -> str | None:
+    match = re.search(r"column #(\d+)", message)
+    if match and int(match.group(1)) < len(columns):
+        return columns[int(match.group(1))]
+    return None
+
+
+def _iter_batches(path: Path, inst: Instrument, block_size_mb: int):
+    header = _read_header(path)
+    needed = ID_COLUMNS + [DEPTH_COLUMN] + list(inst.columns) + list(LABEL_COLUMNS)
+    missing = [c for c in needed if c not in header]
+    if missing:
+        raise BuildError(f"{path}: missing required column '{missing[0]}'"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    types = {c: pa.string() for c in ID_COLUMNS + list(LABEL_COLUMNS)}
+    types.update({c: pa.float64() for c in [DEPTH_COLUMN, *inst.columns]})
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=block_size_mb << 20),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=needed, column_types=types, strings_can_be_null=True,
+                null_values=["", "NaN", "nan", "NA", "null"]),
+        )
+        for batch in reader:
+            yield batch
+    except pa.ArrowInvalid as exc:
+        column = _column_named_in(str(exc), header) or "?"
+        detail = str(exc).split("\n")[0]
+        raise BuildError(f"{path}: column '{column}': {detail}") from None
+
+
+class _Codes:
+    """Stable integer codes for strings seen across batches."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}
+
+    def encode(self, arr: pa.Array) -> np.ndarray:
+        enc = pc.dictionary_encode(arr).combine_chunks() if isinstance(arr, pa.ChunkedArray) \
+            else pc.dictionary_encode(arr)
+        lookup = np.array([self.index.setdefault(s, len(self.index))
+                           for s in enc.dictionary.to_pylist()], dtype=np.int64)
+        idx = enc.indices.to_numpy(zero_copy_only=False)
+        return lookup[idx] if len(lookup) else idx.astype(np.int64)
+
+    def names(self) -> list[str]:
+        return list(self.index)
+
+
+def bin_index(depth: np.ndarray, bin_size: float) -> np.ndarray:
+    """Bin number of each depth: round(depth / bin_size), edges to the deeper bin."""
+    return np.floor(np.round(depth / bin_size, 9) + 0.5).astype(np.int64)
+
+
+def _reduce_instrument(path: Path, inst: Instrument, opts: BuildOptions,
+                       boreholes: _Codes, votes_codes: _Codes, stats: dict):
+    """Per-bin sums/counts of the instrument's measurements and the lithology votes."""
+    feats = list(inst.columns.values())
+    sums, votes = [], []
+    for batch in _iter_batches(path, inst, opts.block_size_mb):
+        n = batch.num_rows
+        stats["rows_read"] += n
+        depth = batch.column(DEPTH_COLUMN).to_numpy(zero_copy_only=False)
+        values = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False)
+                                  for c in inst.columns]).astype(np.float64)
+        ids = [batch.column(c) for c in ID_COLUMNS]
+        id_missing = np.zeros(n, bool)
+        for col in ids:
+            id_missing |= col.is_null().to_numpy(zero_copy_only=False)
+        keep = ~np.isnan(depth) & ~id_missing
+        stats["dropped_missing_depth_or_id"] += int(n - keep.sum())
+        nan_rows = keep & np.isnan(values).any(axis=1)
+        stats["dropped_nan_measurement"] += int(nan_rows.sum())
+        keep &= ~nan_rows
+        if opts.outlier_filter:
+            lo, hi = opts.gra_range if inst.name == "GRA" else opts.rgb_range
+            if inst.name in ("GRA", "RGB"):
+                out = keep & ((values < lo) | (values > hi)).any(axis=1)
+                stats["dropped_outlier"] += int(out.sum())
+                keep &= ~out
+        if not keep.any():
+            continue
+        mask = pa.array(keep)
+        bh = boreholes.encode(pc.binary_join_element_wise(
+            *[c.filter(mask) for c in ids], "-"))
+        bins = bin_index(depth[keep], opts.bin_size)
+        frame = pd.DataFrame({"bh": bh, "bin": bins})
+        for j, f in enumerate(feats):
+            frame[f] = values[keep, j]
+        frame["n"] = 1
+        sums.append(frame.groupby(["bh", "bin"], sort=False).sum())
+        labels = [batch.column(c).filter(mask) for c in LABEL_COLUMNS]
+        principal_present = labels[0].is_valid().to_numpy(zero_copy_only=False)
+        key = pc.binary_join_element_wise(
+            *[pc.fill_null(c, "") for c in labels], _SEP)
+        vote = pd.DataFrame({"bh": bh, "bin": bins, "key": votes_codes.encode(key)})
+        vote = vote[principal_present]
+        votes.append(vote.groupby(["bh", "bin", "key"], sort=False).size().rename("votes"))
+    if not sums:
+        raise BuildError(f"{path}: no usable rows (read {stats['rows_read']}, "
+                         f"all dropped: missing depth/id, NaN or outliers)")
+    binned = pd.concat(sums).groupby(level=[0, 1], sort=False).sum()
+    for f in feats:
+        binned[f] = binned[f] / binned["n"]
+    stats["bins"] = len(binned)
+    vote_table = pd.concat(votes).groupby(level=[0, 1, 2], sort=False).sum() if votes else None
+    return binned.rename(columns={"n": f"n_{inst.name}"}), vote_table
+
+
+# --- joining and labelling ------------------------------------------------------------
+
+def _fuzzy_fill(target: pd.DataFrame, table: pd.DataFrame, max_bins: int, name: str,
+                stats: dict) -> pd.DataFrame:
+    """Values of ``table`` at the target bins, taking the nearest bin within max_bins."""
+    left = target.reset_index()[["bh", "bin"]].sort_values("bin", kind="stable")
+    right = table.reset_index().sort_values("bin", kind="stable")
+    right["matched_bin"] = right["bin"]
+    merged = pd.merge_asof(left, right, on="bin", by="bh", direction="nearest",
+                           tolerance=max_bins)
+    matched = merged["matched_bin"].notna()
+    stats[f"fuzzy_filled_{name}"] = int((matched & (merged["matched_bin"] != merged["bin"])).sum())
+    return merged[matched].drop(columns="matched_bin").set_index(["bh", "bin"])
+
+
+def _join(tables: dict[str, pd.DataFrame], opts: BuildOptions, stats: dict) -> pd.DataFrame:
+    names = list(tables)
+    if opts.keep_incomplete:
+        joined = pd.concat([tables[n] for n in names], axis=1, join="outer")
+    elif opts.depth_tolerance > 0:
+        reference_bins = tables[names[0]]
+        max_bins = int(round(opts.depth_tolerance / opts.bin_size))
+        joined = reference_bins
+        for n in names[1:]:
+            joined = joined.join(_fuzzy_fill(reference_bins, tables[n], max_bins, n, stats),
+                                 how="inner")
+    else:
+        joined = pd.concat([tables[n] for n in names], axis=1, join="inner")
+    return joined
+
+
+def _modal_labels(votes: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Modal principal per bin, then the most voted prefix/suffix/full with that principal.
+
+    Ties go to the alphabetically first label so the result is deterministic.
+    """
+    parts = pd.Series(keys).str.split(_SEP, expand=True)
+    parts.columns = list(LABEL_COLUMNS.values())
+    v = votes.reset_index()
+    v = v.join(parts, on="key")
+    by_principal = v.groupby(["bh", "bin", "principal"], sort=False)["votes"].sum().reset_index()
+    by_principal = by_principal.sort_values(["bh", "bin", "votes", "principal"],
+                                            ascending=[True, True, False, True], kind="stable")
+    modal = by_principal.drop_duplicates(["bh", "bin"])[["bh", "bin", "principal"]]
+    v = v.merge(modal, on=["bh", "bin", "principal"])
+    v = v.sort_values(["bh", "bin", "votes", "prefix", "suffix", "full_lithology"],
+                      ascending=[True, True, False, True, True, True], kind="stable")
+    v = v.drop_duplicates(["bh", "bin"]).set_index(["bh", "bin"])
+    return v[list(LABEL_COLUMNS.values())]
+
+
+# --- inputs, cache and the entry point --------------------------------------------------
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _inputs(raw_dir: Path, instruments: list[Instrument]) -> dict[str, dict]:
+    out = {}
+    for inst in instruments:
+        p = raw_dir / inst.filename
+        if not p.exists():
+            raise BuildError(f"{p}: file not found (needed for {', '.join(inst.columns.values())})")
+        st = p.stat()
+        out[inst.filename] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return out
+
+
+def _cached(manifest_path: Path, out_path: Path, inputs: dict, raw_dir: Path) -> dict | None:
+    """The previous manifest if the output is current for these inputs, else None."""
+    if not (manifest_path.exists() and out_path.exists()):
+        return None
+    try:
+        old = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    old_inputs = old.get("inputs", {})
+    if set(old_inputs) != set(inputs):
+        return None
+    for name, info in inputs.items():
+        prev = old_inputs[name]
+        if prev["size"] != info["size"]:
+            return None
+        if prev["mtime_ns"] != info["mtime_ns"] and prev["sha256"] != _file_digest(raw_dir / name):
+            return None
+    return old
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOptions | None = None,
+                  *, name: str = "lily", force: bool = False, log=print) -> BuildResult:
+    """Build (or reuse) the binned dataset of the raw files in ``raw_dir``.
+
+    Writes ``{out_dir}/{name}_{feature_set}_{key}.parquet`` and a ``.manifest.json``
+    beside it; rebuilds only when the inputs or the options change.
+    """
+    opts = options or BuildOptions()
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    if not raw_dir.is_dir():
+        raise BuildError(f"{raw_dir}: raw data directory not found")
+    instruments = instruments_for(opts.features)
+    inputs = _inputs(raw_dir, instruments)
+    stem = f"{name}_{opts.feature_set}_{opts.cache_key()}"
+    out_path = out_dir / f"{stem}.parquet"
+    manifest_path = out_dir / f"{stem}.manifest.json"
+    if not force and (old := _cached(manifest_path, out_path, inputs, raw_dir)) is not None:
+        log(f"[lithovae.data] up to date: {out_path}")
+        return BuildResult(out_path, manifest_path, old, rebuilt=False)
+
+    started = time.perf_counter()
+    boreholes, vote_keys = _Codes(), _Codes()
+    tables, steps, all_votes = {}, {}, []
+    for inst in instruments:
+        path = raw_dir / inst.filename
+        stats = {"rows_read": 0, "dropped_missing_depth_or_id": 0, "dropped_nan_measurement": 0,
+                 "dropped_outlier": 0}
+        log(f"[lithovae.data] reading {path.name} ...")
+        table, votes = _reduce_instrument(path, inst, opts, boreholes, vote_keys, stats)
+        tables[inst.name] = table
+        if votes is not None:
+            all_votes.append(votes)
+        steps[inst.name] = stats
+        inputs[inst.filename]["sha256"] = _file_digest(path)
+        log(f"[lithovae.data]   {stats['rows_read']:,} rows -> {stats['bins']:,} bins")
+
+    join_stats: dict = {}
+    joined = _join(tables, opts, join_stats)
+    feats = opts.features
+    present = joined[feats].notna()
+    keep = present.any(axis=1)
+    if opts.require:
+        keep &= present[opts.require].all(axis=1)
+    joined = joined[keep]
+    votes = pd.concat(all_votes).groupby(level=[0, 1, 2], sort=False).sum()
+    labels = _modal_labels(votes, vote_keys.names())
+    joined = joined.join(labels, how="left")
+    bh_names = np.array(boreholes.names(), dtype=object)
+    idx = joined.index.to_frame(index=False)
+    principal = joined["principal"].replace("", np.nan)
+    groups = reference.lithology_groups()
+    data = pd.DataFrame({
+        "borehole_id": bh_names[idx["bh"].to_numpy()],
+        "depth_m": np.round(idx["bin"].to_numpy() * opts.bin_size, 6),
+        "principal": principal.to_numpy(),
+        "prefix": joined["prefix"].replace("", np.nan).to_numpy(),
+        "suffix": joined["suffix"].replace("", np.nan).to_numpy(),
+        "full_lithology": joined["full_lithology"].replace("", np.nan).to_numpy(),
+    })
+    data["lithology_group"] = data["principal"].map(
+        lambda p: reference.group_of(p, groups) if isinstance(p, str) else None)
+    for f in feats:
+        data[f] = joined[f].to_numpy(dtype=np.float32)
+    data = data.sort_values(["borehole_id", "depth_m"], kind="stable").reset_index(drop=True)
+    if data.empty:
+        raise BuildError(f"{raw_dir}: no bin has all of {opts.require or feats} "
+                         "after joining the instruments")
+
+    unlabeled = int(data["principal"].isna().sum())
+    manifest = {
+        "name": name,
+        "builder_version": BUILDER_VERSION,
+        "options": asdict(opts),
+        "features": feats,
+        "inputs": inputs,
+        "steps": {
+            "instruments": steps,
+            "join": {"bins_per_instrument": {k: int(len(t)) for k, t in tables.items()},
+                     **join_stats, "bins_joined": int(len(data))},
+            "bins_incomplete": int((~present[keep].all(axis=1)).sum()),
+            "bins_unlabeled": unlabeled,
+        },
+        "rows": int(len(data)),
+        "boreholes": int(data["borehole_id"].nunique()),
+        "lithologies": int(data["principal"].nunique()),
+        "principal_counts": data["principal"].value_counts().to_dict(),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    _atomic_write(out_path, lambda tmp: data.to_parquet(tmp, index=False))
+    _atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+    return BuildResult(out_path, manifest_path, manifest, rebuilt=True)

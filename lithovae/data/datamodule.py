@@ -1,0 +1,196 @@
+"""In-memory data module: tensors per split, whole batches by index.
+
+No per-sample Dataset or collate: a batch sampler yields index tensors and one
+fancy-index per tensor builds the batch (the models are tiny, so per-sample
+loading would dominate the step time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+from lithovae.data import reference
+from lithovae.data.features import expand_features
+from lithovae.data.scaler import DistributionAwareScaler
+from lithovae.data.schema import DATASET_KEY_COLUMNS
+from lithovae.data.splits import borehole_split, check_disjoint, entropy_balanced_folds
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class LabelEncoding:
+    """Integer codes of principal lithologies and expert groups (saved with each run)."""
+
+    classes: list[str]
+    groups: list[str]
+
+    @classmethod
+    def for_labels(cls, principals) -> "LabelEncoding":
+        # the 139 reference lithologies keep fixed codes; others seen in the data follow, sorted
+        known = list(reference.class_distribution()["Lithology"])
+        seen = set(pd.Series(principals).dropna().unique())
+        extra = sorted(seen - set(known))
+        groups = reference.group_names()
+        extra_groups = sorted({reference.group_of(p) for p in extra} - set(groups))
+        return cls(classes=known + extra, groups=groups + extra_groups)
+
+    def encode(self, values, vocabulary: list[str]) -> np.ndarray:
+        codes = {name: i for i, name in enumerate(vocabulary)}
+        return pd.Series(values).map(codes).fillna(-1).to_numpy(dtype=np.int64)
+
+    def to_dict(self) -> dict:
+        return {"classes": self.classes, "groups": self.groups}
+
+
+class TensorBatchDataset(torch.utils.data.Dataset):
+    """A dict of equal-length tensors indexed by a whole batch of rows at once."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+        self.n = len(next(iter(tensors.values())))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, rows) -> dict[str, torch.Tensor]:
+        rows = torch.as_tensor(rows)
+        return {k: v[rows] for k, v in self.tensors.items()}
+
+
+class LithoDataModule(pl.LightningDataModule):
+    """Loads the binned Parquet, splits by borehole, scales, serves batches.
+
+    ``fold``/``n_folds`` select an entropy-balanced CV fold as the test set
+    (validation is then carved from the remaining boreholes).
+    """
+
+    def __init__(self, dataset_path: str | Path, batch_size: int = 512,
+                 fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0,
+                 n_folds: int | None = None, fold: int | None = None,
+                 transforms: dict[str, str] | None = None, standardize: bool = True,
+                 context: int = 0, engineered: bool = False, impute_rgb: bool = False,
+                 eval_batch_size: int = 8192, dataset_name: str = "lily"):
+        super().__init__()
+        self.dataset_path = Path(dataset_path)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.fractions = tuple(fractions)
+        self.seed = seed
+        self.n_folds, self.fold = n_folds, fold
+        self.transforms = transforms
+        self.standardize = standardize
+        self.context, self.engineered, self.impute_rgb = context, engineered, impute_rgb
+        self.dataset_name = dataset_name
+        self.tensors: dict[str, dict[str, torch.Tensor]] = {}
+        self.frames: dict[str, pd.DataFrame] = {}
+        self.stats: dict = {}
+
+    # -- preparing ---------------------------------------------------------------------------
+    def _split_boreholes(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        if self.n_folds:
+            labels = frame["principal"].fillna("<unlabeled>")
+            folds = entropy_balanced_folds(frame["borehole_id"], labels, self.n_folds, self.seed)
+            test = folds[self.fold]
+            rest = frame[~frame["borehole_id"].isin(test)]["borehole_id"]
+            val_share = self.fractions[1] / (self.fractions[0] + self.fractions[1])
+            inner = _two_way(rest, val_share, self.seed)
+            parts = {"train": inner[0], "val": inner[1], "test": test}
+        else:
+            parts = borehole_split(frame["borehole_id"], self.fractions, self.seed)
+        check_disjoint(parts)
+        return parts
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        frame = pd.read_parquet(self.dataset_path)
+        if frame.empty:
+            raise ValueError(f"{self.dataset_path}: dataset has no rows")
+        base_features = [c for c in frame.columns if c not in DATASET_KEY_COLUMNS]
+        values, names, transforms = expand_features(frame, base_features, self.context,
+                                                    self.engineered, self.transforms)
+        self.encoding = LabelEncoding.for_labels(frame["principal"])
+        parts = self._split_boreholes(frame)
+        self.split_boreholes = {k: sorted(map(str, v)) for k, v in parts.items()}
+        masks = {k: frame["borehole_id"].isin(v).to_numpy() for k, v in parts.items()}
+        if self.impute_rgb:
+            from lithovae.data.features import impute_rgb
+
+            values, self.stats["rgb_imputed"] = impute_rgb(values, names, masks["train"], self.seed)
+        self.scaler = DistributionAwareScaler(names, transforms, self.standardize)
+        self.scaler.fit(values[masks["train"]])
+        scaled = self.scaler.transform(values)
+        observed = ~np.isnan(scaled)
+        scaled = np.nan_to_num(scaled, nan=0.0)  # unobserved entries are masked, never used as data
+        y = self.encoding.encode(frame["principal"], self.encoding.classes)
+        y_group = self.encoding.encode(frame["lithology_group"], self.encoding.groups)
+        bh_codes = pd.factorize(frame["borehole_id"], sort=True)[0]
+        self.feature_names = names
+        for split in SPLITS:
+            m = masks[split]
+            self.frames[split] = frame.loc[m, ["borehole_id", "depth_m", "principal",
+                                               "lithology_group"]].reset_index(drop=True)
+            self.tensors[split] = {
+                "x": torch.from_numpy(scaled[m]),
+                "observed": torch.from_numpy(observed[m]),
+                "y": torch.from_numpy(y[m]),
+                "y_group": torch.from_numpy(y_group[m]),
+                "index": torch.arange(int(m.sum())),
+                "borehole": torch.from_numpy(bh_codes[m].astype(np.int64)),
+                "depth": torch.from_numpy(frame["depth_m"].to_numpy(np.float32)[m]),
+            }
+        self.stats.update({f"n_{s}": int(masks[s].sum()) for s in SPLITS})
+        self.stats.update({f"boreholes_{s}": len(parts[s]) for s in SPLITS})
+        if min(self.stats[f"n_{s}"] for s in SPLITS) == 0:
+            raise ValueError(f"{self.dataset_path}: a split is empty ({self.stats}); "
+                             "the dataset has too few boreholes")
+
+    def data_spec(self):
+        from lithovae.models.base import DataSpec
+
+        train = self.tensors["train"]
+        return DataSpec(
+            n_features=len(self.feature_names), feature_names=tuple(self.feature_names),
+            n_classes=len(self.encoding.classes), n_groups=len(self.encoding.groups),
+            class_counts=tuple(_counts(train["y"], len(self.encoding.classes))),
+            group_counts=tuple(_counts(train["y_group"], len(self.encoding.groups))))
+
+    # -- loaders -----------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = TensorBatchDataset(self.tensors[split])
+        if shuffle:
+            gen = torch.Generator().manual_seed(self.seed)
+            sampler = BatchSampler(RandomSampler(ds, generator=gen), self.batch_size, drop_last=False)
+        else:
+            sampler = BatchSampler(SequentialSampler(ds), self.eval_batch_size, drop_last=False)
+        # batch_size=None: the sampler's index lists go straight to __getitem__, no collate
+        return DataLoader(ds, sampler=sampler, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def _counts(codes: torch.Tensor, n: int) -> list[int]:
+    labeled = codes[codes >= 0]
+    return torch.bincount(labeled, minlength=n).tolist()
+
+
+def _two_way(boreholes, second_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.array(sorted(pd.unique(np.asarray(boreholes))), dtype=object)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_second = max(1, int(round(second_share * len(ids))))
+    return ids[order[n_second:]], ids[order[:n_second]]

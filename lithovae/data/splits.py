@@ -1,0 +1,82 @@
+"""Borehole-level splits: train/val/test and entropy-balanced K-fold.
+
+No borehole is ever in two parts; :func:`check_disjoint` enforces it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def check_disjoint(parts: dict[str, np.ndarray]) -> None:
+    """Raise if any borehole id appears in two parts."""
+    seen: dict = {}
+    for name, ids in parts.items():
+        for b in np.unique(ids):
+            if b in seen:
+                raise ValueError(f"borehole {b!r} is in both '{seen[b]}' and '{name}' splits")
+            seen[b] = name
+
+
+def borehole_split(boreholes, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> dict[str, np.ndarray]:
+    """Shuffle the unique boreholes (seeded) and cut them 70/15/15 by count."""
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    ids = np.array(sorted(pd.unique(np.asarray(boreholes))), dtype=object)
+    if len(ids) < 3:
+        raise ValueError(f"need at least 3 boreholes for a train/val/test split, got {len(ids)}")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_test = max(1, int(round(fractions[2] * len(ids))))
+    n_val = max(1, int(round(fractions[1] * len(ids))))
+    parts = {"test": ids[order[:n_test]], "val": ids[order[n_test:n_test + n_val]],
+             "train": ids[order[n_test + n_val:]]}
+    check_disjoint(parts)
+    return parts
+
+
+def label_entropy(labels) -> float:
+    """Shannon entropy (nats) of a label distribution; the study's diversity measure."""
+    counts = pd.Series(labels).value_counts().to_numpy(dtype=float)
+    if counts.sum() == 0:
+        return 0.0
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def entropy_balanced_folds(boreholes, labels, n_folds: int = 5, seed: int = 0) -> list[np.ndarray]:
+    """The study's greedy allocation: boreholes, largest first (seeded tie order),
+    each go to the fold whose label entropy after adding it is closest to the
+    whole set's entropy, among the folds with the fewest samples so far (within
+    a 10% slack of the target size, so fold sizes stay similar).
+    Returns the test boreholes of each fold.
+    """
+    frame = pd.DataFrame({"bh": np.asarray(boreholes), "y": np.asarray(labels)})
+    ids = frame["bh"].unique()
+    if len(ids) < n_folds:
+        raise ValueError(f"need at least {n_folds} boreholes for {n_folds} folds, got {len(ids)}")
+    target_entropy = label_entropy(frame["y"])
+    per_bh = {b: g["y"].value_counts() for b, g in frame.groupby("bh", sort=True)}
+    sizes = pd.Series({b: int(c.sum()) for b, c in per_bh.items()})
+    rng = np.random.default_rng(seed)
+    order = sizes.index[np.lexsort((rng.random(len(sizes)), -sizes.to_numpy()))]
+    target_size = len(frame) / n_folds
+    fold_counts = [pd.Series(dtype=float) for _ in range(n_folds)]
+    fold_sizes = np.zeros(n_folds)
+    members: list[list] = [[] for _ in range(n_folds)]
+    for b in order:
+        smallest = fold_sizes.min()
+        candidates = [k for k in range(n_folds) if fold_sizes[k] <= smallest + 0.1 * target_size]
+        best, best_gap = candidates[0], np.inf
+        for k in candidates:
+            merged = fold_counts[k].add(per_bh[b], fill_value=0)
+            p = merged.to_numpy() / merged.sum()
+            gap = abs(-(p * np.log(p)).sum() - target_entropy)
+            if gap < best_gap:
+                best, best_gap = k, gap
+        fold_counts[best] = fold_counts[best].add(per_bh[b], fill_value=0)
+        fold_sizes[best] += sizes[b]
+        members[best].append(b)
+    folds = [np.array(m, dtype=object) for m in members]
+    check_disjoint({f"fold{k}": f for k, f in enumerate(folds)})
+    return folds

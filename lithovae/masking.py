@@ -1,0 +1,170 @@
+"""Feature-masking strategies: which observed entries the encoder may see in training.
+
+``visible = strategy(observed, generator)`` returns a bool tensor [B, F] that is
+always a subset of ``observed``; entries observed but not visible are "hidden".
+The reconstruction error on hidden entries is weighted by ``masked_weight``
+(see :class:`lithovae.models.base.LossContext`). At evaluation the plan passes
+``observed`` to the encoder directly, so strategies only act in training.
+
+Strategies are built by Hydra, then ``bind(feature_names)`` resolves feature
+names to column indices and returns a ready strategy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["MaskStrategy", "NoMask", "RandomMask", "BlockMask", "RealMask"]
+
+
+def _probability(name: str, value, *, allow_one: bool) -> float:
+    try:
+        prob = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    upper_ok = prob <= 1 if allow_one else prob < 1
+    if isinstance(value, bool) or not (0 <= prob and upper_ok):
+        interval = "[0, 1]" if allow_one else "[0, 1)"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return prob
+
+
+def _weight(name: str, value) -> float:
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return weight
+
+
+def _check_observed(observed: Tensor) -> None:
+    if observed.dtype != torch.bool or observed.dim() != 2:
+        raise ValueError(
+            f"observed must be a bool tensor [B, F], got {observed.dtype} of shape {tuple(observed.shape)}")
+
+
+def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    # A generator only draws on its own device; move the draws afterwards.
+    draw_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=draw_device).to(device)
+
+
+class MaskStrategy:
+    """Base class. Subclasses override :meth:`__call__` (and :meth:`bind` if they need names)."""
+
+    masked_weight: float = 0.0
+
+    @property
+    def trains_imputation(self) -> bool:
+        """True when the strategy hides observed values (the decoder learns to impute)."""
+        return False
+
+    def bind(self, feature_names: Sequence[str]) -> MaskStrategy:
+        return copy.copy(self)
+
+    def __call__(self, observed: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_observed(observed)
+        return observed.clone()
+
+
+class NoMask(MaskStrategy):
+    """The encoder sees every observed entry (v2.6.7, v2.14)."""
+
+    def __repr__(self) -> str:
+        return "NoMask()"
+
+
+class RealMask(MaskStrategy):
+    """No extra masking: only the real missing values (observed=False) are hidden (v2.15).
+
+    Identical in effect to :class:`NoMask`; the name records that training uses
+    incomplete rows, whose missingness correlates with lithology.
+    """
+
+    def __repr__(self) -> str:
+        return "RealMask()"
+
+
+class RandomMask(MaskStrategy):
+    """Each observed entry is hidden independently with probability ``prob``.
+
+    The seeds' ``apply_mask`` (v2.14.2: prob 0.3); hybrid: prob 0.1, masked_weight 0.5.
+    """
+
+    def __init__(self, prob: float, masked_weight: float = 0.0):
+        self.prob = _probability("prob", prob, allow_one=False)
+        self.masked_weight = _weight("masked_weight", masked_weight)
+
+    @property
+    def trains_imputation(self) -> bool:
+        return self.prob > 0
+
+    def __call__(self, observed: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_observed(observed)
+        if self.prob == 0:
+            return observed.clone()
+        hide = _uniform(tuple(observed.shape), generator, observed.device) < self.prob
+        return observed & ~hide
+
+    def __repr__(self) -> str:
+        return f"RandomMask(prob={self.prob!r}, masked_weight={self.masked_weight!r})"
+
+
+class BlockMask(MaskStrategy):
+    """Per row, with probability ``prob`` hide all of ``features`` together.
+
+    Mimics the realistic pattern where one instrument (by default the colour
+    camera: R, G, B) is missing as a whole.
+    """
+
+    def __init__(self, prob: float, features: Sequence[str] = ("R", "G", "B"),
+                 masked_weight: float = 0.0):
+        self.prob = _probability("prob", prob, allow_one=True)
+        if isinstance(features, str):
+            raise ValueError(f"features must be a list of feature names, got the string {features!r}")
+        self.features = tuple(str(name) for name in features)
+        if not self.features:
+            raise ValueError("features must name at least one feature")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError(f"features contains duplicates: {list(self.features)}")
+        self.masked_weight = _weight("masked_weight", masked_weight)
+        self._block: Tensor | None = None  # bool [F], set by bind()
+
+    @property
+    def trains_imputation(self) -> bool:
+        return self.prob > 0
+
+    def bind(self, feature_names: Sequence[str]) -> BlockMask:
+        names = list(feature_names)
+        unknown = [name for name in self.features if name not in names]
+        if unknown:
+            raise ValueError(f"BlockMask features {unknown} are not among the data features {names}")
+        bound = copy.copy(self)
+        block = torch.zeros(len(names), dtype=torch.bool)
+        block[[names.index(name) for name in self.features]] = True
+        bound._block = block
+        return bound
+
+    def __call__(self, observed: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_observed(observed)
+        if self._block is None:
+            raise RuntimeError("BlockMask is not bound: call bind(feature_names) first")
+        if observed.shape[1] != self._block.numel():
+            raise ValueError(f"observed has {observed.shape[1]} features, but BlockMask was bound "
+                             f"to {self._block.numel()}")
+        if self.prob == 0:
+            return observed.clone()
+        hide_row = _uniform((observed.shape[0],), generator, observed.device) < self.prob
+        hide = hide_row[:, None] & self._block.to(observed.device)[None, :]
+        return observed & ~hide
+
+    def __repr__(self) -> str:
+        return (f"BlockMask(prob={self.prob!r}, features={list(self.features)!r}, "
+                f"masked_weight={self.masked_weight!r})")

@@ -1,0 +1,150 @@
+"""The interface every model variant shares.
+
+A batch is a dict of tensors (see :mod:`lithovae.data.datamodule`):
+
+- ``x``        float [B, F]  scaled features, 0 where not observed
+- ``observed`` bool  [B, F]  True where the value was measured
+- ``y``        long  [B]     principal lithology code, -1 where unlabeled
+- ``y_group``  long  [B]     expert group code, -1 where unlabeled
+- ``index``    long  [B]     row index into the split (stable across epochs)
+- ``borehole`` long  [B], ``depth`` float [B]
+
+The training plan decides which entries the encoder may see (``visible``: observed
+and not masked by the mask strategy) and passes a :class:`LossContext`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about the data it is built for."""
+
+    n_features: int
+    feature_names: tuple[str, ...]
+    n_classes: int  # principal lithologies
+    n_groups: int  # expert groups
+    class_counts: tuple[int, ...] = ()  # training-set count per principal code
+    group_counts: tuple[int, ...] = ()  # training-set count per group code
+
+
+@dataclass
+class LossContext:
+    """Per-step weights chosen by the training plan."""
+
+    beta: float = 1.0
+    # classification weight: a float, or a per-sample tensor [B] (adaptive alpha)
+    alpha: float | Tensor = 0.0
+    # weight of the reconstruction error on entries hidden from the encoder
+    masked_weight: float = 0.0
+    epoch: int = 0
+
+
+@dataclass
+class ModelOutput:
+    mu: Tensor
+    logvar: Tensor
+    z: Tensor
+    recon: Tensor
+    logits: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+class LatentModel(nn.Module):
+    """Base of every variant: encode to a Gaussian posterior, decode, score.
+
+    Subclasses build ``self.encoder`` (returning ``(mu, logvar)``) and
+    ``self.decoder`` and may override :meth:`prior_kl`, :meth:`extra_losses`,
+    or :meth:`classify`.
+    """
+
+    latent_dim: int
+
+    def __init__(self, data: DataSpec):
+        super().__init__()
+        self.data = data
+
+    # -- building blocks subclasses may override ------------------------------------
+    def encode(self, x: Tensor, visible: Tensor) -> tuple[Tensor, Tensor]:
+        return self.encoder(x * visible)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def classify(self, z: Tensor) -> Tensor | None:
+        """Class logits from a latent sample; None for models without a head."""
+        return None
+
+    def prior_kl(self, out: ModelOutput) -> Tensor:
+        """KL(q(z|x) || p(z)) per sample [B]; the standard normal prior by default."""
+        from lithovae.models.losses import gaussian_kl
+
+        return gaussian_kl(out.mu, out.logvar)
+
+    def extra_losses(self, batch: dict[str, Tensor], out: ModelOutput,
+                     ctx: LossContext) -> dict[str, Tensor]:
+        """Additional weighted terms (already multiplied by their weight), summed into the loss."""
+        return {}
+
+    # -- shared machinery --------------------------------------------------------------
+    @staticmethod
+    def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def forward(self, x: Tensor, visible: Tensor) -> ModelOutput:
+        visible = visible.to(x.dtype)
+        mu, logvar = self.encode(x, visible)
+        z = self.reparameterize(mu, logvar) if self.training else mu
+        return ModelOutput(mu=mu, logvar=logvar, z=z, recon=self.decode(z), logits=self.classify(z))
+
+    def loss(self, batch: dict[str, Tensor], out: ModelOutput, visible: Tensor,
+             ctx: LossContext) -> dict[str, Tensor]:
+        """Named loss terms, each a scalar; ``loss`` is the weighted total.
+
+        Reconstruction is scored only where a value was observed (never on
+        missing values); entries observed but hidden from the encoder are also
+        reported as ``masked_recon`` and weighted by ``ctx.masked_weight``.
+        """
+        from lithovae.models.losses import class_loss, masked_sse
+
+        observed = batch["observed"].to(out.recon.dtype)
+        hidden = observed * (1.0 - visible.to(out.recon.dtype))
+        terms: dict[str, Tensor] = {}
+        terms["recon"] = masked_sse(out.recon, batch["x"], observed).mean()
+        terms["kl"] = self.prior_kl(out).mean()
+        total = terms["recon"] + ctx.beta * terms["kl"]
+        if ctx.masked_weight:
+            terms["masked_recon"] = masked_sse(out.recon, batch["x"], hidden).mean()
+            total = total + ctx.masked_weight * terms["masked_recon"]
+        if out.logits is not None:
+            terms["class"] = class_loss(out.logits, self.class_target(batch), ctx.alpha)
+            total = total + terms["class"]
+        for name, value in self.extra_losses(batch, out, ctx).items():
+            terms[name] = value
+            total = total + value
+        terms["loss"] = total
+        return terms
+
+    def class_target(self, batch: dict[str, Tensor]) -> Tensor:
+        return batch["y"]
+
+    def on_train_epoch_start(self, epoch: int, embed_train) -> None:
+        """Hook before each training epoch; ``embed_train()`` gives train latent means [N, D]."""
+
+    @torch.no_grad()
+    def embed(self, x: Tensor, visible: Tensor) -> Tensor:
+        """Latent means: what clustering and downstream classifiers use."""
+        return self.encode(x, visible.to(x.dtype))[0]
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, visible: Tensor) -> Tensor:
+        return self.decode(self.embed(x, visible))
+
+    @torch.no_grad()
+    def predict_logits(self, x: Tensor, visible: Tensor) -> Tensor | None:
+        return self.classify(self.embed(x, visible))

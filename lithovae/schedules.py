@@ -1,0 +1,113 @@
+"""KL-weight (beta) schedules: callables ``schedule(epoch) -> beta``.
+
+Built by Hydra from YAML, e.g.::
+
+    beta:
+      _target_: lithovae.schedules.LinearAnneal
+      start: 1.0e-10
+      end: 0.75
+      epochs: 100
+
+Epochs are 0-based: the first training epoch is epoch 0.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral
+
+__all__ = ["BetaSchedule", "FixedBeta", "LinearAnneal", "CyclicalAnneal"]
+
+
+def _beta_value(name: str, value) -> float:
+    # YAML can deliver "1e-10" as a string; float() accepts it.
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _check_epoch(epoch) -> int:
+    if isinstance(epoch, bool) or not isinstance(epoch, Integral) or epoch < 0:
+        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+    return int(epoch)
+
+
+class BetaSchedule:
+    """Base class: ``schedule(epoch) -> beta``."""
+
+    def __call__(self, epoch: int) -> float:
+        return self.value_at(_check_epoch(epoch))
+
+    def value_at(self, epoch: int) -> float:
+        raise NotImplementedError
+
+
+class FixedBeta(BetaSchedule):
+    """The same beta every epoch (v2.5: 0.5; the standard VAE: 1.0)."""
+
+    def __init__(self, value: float):
+        self.value = _beta_value("value", value)
+
+    def value_at(self, epoch: int) -> float:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"FixedBeta(value={self.value!r})"
+
+
+class LinearAnneal(BetaSchedule):
+    """``start + (end - start) * epoch / epochs`` for ``epoch < epochs``, then ``end``.
+
+    The seeds' schedules: v2.6 (0.001 -> 0.5 over 50), v2.6.7 "anneal_extreme"
+    (1e-10 -> 0.75 over 100), hybrid (1e-6 -> 0.5 over 30).
+    """
+
+    def __init__(self, start: float, end: float, epochs: int):
+        self.start = _beta_value("start", start)
+        self.end = _beta_value("end", end)
+        self.epochs = _positive_int("epochs", epochs)
+
+    def value_at(self, epoch: int) -> float:
+        if epoch >= self.epochs:
+            return self.end
+        return self.start + (self.end - self.start) * (epoch / self.epochs)
+
+    def __repr__(self) -> str:
+        return f"LinearAnneal(start={self.start!r}, end={self.end!r}, epochs={self.epochs!r})"
+
+
+class CyclicalAnneal(BetaSchedule):
+    """Cyclical annealing (Fu et al. 2019), per epoch.
+
+    Each cycle lasts ``period`` epochs; within it beta rises linearly from
+    ``start`` to ``end`` over the first ``ratio * period`` epochs, then holds
+    ``end`` until the next cycle restarts at ``start``.
+    """
+
+    def __init__(self, start: float, end: float, period: int, ratio: float = 0.5):
+        self.start = _beta_value("start", start)
+        self.end = _beta_value("end", end)
+        self.period = _positive_int("period", period)
+        ratio_value = _beta_value("ratio", ratio)
+        if not 0 < ratio_value <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
+        self.ratio = ratio_value
+
+    def value_at(self, epoch: int) -> float:
+        position = (epoch % self.period) / self.period  # in [0, 1)
+        progress = min(position / self.ratio, 1.0)
+        return self.start + (self.end - self.start) * progress
+
+    def __repr__(self) -> str:
+        return (f"CyclicalAnneal(start={self.start!r}, end={self.end!r}, "
+                f"period={self.period!r}, ratio={self.ratio!r})")
