@@ -1,0 +1,79 @@
+"""The training plan: a LightningModule around any :class:`LatentModel`.
+
+It owns what is about training, not about the model: the beta schedule, the
+feature mask, the classification weight, the optimiser and LR schedule, and
+the per-epoch logging of each named loss term.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from lithovae.alpha import AlphaStrategy
+from lithovae.masking import MaskStrategy
+from lithovae.models.base import LatentModel, LossContext
+from lithovae.schedules import BetaSchedule
+
+
+class TrainingPlan(pl.LightningModule):
+    def __init__(self, model: LatentModel, beta: BetaSchedule, mask: MaskStrategy,
+                 alpha: AlphaStrategy, lr: float = 1e-3, weight_decay: float = 0.0,
+                 reduce_on_plateau: bool = False, plateau_patience: int = 5,
+                 plateau_factor: float = 0.5, seed: int = 0):
+        super().__init__()
+        self.model = model
+        self.beta_schedule = beta
+        self.mask = mask.bind(model.data.feature_names)
+        target = getattr(model, "target", None)  # models with a class head say what they predict
+        self.alpha = alpha.bind(target.counts if target is not None else model.data.class_counts)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.reduce_on_plateau = reduce_on_plateau
+        self.plateau_patience, self.plateau_factor = plateau_patience, plateau_factor
+        self.mask_generator = torch.Generator().manual_seed(seed)
+
+    def context(self, batch: dict[str, torch.Tensor]) -> LossContext:
+        return LossContext(beta=float(self.beta_schedule(self.current_epoch)),
+                           alpha=self.alpha(self.model.class_target(batch)),
+                           masked_weight=self.mask.masked_weight, epoch=self.current_epoch)
+
+    def _step(self, batch, visible, stage: str):
+        out = self.model(batch["x"], visible)
+        terms = self.model.loss(batch, out, visible, self.context(batch))
+        n = batch["x"].shape[0]
+        for name, value in terms.items():
+            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, batch_size=n,
+                     prog_bar=(name == "loss"), sync_dist=stage != "train")
+        return terms["loss"]
+
+    def training_step(self, batch, batch_idx):
+        gen = self.mask_generator if batch["observed"].device.type == "cpu" else None
+        visible = self.mask(batch["observed"], gen)
+        return self._step(batch, visible, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, batch["observed"], "val")
+
+    def on_train_epoch_start(self) -> None:
+        self.log("beta", float(self.beta_schedule(self.current_epoch)), on_epoch=True, on_step=False)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_epoch=True, on_step=False)
+        self.model.on_train_epoch_start(self.current_epoch, self.embed_train)
+
+    @torch.no_grad()
+    def embed_train(self) -> torch.Tensor:
+        """Latent means of the whole training split, row i = batch index i."""
+        train = self.trainer.datamodule.tensors["train"]
+        was_training = self.model.training
+        self.model.eval()
+        chunks = [self.model.embed(x.to(self.device), o.to(self.device))
+                  for x, o in zip(train["x"].split(8192), train["observed"].split(8192))]
+        self.model.train(was_training)
+        return torch.cat(chunks).cpu()
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if not self.reduce_on_plateau:
+            return opt
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", patience=self.plateau_patience, factor=self.plateau_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}

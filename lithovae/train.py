@@ -1,0 +1,142 @@
+"""python -m lithovae.train [experiment=PRESET] [model=...] [beta=...] [mask=...] [alpha=...]
+
+Builds (or reuses) the dataset, trains the composed model, evaluates it on the
+test boreholes with latent means, writes ``metrics.json`` in the run dir and
+logs everything to MLflow. Returns ``ari_best`` (the sweep objective).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lithovae import config as config_schema  # registers the train schema
+from lithovae.cli import exits_cleanly
+
+
+def _dataset_checksum(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def summary_table(metrics: dict, dataset: str, synthetic: bool) -> str:
+    keys = ["n_test", "ari_best", "best_k", "best_method", "ari_kmeans_k12", "ari_gmm_k12",
+            "silhouette", "r2_mean", "active_dims", "auc_pooled", "balanced_accuracy"]
+    keys += sorted(k for k in metrics if k.startswith("imputation_r2_"))
+    note = " (SYNTHETIC data, not a real-data result)" if synthetic else ""
+    lines = [f"test metrics on {dataset}{note}", "-" * 44]
+    for k in keys:
+        if k in metrics:
+            v = metrics[k]
+            text = f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else str(v)
+            lines.append(f"{k:<28}{text:>16}")
+    return "\n".join(lines)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+@exits_cleanly
+def train(cfg: DictConfig) -> dict:
+    config_schema.validate(cfg)
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from lithovae import tracking
+    from lithovae.data.datamodule import LithoDataModule
+    from lithovae.evaluation.evaluate import evaluate
+    from lithovae.plan import TrainingPlan
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    source = instantiate(cfg.data, _convert_="all")
+    dataset_path, manifest = source.prepare(cfg.paths.data_dir)
+    dm = LithoDataModule(dataset_path, seed=cfg.seed, transforms=source.transforms,
+                         dataset_name=source.name, **OmegaConf.to_container(cfg.datamodule))
+    dm.setup()
+    spec = dm.data_spec()
+    model = instantiate(cfg.model, _partial_=True, _convert_="all")(data=spec)
+    mask = instantiate(cfg.mask, _convert_="all")
+    plan = TrainingPlan(model, instantiate(cfg.beta, _convert_="all"), mask,
+                        instantiate(cfg.alpha, _convert_="all"), lr=cfg.optimizer.lr,
+                        weight_decay=cfg.optimizer.weight_decay,
+                        reduce_on_plateau=cfg.lr_scheduler.reduce_on_plateau,
+                        plateau_patience=cfg.lr_scheduler.patience,
+                        plateau_factor=cfg.lr_scheduler.factor, seed=cfg.seed)
+
+    logger = instantiate(cfg.logger)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss",
+                                 mode="min", save_top_k=1, save_last=True)
+    callbacks = [checkpoint]
+    if cfg.early_stopping.enabled:
+        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=cfg.early_stopping.patience))
+    trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False,
+                          callbacks=callbacks, default_root_dir=str(run_dir))
+
+    tags = {"preset": cfg.preset or "none", "dataset": source.name,
+            "dataset_checksum": _dataset_checksum(dataset_path), "synthetic": str(source.synthetic),
+            "model": cfg.model._target_.rsplit(".", 1)[-1], "git_commit": tracking.git_commit()}
+    failed = True
+    try:
+        tracking.start_run(logger, cfg, tags)
+        trainer.fit(plan, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        if checkpoint.best_model_path:
+            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+            plan.load_state_dict(state["state_dict"])
+        model.cpu()
+        metrics, _ = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
+                              seed=cfg.seed, **OmegaConf.to_container(cfg.eval))
+        metrics.update({"dataset": source.name, "synthetic": source.synthetic,
+                        "preset": cfg.preset, "epochs_trained": trainer.current_epoch})
+        if trainer.is_global_zero:
+            files = _write_run_files(run_dir, cfg, metrics, dm)
+            tracking.log_test_metrics(logger, metrics)
+            tracking.log_artifacts(logger, files + [Path(checkpoint.best_model_path or "")])
+            print(summary_table(metrics, source.name, source.synthetic))
+            print(f"run dir: {run_dir}")
+        failed = False
+        return metrics
+    finally:
+        tracking.end_run(logger, failed)
+
+
+def _write_run_files(run_dir: Path, cfg: DictConfig, metrics: dict, dm) -> list[Path]:
+    files = {
+        "metrics.json": json.dumps(metrics, indent=1, default=_json_default),
+        "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
+        "label_encoding.json": json.dumps(dm.encoding.to_dict(), indent=1),
+        "split.json": json.dumps({"boreholes": dm.split_boreholes, "stats": dm.stats}, indent=1),
+    }
+    paths = []
+    for name, text in files.items():
+        (run_dir / name).write_text(text)
+        paths.append(run_dir / name)
+    dm.scaler.save(run_dir / "scaler.json")
+    paths.append(run_dir / "scaler.json")
+    return paths
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    value = metrics.get("ari_best")
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()
