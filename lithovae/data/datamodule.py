@@ -92,6 +92,7 @@ class LithoDataModule(pl.LightningDataModule):
         self.tensors: dict[str, dict[str, torch.Tensor]] = {}
         self.frames: dict[str, pd.DataFrame] = {}
         self.stats: dict = {}
+        self.shuffle_generator = torch.Generator().manual_seed(seed)
 
     # -- preparing ---------------------------------------------------------------------------
     def _split_boreholes(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -167,8 +168,9 @@ class LithoDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = TensorBatchDataset(self.tensors[split])
         if shuffle:
-            gen = torch.Generator().manual_seed(self.seed)
-            sampler = BatchSampler(RandomSampler(ds, generator=gen), self.batch_size, drop_last=False)
+            # one generator per data module: every epoch (and every new loader) draws a new order
+            sampler = BatchSampler(RandomSampler(ds, generator=self.shuffle_generator), self.batch_size,
+                                   drop_last=False)
         else:
             sampler = BatchSampler(SequentialSampler(ds), self.eval_batch_size, drop_last=False)
         # batch_size=None: the sampler's index lists go straight to __getitem__, no collate

@@ -1,0 +1,160 @@
+"""Scaler, splits, the in-memory data module, and the generic table source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lithovae.data.builder import BuildError, build_dataset
+from lithovae.data.datamodule import LithoDataModule
+from lithovae.data.scaler import DistributionAwareScaler
+from lithovae.data.sources import TableSource
+from lithovae.data.splits import (borehole_split, check_disjoint, entropy_balanced_folds,
+                                  label_entropy)
+from tests.lily_files import random_lily
+
+FEATURES = ["GRA", "MS", "NGR", "R", "G", "B"]
+
+
+def test_scaler_applies_study_transforms_then_standardises_and_inverts():
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(1.7, 0.2, 500), rng.lognormal(2, 1, 500) - 3,
+                         rng.lognormal(3, 0.5, 500), rng.uniform(5, 250, (500, 3))])
+    scaler = DistributionAwareScaler(FEATURES).fit(x)
+    y = scaler.transform(x)
+    np.testing.assert_allclose(y.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(y.std(axis=0), 1, atol=1e-4)
+    signed = np.sign(x[:, 1]) * np.log1p(np.abs(x[:, 1]))
+    np.testing.assert_allclose(y[:, 1], (signed - signed.mean()) / signed.std(), rtol=1e-4, atol=1e-5)
+    logged = np.log1p(x[:, 3])
+    np.testing.assert_allclose(y[:, 3], (logged - logged.mean()) / logged.std(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(scaler.inverse_transform(y), x, rtol=1e-4, atol=1e-4)
+
+
+def test_scaler_is_configurable_keeps_nan_and_round_trips_through_json(tmp_path):
+    x = np.array([[1.0, np.nan], [2.0, 5.0], [3.0, 7.0]])
+    scaler = DistributionAwareScaler(["GRA", "MS"], {"MS": "none"}).fit(x)
+    y = scaler.transform(x)
+    assert np.isnan(y[0, 1]) and not np.isnan(y[1:, 1]).any()
+    np.testing.assert_allclose(y[1:, 1], [-1, 1], atol=1e-6)  # plain standardisation of MS
+    scaler.save(tmp_path / "s.json")
+    again = DistributionAwareScaler.load(tmp_path / "s.json")
+    np.testing.assert_array_equal(again.transform(x), y)
+    with pytest.raises(ValueError, match="cube"):
+        DistributionAwareScaler(["GRA"], {"GRA": "cube"})
+
+
+def test_borehole_split_is_seeded_disjoint_and_70_15_15():
+    ids = [f"B{i:02d}" for i in range(40)]
+    parts = borehole_split(np.repeat(ids, 3), seed=1)
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [28, 6, 6]
+    assert set(np.concatenate(list(parts.values()))) == set(ids)
+    again = borehole_split(np.repeat(ids, 3), seed=1)
+    assert all((parts[k] == again[k]).all() for k in parts)
+    other = borehole_split(np.repeat(ids, 3), seed=2)
+    assert not (parts["test"] == other["test"]).all()
+    with pytest.raises(ValueError, match="in both"):
+        check_disjoint({"train": np.array(["B01"]), "test": np.array(["B01"])})
+
+
+def test_entropy_balanced_folds_match_a_hand_computed_allocation():
+    # A: a x10, B: b x9, C: b x5, D: a x4. Largest first: A -> fold0, B -> fold1 (fold0 is
+    # full). C fits either fold: joining fold0 gives H(10/15, 5/15) = 0.637, joining fold1
+    # gives 0 (all b); the whole set's entropy is ln 2 = 0.693, so C goes to fold0 even
+    # though fold1 is smaller. D then goes to the smaller fold1.
+    boreholes = ["A"] * 10 + ["B"] * 9 + ["C"] * 5 + ["D"] * 4
+    labels = ["a"] * 10 + ["b"] * 9 + ["b"] * 5 + ["a"] * 4
+    folds = entropy_balanced_folds(boreholes, labels, n_folds=2, seed=0)
+    assert [sorted(f) for f in folds] == [["A", "C"], ["B", "D"]]
+    assert label_entropy(["a", "b"]) == pytest.approx(np.log(2))
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dm")
+    raw = random_lily(tmp / "raw", n_boreholes=12, bins_per_borehole=30, seed=3)
+    return build_dataset(raw, tmp / "out", log=lambda *a: None).path
+
+
+def test_datamodule_batches_are_whole_tensors_indexed_at_once(small_dataset):
+    dm = LithoDataModule(small_dataset, batch_size=64, seed=0)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"x", "observed", "y", "y_group", "index", "borehole", "depth"}
+    assert batch["x"].shape == (64, 6) and batch["x"].dtype == torch.float32
+    assert batch["observed"].dtype == torch.bool and batch["y"].dtype == torch.int64
+    # the batch is exactly the split's rows at the batch's indices
+    train = dm.tensors["train"]
+    assert torch.equal(batch["x"], train["x"][batch["index"]])
+    # a second epoch reshuffles (seeded), evaluation loaders do not
+    first, second = [torch.cat([b["index"] for b in dm.train_dataloader()]) for _ in range(2)]
+    assert sorted(first.tolist()) == list(range(len(train["x"])))
+    assert not torch.equal(first, second)
+    test_idx = torch.cat([b["index"] for b in dm.test_dataloader()])
+    assert torch.equal(test_idx, torch.arange(len(test_idx)))
+
+
+def test_datamodule_fits_the_scaler_on_train_boreholes_only(small_dataset):
+    dm = LithoDataModule(small_dataset, seed=0)
+    dm.setup()
+    frame = pd.read_parquet(small_dataset)
+    train = frame[frame["borehole_id"].isin(dm.split_boreholes["train"])]
+    expected = DistributionAwareScaler(FEATURES).fit(train[FEATURES].to_numpy())
+    np.testing.assert_allclose(dm.scaler.mean_, expected.mean_)
+    assert not np.allclose(dm.scaler.mean_, DistributionAwareScaler(FEATURES).fit(frame[FEATURES].to_numpy()).mean_)
+    check_disjoint({k: np.array(v) for k, v in dm.split_boreholes.items()})
+    spec = dm.data_spec()
+    assert spec.n_features == 6 and spec.n_classes >= 139 and spec.n_groups >= 14
+    assert sum(spec.class_counts) == dm.stats["n_train"]
+
+
+def test_datamodule_context_and_engineered_features(small_dataset):
+    dm = LithoDataModule(small_dataset, context=1, engineered=True, seed=0)
+    dm.setup()
+    assert len(dm.feature_names) == 12 * 3
+    assert "GRA_above1" in dm.feature_names and "lightness" in dm.feature_names
+    # the first bin of each borehole has no bin above: that neighbour is unobserved
+    col = dm.feature_names.index("GRA_above1")
+    first_rows = torch.tensor(dm.frames["train"].groupby("borehole_id").head(1).index.to_list())
+    assert not dm.tensors["train"]["observed"][first_rows, col].any()
+
+
+def test_cv_fold_datamodule_uses_the_fold_as_test(small_dataset):
+    frame = pd.read_parquet(small_dataset)
+    folds = entropy_balanced_folds(frame["borehole_id"], frame["principal"], 3, seed=0)
+    dm = LithoDataModule(small_dataset, n_folds=3, fold=1, seed=0)
+    dm.setup()
+    assert sorted(dm.split_boreholes["test"]) == sorted(folds[1])
+
+
+def test_table_source_reads_csv_and_parquet_with_chosen_columns(tmp_path):
+    frame = pd.DataFrame({"hole": ["H1"] * 3 + ["H2"] * 2, "z": [0.0, 0.2, 0.4, 0.0, 0.2],
+                          "rock": ["clay", "clay", "basalt", None, "silt"],
+                          "dens": [1.6, 1.7, 2.8, 1.9, None], "sus": [10, 12, 900, 5, None]})
+    frame.to_csv(tmp_path / "mine.csv", index=False)
+    frame.to_parquet(tmp_path / "mine.parquet")
+    for name in ("mine.csv", "mine.parquet"):
+        source = TableSource(str(tmp_path / name), borehole="hole", depth="z", label="rock",
+                             features={"GRA": "dens", "MS": "sus"}, transforms={"MS": "signed_log"})
+        path, manifest = source.prepare(tmp_path / "data")
+        data = pd.read_parquet(path)
+        assert list(data.columns) == ["borehole_id", "depth_m", "principal", "prefix", "suffix",
+                                      "full_lithology", "lithology_group", "GRA", "MS"]
+        assert len(data) == 4 and manifest["steps"]["dropped_no_feature"] == 1
+        assert data.loc[data["principal"] == "basalt", "lithology_group"].item() == "Mafic Igneous"
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("borehole_id,depth_m,principal,dens\nH1,0.0,clay,1.6\n", "missing column 'GRA'"),
+    ("", "empty file"),
+    ("borehole_id,depth_m,principal,GRA\nH1,abc,clay,1.6\n", "column 'depth_m': non-numeric value 'abc'"),
+])
+def test_table_source_bad_input_names_file_and_column(tmp_path, content, expected):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(BuildError) as err:
+        TableSource(str(path), features={"GRA": "GRA"}).prepare(tmp_path / "data")
+    assert expected in str(err.value) and str(path) in str(err.value)
+    assert not list((tmp_path / "data").rglob("*.parquet")) if (tmp_path / "data").exists() else True
