@@ -77,7 +77,7 @@ def log_test_metrics(logger, metrics: dict) -> None:
     if not isinstance(logger, MLFlowLogger):
         return
     numeric = {f"test/{k}": float(v) for k, v in metrics.items()
-               if isinstance(v, (int, float)) and v == v}  # NaN (undefined) is not logged
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}  # NaN: undefined
     logger.log_metrics(numeric)
 
 

@@ -41,10 +41,15 @@ def summary_table(metrics: dict, dataset: str, synthetic: bool) -> str:
     return "\n".join(lines)
 
 
-def _json_default(value):
+def _jsonable(value):
+    """NaN (an undefined metric) becomes null: metrics.json stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
     if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 @exits_cleanly
@@ -102,7 +107,9 @@ def train(cfg: DictConfig) -> dict:
         metrics, _ = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
                               seed=cfg.seed, **OmegaConf.to_container(cfg.eval))
         metrics.update({"dataset": source.name, "synthetic": source.synthetic,
-                        "preset": cfg.preset, "epochs_trained": trainer.current_epoch})
+                        "preset": cfg.preset, "epochs_trained": trainer.current_epoch,
+                        "final_losses": {k: float(v) for k, v in trainer.callback_metrics.items()
+                                         if k.startswith(("train/", "val/"))}})
         if trainer.is_global_zero:
             files = _write_run_files(run_dir, cfg, metrics, dm)
             tracking.log_test_metrics(logger, metrics)
@@ -117,7 +124,7 @@ def train(cfg: DictConfig) -> dict:
 
 def _write_run_files(run_dir: Path, cfg: DictConfig, metrics: dict, dm) -> list[Path]:
     files = {
-        "metrics.json": json.dumps(metrics, indent=1, default=_json_default),
+        "metrics.json": json.dumps(_jsonable(metrics), indent=1, allow_nan=False),
         "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
         "label_encoding.json": json.dumps(dm.encoding.to_dict(), indent=1),
         "split.json": json.dumps({"boreholes": dm.split_boreholes, "stats": dm.stats}, indent=1),

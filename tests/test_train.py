@@ -1,0 +1,126 @@
+"""End-to-end training: every study preset for one epoch, MLflow, checkpoints, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from lithovae.train import train
+from tests.conftest import compose_train
+
+PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
+CLASSIFIERS = {"v2_14", "v2_14_1", "v2_14_2", "v2_15", "hybrid_semisup", "direct_classifier",
+               "vae_classifier_v1_0", "vae_classifier_v1_1"}
+IMPUTATION = {"v2_6_11", "v2_14_2", "v2_15", "hybrid_unsup", "hybrid_semisup"}
+# two-stage models: one epoch of each stage
+EXTRA = {"vae_classifier_v1_0": ["trainer.max_epochs=2", "model.vae_epochs=1"],
+         "vae_classifier_v1_1": ["trainer.max_epochs=2", "model.vae_epochs=1"]}
+
+
+def test_every_preset_of_the_study_is_here():
+    expected = {"v1", "v2", "v2_1", "v2_2", "v2_5", "v2_6", "v2_6_6", "v2_6_7", "v2_6_8", "v2_6_10",
+                "v2_6_11", "v2_7", "v2_8", "v2_9", "v2_10", "v2_12", "v2_13", "v2_14", "v2_14_1",
+                "v2_14_2", "v2_15", "v3", "hybrid_unsup", "hybrid_semisup", "direct_classifier",
+                "vae_classifier_v1_0", "vae_classifier_v1_1"}
+    assert expected <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_trains_one_epoch_with_finite_losses_and_all_metric_keys(preset, tmp_path, shared_data_dir):
+    cfg = compose_train([f"experiment={preset}", "trainer.max_epochs=1", "logger=none",
+                         *EXTRA.get(preset, [])], tmp_path, shared_data_dir)
+    metrics = train(cfg)
+    assert metrics["preset"] == preset
+    losses = metrics["final_losses"]
+    assert "train/loss" in losses and "val/loss" in losses
+    assert all(math.isfinite(v) for v in losses.values()), losses
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    features = ["GRA", "MS", "NGR"] if preset == "v1" else ["GRA", "MS", "NGR", "R", "G", "B"]
+    keys = {"n_test", "ari_best", "silhouette", "r2_mean", "active_dims"}
+    keys |= {f"ari_{m}_k{k}" for m in ("kmeans", "gmm") for k in (10, 12, 15, 20)}
+    keys |= {f"r2_{f}" for f in features}
+    if preset in CLASSIFIERS:
+        keys |= {"auc_pooled", "balanced_accuracy"}
+    if preset in IMPUTATION:
+        keys |= {f"imputation_r2_{f}" for f in features}
+    assert keys <= set(saved), keys - set(saved)
+    assert saved["n_test"] > 0 and saved["dataset"] == "synthetic-small-seed0" and saved["synthetic"]
+    assert 0 <= saved["active_dims"] <= 36
+    assert -1 <= saved["ari_best"] <= 1
+    if preset in CLASSIFIERS:
+        assert 0 <= saved["auc_pooled"] <= 1
+
+
+def _runs(tracking_dir: Path):
+    client = mlflow.MlflowClient(f"sqlite:///{tracking_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("lithovae")
+    return client, client.search_runs([exp.experiment_id])
+
+
+def test_mlflow_run_has_params_tags_test_metrics_epoch_curves_and_artifacts(tmp_path, shared_data_dir):
+    cfg = compose_train(["model=semisup", "beta=anneal_extreme", "trainer.max_epochs=2"],
+                        tmp_path, shared_data_dir)
+    metrics = train(cfg)
+    client, runs = _runs(tmp_path / "outputs" / "mlruns")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    for key in ("test/ari_kmeans_k12", "test/auc_pooled", "test/r2_mean", "test/ari_best"):
+        assert run.data.metrics[key] == pytest.approx(metrics[key.split("/", 1)[1]])
+    assert run.data.params["model._target_"] == "lithovae.models.semisup.SemiSupervisedVAE"
+    assert run.data.params["beta.end"] == "0.75"
+    assert run.data.tags["dataset"] == "synthetic-small-seed0"
+    assert len(run.data.tags["dataset_checksum"]) == 16 and "git_commit" in run.data.tags
+    history = client.get_metric_history(run.info.run_id, "train/kl")
+    assert len(history) == 2
+    assert {"train/recon", "train/class", "val/loss", "beta", "lr"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "config.yaml", "scaler.json", "best.ckpt"} <= artifacts
+
+
+def test_a_run_that_raises_is_marked_failed(tmp_path, shared_data_dir, monkeypatch):
+    import lithovae.evaluation.evaluate as evaluation
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation exploded")
+
+    monkeypatch.setattr(evaluation, "evaluate", broken)
+    cfg = compose_train(["trainer.max_epochs=1"], tmp_path, shared_data_dir)
+    with pytest.raises(RuntimeError, match="exploded"):
+        train(cfg)
+    _, runs = _runs(tmp_path / "outputs" / "mlruns")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_best_checkpoint_is_kept_and_ckpt_path_resumes(tmp_path, shared_data_dir):
+    cfg = compose_train(["trainer.max_epochs=2", "logger=none"], tmp_path, shared_data_dir)
+    train(cfg)
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert (ckpts / "best.ckpt").exists() and (ckpts / "last.ckpt").exists()
+    resumed = compose_train(["trainer.max_epochs=3", "logger=none", f"ckpt_path={ckpts / 'last.ckpt'}"],
+                            tmp_path / "again", shared_data_dir)
+    metrics = train(resumed)
+    assert metrics["epochs_trained"] == 3
+
+
+@pytest.mark.parametrize("override, named", [
+    ("model.latnet_dim=4", "latnet_dim"),
+    ("experiment=no_such_preset", "no_such_preset"),
+    ("model.latent_dim=abc", "model.latent_dim"),
+])
+def test_bad_overrides_fail_fast_naming_the_key(tmp_path, override, named):
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "lithovae.train", override, f"paths.root_dir={tmp_path}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    elapsed = time.perf_counter() - started
+    assert proc.returncode != 0
+    assert named in proc.stderr
+    assert elapsed < 5, f"took {elapsed:.1f}s"
+    assert not (tmp_path / "outputs" / "data").exists()  # nothing was built
