@@ -85,6 +85,7 @@ class TrainConfig:
     task_name: str = "train"
     preset: Optional[str] = None
     seed: int = 0
+    threads: int = 1
     ckpt_path: Optional[str] = None
 
 

@@ -65,6 +65,7 @@ def train(cfg: DictConfig) -> dict:
     from lithovae.evaluation.evaluate import evaluate
     from lithovae.plan import TrainingPlan
 
+    torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
 
 from lithovae.data import reference
 from lithovae.data.features import expand_features
@@ -61,8 +61,23 @@ class TensorBatchDataset(torch.utils.data.Dataset):
         return self.n
 
     def __getitem__(self, rows) -> dict[str, torch.Tensor]:
-        rows = torch.as_tensor(rows)
+        rows = torch.as_tensor(rows)  # an index tensor from ShuffledBatchSampler, or a list
         return {k: v[rows] for k, v in self.tensors.items()}
+
+
+class ShuffledBatchSampler(torch.utils.data.Sampler):
+    """Yields index tensors of whole batches from one seeded permutation per epoch."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator | None = None,
+                 shuffle: bool = True):
+        self.n, self.batch_size, self.generator, self.shuffle = n, batch_size, generator, shuffle
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        yield from order.split(self.batch_size)
 
 
 class LithoDataModule(pl.LightningDataModule):
@@ -167,12 +182,9 @@ class LithoDataModule(pl.LightningDataModule):
     # -- loaders -----------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = TensorBatchDataset(self.tensors[split])
-        if shuffle:
-            # one generator per data module: every epoch (and every new loader) draws a new order
-            sampler = BatchSampler(RandomSampler(ds, generator=self.shuffle_generator), self.batch_size,
-                                   drop_last=False)
-        else:
-            sampler = BatchSampler(SequentialSampler(ds), self.eval_batch_size, drop_last=False)
+        # one generator per data module: every epoch (and every new loader) draws a new order
+        sampler = ShuffledBatchSampler(len(ds), self.batch_size if shuffle else self.eval_batch_size,
+                                       self.shuffle_generator, shuffle)
         # batch_size=None: the sampler's index lists go straight to __getitem__, no collate
         return DataLoader(ds, sampler=sampler, batch_size=None)
 

@@ -1,0 +1,104 @@
+"""Training throughput: the framework's loop against a plain PyTorch loop.
+
+Same model (the v2_6_7 VAE), same data tensors, same batch size (512), same
+process. Both run the training epochs only (validation off), and the first
+epoch of each is a warm-up that is not timed.
+
+    python benchmarks/bench_train.py [--scale small|default] [--epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from lithovae.alpha import NoAlpha
+from lithovae.data.datamodule import LithoDataModule
+from lithovae.data.sources import SyntheticSource
+from lithovae.masking import NoMask
+from lithovae.models.base import LossContext
+from lithovae.models.vae import VAE
+from lithovae.plan import TrainingPlan, make_adam
+from lithovae.schedules import LinearAnneal
+
+
+def make_model(spec) -> VAE:
+    torch.manual_seed(0)
+    return VAE(spec, latent_dim=10, hidden=[32, 16], dropout=0.1)
+
+
+def plain_loop(dm: LithoDataModule, epochs: int) -> float:
+    """Samples/s of a hand-written loop: randperm, index, forward, loss, step."""
+    model = make_model(dm.data_spec())
+    opt = make_adam(model.parameters(), lr=1e-3)
+    beta = LinearAnneal(1e-10, 0.75, 100)
+    train = dm.tensors["train"]
+    n = len(train["x"])
+    timed, seconds = 0, 0.0
+    for epoch in range(epochs + 1):
+        started = time.perf_counter()
+        for rows in torch.randperm(n).split(dm.batch_size):
+            batch = {k: v[rows] for k, v in train.items()}
+            out = model(batch["x"], batch["observed"])
+            loss = model.loss(batch, out, batch["observed"], LossContext(beta=beta(epoch)))["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if epoch > 0:
+            seconds += time.perf_counter() - started
+            timed += n
+    return timed / seconds
+
+
+class EpochTimer(pl.Callback):
+    def __init__(self):
+        self.seconds, self.samples, self._start = 0.0, 0, 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch > 0:
+            self.seconds += time.perf_counter() - self._start
+            self.samples += len(trainer.datamodule.tensors["train"]["x"])
+
+
+def framework_loop(dm: LithoDataModule, epochs: int) -> float:
+    """Samples/s of lithovae's TrainingPlan under a Lightning Trainer."""
+    plan = TrainingPlan(make_model(dm.data_spec()), LinearAnneal(1e-10, 0.75, 100), NoMask(), NoAlpha())
+    timer = EpochTimer()
+    trainer = pl.Trainer(max_epochs=epochs + 1, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+    trainer.fit(plan, datamodule=dm)
+    return timer.samples / timer.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="default", choices=["small", "default"])
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
+    parser.add_argument("--data-dir", default="outputs/data")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (training default: 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    source = SyntheticSource(scale=args.scale, seed=0)
+    path, _ = source.prepare(Path(args.data_dir), log=lambda *a: None)
+    dm = LithoDataModule(path, batch_size=512, seed=0)
+    dm.setup()
+    n = dm.stats["n_train"]
+    print(f"v2_6_7 VAE, {source.name}: {n:,} training bins, batch 512, {args.epochs} timed epochs, "
+          f"{torch.get_num_threads()} torch threads")
+    baseline = plain_loop(dm, args.epochs)
+    ours = framework_loop(dm, args.epochs)
+    print(f"plain PyTorch loop : {baseline:12,.0f} samples/s")
+    print(f"lithovae (Lightning): {ours:12,.0f} samples/s")
+    print(f"ratio lithovae / plain = {ours / baseline:.2f}x (target >= 0.80x)")
+
+
+if __name__ == "__main__":
+    main()
