@@ -34,7 +34,7 @@ bench: install
 
 ## MLflow UI over every run in outputs/mlruns.
 ui: install
-	$(VENV)/bin/mlflow ui --backend-store-uri outputs/mlruns --host 127.0.0.1 --port 5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf outputs/* multirun .pytest_cache

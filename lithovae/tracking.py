@@ -23,8 +23,23 @@ def tracking_uri(tracking_dir: str | Path) -> str:
     return f"sqlite:///{path / 'mlflow.db'}"
 
 
+def sweep_experiment_name(base: str) -> str:
+    """In a Hydra multirun every job goes to one experiment named after the sweep."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return base
+    if hc.mode != RunMode.MULTIRUN:
+        return base
+    return f"{base}-sweep-{Path(hc.sweep.dir).name}"
+
+
 def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "outputs/mlruns",
                   run_name: str | None = None) -> MLFlowLogger:
+    experiment_name = sweep_experiment_name(experiment_name)
     return MLFlowLogger(experiment_name=experiment_name, run_name=run_name,
                         tracking_uri=tracking_uri(tracking_dir),
                         artifact_location=str((Path(tracking_dir) / "artifacts" / experiment_name).resolve()))
@@ -46,6 +61,20 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
             text = str(value)
             flat[name[:250]] = text if len(text) <= PARAM_VALUE_LIMIT else text[:PARAM_VALUE_LIMIT - 3] + "..."
     return flat
+
+
+def job_tags() -> dict[str, str]:
+    """The Hydra job's overrides and, in a sweep, its number: what tells sweep runs apart."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return {}
+    tags = {"overrides": " ".join(hc.overrides.task)[:5000]}
+    if hc.job.get("num") is not None:
+        tags["sweep_job"] = str(hc.job.num)
+    return tags
 
 
 def git_commit() -> str:

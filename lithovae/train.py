@@ -96,7 +96,8 @@ def train(cfg: DictConfig) -> dict:
 
     tags = {"preset": cfg.preset or "none", "dataset": source.name,
             "dataset_checksum": _dataset_checksum(dataset_path), "synthetic": str(source.synthetic),
-            "model": cfg.model._target_.rsplit(".", 1)[-1], "git_commit": tracking.git_commit()}
+            "model": cfg.model._target_.rsplit(".", 1)[-1], "git_commit": tracking.git_commit(),
+            **tracking.job_tags()}
     failed = True
     try:
         tracking.start_run(logger, cfg, tags)
