@@ -158,3 +158,13 @@ def test_table_source_bad_input_names_file_and_column(tmp_path, content, expecte
         TableSource(str(path), features={"GRA": "GRA"}).prepare(tmp_path / "data")
     assert expected in str(err.value) and str(path) in str(err.value)
     assert not list((tmp_path / "data").rglob("*.parquet")) if (tmp_path / "data").exists() else True
+
+
+def test_a_final_training_batch_of_one_row_is_skipped_not_fed_to_batchnorm():
+    from lithovae.data.datamodule import ShuffledBatchSampler
+
+    sampler = ShuffledBatchSampler(9, 4, torch.Generator().manual_seed(0))
+    sizes = [len(b) for b in sampler]
+    assert sizes == [4, 4] and len(sampler) == 2
+    evaluation = ShuffledBatchSampler(9, 4, shuffle=False)
+    assert [len(b) for b in evaluation] == [4, 4, 1]  # evaluation sees every row

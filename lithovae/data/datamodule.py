@@ -72,12 +72,17 @@ class ShuffledBatchSampler(torch.utils.data.Sampler):
                  shuffle: bool = True):
         self.n, self.batch_size, self.generator, self.shuffle = n, batch_size, generator, shuffle
 
+    def _drops_single(self) -> bool:
+        # a final training batch of one row would break BatchNorm; that row trains next epoch
+        return self.shuffle and self.n > 1 and self.n % self.batch_size == 1
+
     def __len__(self) -> int:
-        return (self.n + self.batch_size - 1) // self.batch_size
+        return (self.n + self.batch_size - 1) // self.batch_size - int(self._drops_single())
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
-        yield from order.split(self.batch_size)
+        batches = order.split(self.batch_size)
+        yield from batches[:-1] if self._drops_single() else batches
 
 
 class LithoDataModule(pl.LightningDataModule):

@@ -1,0 +1,51 @@
+"""Direct classifier baseline: an MLP from the scaled features to lithology classes.
+
+No decoder and no prior: the "latent" used for clustering is the last hidden layer
+(mu; logvar is zeros), and ``recon`` is NaN so reconstruction metrics report it as
+missing. Trained with a class-balanced cross-entropy alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lithovae.models.base import DataSpec, LatentModel, LossContext, ModelOutput
+from lithovae.models.blocks import mlp
+from lithovae.models.heads import ClassTargetMixin, class_weights, resolve_target
+from lithovae.models.losses import class_loss
+
+
+class DirectClassifier(ClassTargetMixin, LatentModel):
+    def __init__(self, data: DataSpec, hidden: list[int] = (64, 32), dropout: float = 0.3,
+                 batchnorm: bool = False, target: str = "group",
+                 class_weighting: str = "balanced"):
+        super().__init__(data)
+        hidden = list(hidden)
+        if not hidden:
+            raise ValueError("DirectClassifier needs at least one hidden layer (its latent)")
+        self.latent_dim = hidden[-1]
+        self.target = resolve_target(data, target)
+        self.encoder = mlp(data.n_features, hidden, batchnorm=batchnorm, dropout=dropout)
+        self.head = nn.Linear(hidden[-1], self.target.n_classes)
+        self.register_buffer("class_weight", class_weights(self.target, class_weighting))
+
+    def encode(self, x: Tensor, visible: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.encoder(x * visible)
+        return h, torch.zeros_like(h)
+
+    @staticmethod
+    def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
+        return mu  # deterministic: the hidden layer is not a distribution
+
+    def decode(self, z: Tensor) -> Tensor:
+        return torch.full((z.shape[0], self.data.n_features), float("nan"),
+                          dtype=z.dtype, device=z.device)
+
+    def classify(self, z: Tensor) -> Tensor:
+        return self.head(z)
+
+    def loss(self, batch: dict[str, Tensor], out: ModelOutput, visible: Tensor,
+             ctx: LossContext) -> dict[str, Tensor]:
+        term = class_loss(out.logits, self.class_target(batch), 1.0, self.class_weight)
+        return {"class": term, "loss": term}

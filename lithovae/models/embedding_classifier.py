@@ -1,0 +1,85 @@
+"""VAE classifier v1.0 / v1.1: a classifier on frozen VAE embeddings.
+
+Stage 1 (epochs < ``vae_epochs``) trains the plain VAE loss. From epoch
+``vae_epochs`` on, the encoder and decoder are frozen (no gradient, BatchNorm and
+dropout in eval mode) and only the classifier trains, on the detached latent means.
+With ``pretrained`` (a Lightning checkpoint of a trained VAE run) the encoder and
+decoder are loaded and stage 1 is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from lithovae.models.base import DataSpec, LossContext, ModelOutput
+from lithovae.models.heads import ClassTargetMixin, class_weights, classifier_head, resolve_target
+from lithovae.models.losses import class_loss
+from lithovae.models.vae import VAE
+
+
+class EmbeddingClassifier(ClassTargetMixin, VAE):
+    def __init__(self, data: DataSpec, vae_epochs: int = 100, classifier_hidden: list[int] = (32,),
+                 classifier_dropout: float = 0.0, target: str = "principal",
+                 class_weighting: str = "inverse_frequency", pretrained: str | None = None,
+                 **vae_kwargs):
+        super().__init__(data, **vae_kwargs)
+        self.target = resolve_target(data, target)
+        self.classifier = classifier_head(self.latent_dim, classifier_hidden,
+                                          self.target.n_classes, classifier_dropout)
+        self.register_buffer("class_weight", class_weights(self.target, class_weighting))
+        self.pretrained = pretrained
+        if pretrained:
+            self.load_vae(pretrained)
+        self.first_classifier_epoch = 0 if pretrained else int(vae_epochs)
+        self.set_frozen(self.in_classifier_stage(0))
+
+    def load_vae(self, path: str) -> None:
+        """Encoder and decoder weights from a checkpoint whose ``state_dict`` keys start with ``model.``."""
+        # weights_only=False: Lightning checkpoints also pickle the run's hyperparameters
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        state = checkpoint.get("state_dict", checkpoint)
+        vae_state = {key.removeprefix("model."): value for key, value in state.items()
+                     if key.removeprefix("model.").startswith(("encoder.", "decoder."))}
+        own = {k for k in self.state_dict() if k.startswith(("encoder.", "decoder."))}
+        if missing := sorted(own - vae_state.keys()):
+            raise ValueError(f"{path}: checkpoint lacks VAE weights {missing[:5]}"
+                             f"{' ...' if len(missing) > 5 else ''}")
+        self.load_state_dict(vae_state, strict=False)
+
+    def in_classifier_stage(self, epoch: int) -> bool:
+        return epoch >= self.first_classifier_epoch
+
+    def set_frozen(self, frozen: bool) -> None:
+        self.frozen = frozen
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if getattr(self, "frozen", False):  # frozen embeddings: no BatchNorm updates, no dropout
+            self.encoder.eval()
+            self.decoder.eval()
+        return self
+
+    def on_train_epoch_start(self, epoch: int, embed_train) -> None:
+        self.set_frozen(self.in_classifier_stage(epoch))
+
+    def forward(self, x: Tensor, visible: Tensor) -> ModelOutput:
+        out = super().forward(x, visible)
+        # the classifier reads detached latent means (as at inference), never samples
+        out.logits = self.classify(out.mu.detach())
+        return out
+
+    def classify(self, z: Tensor) -> Tensor:
+        return self.classifier(z)
+
+    def loss(self, batch: dict[str, Tensor], out: ModelOutput, visible: Tensor,
+             ctx: LossContext) -> dict[str, Tensor]:
+        if not self.in_classifier_stage(ctx.epoch):
+            return super().loss(batch, replace(out, logits=None), visible, ctx)
+        term = class_loss(out.logits, self.class_target(batch), 1.0, self.class_weight)
+        with torch.no_grad():  # reported only, so the frozen VAE stays visible in the logs
+            vae_terms = super().loss(batch, replace(out, logits=None), visible, ctx)
+        return {"recon": vae_terms["recon"], "kl": vae_terms["kl"], "class": term, "loss": term}

@@ -1,0 +1,84 @@
+"""Pieces several variants share: class targets, class weights, classifier heads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lithovae.models.base import DataSpec
+from lithovae.models.blocks import mlp
+
+# target name -> (batch key, DataSpec attribute with the class count, DataSpec attribute with counts)
+TARGETS = {
+    "principal": ("y", "n_classes", "class_counts"),
+    "group": ("y_group", "n_groups", "group_counts"),
+}
+CLASS_WEIGHTINGS = ("none", "inverse_frequency", "balanced")
+
+
+@dataclass(frozen=True)
+class ClassTarget:
+    name: str
+    batch_key: str
+    n_classes: int
+    counts: tuple[int, ...]  # training-set count per class code; may be empty
+
+
+def resolve_target(data: DataSpec, target: str) -> ClassTarget:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
+    batch_key, n_attr, counts_attr = TARGETS[target]
+    return ClassTarget(target, batch_key, int(getattr(data, n_attr)),
+                       tuple(int(c) for c in getattr(data, counts_attr)))
+
+
+class ClassTargetMixin:
+    """``class_target`` reads the batch key of ``self.target`` (principal or group)."""
+
+    target: ClassTarget
+
+    def class_target(self, batch: dict[str, Tensor]) -> Tensor:
+        return batch[self.target.batch_key]
+
+
+def classifier_head(in_dim: int, hidden: Sequence[int], n_classes: int,
+                    dropout: float = 0.0) -> nn.Sequential:
+    """Linear -> ReLU -> Dropout per hidden layer, then class logits (no BatchNorm, as in the seeds)."""
+    return mlp(in_dim, list(hidden), n_classes, batchnorm=False, dropout=dropout)
+
+
+def class_weights(target: ClassTarget, scheme: str) -> Tensor | None:
+    """Per-class loss weights [n_classes] from the training-set counts, or None for ``"none"``.
+
+    - ``"inverse_frequency"``: ``1 / (count + 1)`` (VAE classifier v1.0), unnormalised.
+    - ``"balanced"``: ``1 / count`` normalised to mean 1 over classes present in
+      training; classes with count 0 get weight 0.
+    """
+    if scheme not in CLASS_WEIGHTINGS:
+        raise ValueError(f"class weighting must be one of {CLASS_WEIGHTINGS}, got {scheme!r}")
+    if scheme == "none":
+        return None
+    counts = target.counts
+    if len(counts) != target.n_classes:
+        raise ValueError(
+            f"class weighting {scheme!r} needs the training count of each of the "
+            f"{target.n_classes} {target.name} classes in the DataSpec; got {len(counts)} counts")
+    counts_t = torch.tensor(counts, dtype=torch.float64)
+    if scheme == "inverse_frequency":
+        return (1.0 / (counts_t + 1.0)).float()
+    present = counts_t > 0
+    if not bool(present.any()):
+        raise ValueError(f"no {target.name} class has a training count > 0")
+    weights = torch.where(present, 1.0 / counts_t.clamp(min=1.0), torch.zeros_like(counts_t))
+    return (weights / weights[present].mean()).float()
+
+
+def latents_as_numpy(latents) -> np.ndarray:
+    """What ``embed_train()`` returned (tensor or array, [N, D]) as a float64 array for sklearn."""
+    if isinstance(latents, Tensor):
+        latents = latents.detach().cpu().numpy()
+    return np.asarray(latents, dtype=np.float64)

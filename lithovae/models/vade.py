@@ -1,0 +1,58 @@
+"""v2.7 VaDE (Jiang et al. 2017): the VAE with a learnable Gaussian-mixture prior.
+
+p(c) = softmax(pi_logits), p(z|c) = N(means_c, exp(logvars_c)); the KL term uses
+the responsibilities gamma(c|z) at the latent sample as q(c|x). The mixture is
+initialised once, at the start of epoch ``init_epoch`` (default 0, the first), by a
+diagonal GaussianMixture fitted to the train latent means. The paper fits it on a
+pretrained autoencoder's codes: an untrained encoder's means are tightly packed, so
+the fitted variances are tiny and the KL term starts very large; ``init_epoch > 0``
+lets the VAE train first under the initial mixture (seeded N(0, 1) means, unit variances).
+"""
+
+from __future__ import annotations
+
+import torch
+from sklearn.mixture import GaussianMixture
+from torch import Tensor, nn
+
+from lithovae.models.base import DataSpec, ModelOutput
+from lithovae.models.heads import latents_as_numpy
+from lithovae.models.losses import gmm_log_responsibilities, vade_kl
+from lithovae.models.vae import VAE
+
+
+class VaDE(VAE):
+    def __init__(self, data: DataSpec, n_components: int = 12, seed: int = 0, init_epoch: int = 0,
+                 **vae_kwargs):
+        super().__init__(data, **vae_kwargs)
+        self.n_components = n_components
+        self.seed = seed
+        self.init_epoch = init_epoch
+        generator = torch.Generator().manual_seed(seed)
+        self.pi_logits = nn.Parameter(torch.zeros(n_components))
+        self.means = nn.Parameter(torch.randn(n_components, self.latent_dim, generator=generator))
+        self.logvars = nn.Parameter(torch.zeros(n_components, self.latent_dim))
+        # a buffer, so a resumed run does not refit the mixture over trained parameters
+        self.register_buffer("gmm_initialised", torch.tensor(False))
+
+    def log_pi(self) -> Tensor:
+        return torch.log_softmax(self.pi_logits, dim=0)
+
+    def log_responsibilities(self, z: Tensor) -> Tensor:
+        """log gamma(c|z) [B, K]; argmax gives the model's own cluster assignment."""
+        return gmm_log_responsibilities(z, self.log_pi(), self.means, self.logvars)
+
+    def prior_kl(self, out: ModelOutput) -> Tensor:
+        return vade_kl(out.mu, out.logvar, self.log_responsibilities(out.z), self.log_pi(),
+                       self.means, self.logvars)
+
+    def on_train_epoch_start(self, epoch: int, embed_train) -> None:
+        if bool(self.gmm_initialised) or epoch < self.init_epoch:
+            return
+        gmm = GaussianMixture(self.n_components, covariance_type="diag", random_state=self.seed)
+        gmm.fit(latents_as_numpy(embed_train()))
+        with torch.no_grad():
+            self.pi_logits.copy_(torch.as_tensor(gmm.weights_).log())
+            self.means.copy_(torch.as_tensor(gmm.means_))
+            self.logvars.copy_(torch.as_tensor(gmm.covariances_).log())
+            self.gmm_initialised.fill_(True)
