@@ -11,23 +11,14 @@ per class code) returns a ready strategy.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from lithovae.checks import non_negative_number
+
 __all__ = ["AlphaStrategy", "NoAlpha", "FixedAlpha", "AdaptiveAlpha"]
-
-
-def _weight(name: str, value) -> float:
-    try:
-        weight = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return weight
 
 
 class AlphaStrategy:
@@ -54,7 +45,7 @@ class FixedAlpha(AlphaStrategy):
     """The same weight for every sample (v2.14: 0.1; hybrid: 0.5)."""
 
     def __init__(self, value: float):
-        self.value = _weight("value", value)
+        self.value = non_negative_number("value", value)
 
     def __call__(self, target: Tensor) -> float:
         return self.value
@@ -72,7 +63,7 @@ class AdaptiveAlpha(AlphaStrategy):
     """
 
     def __init__(self, base: float):
-        self.base = _weight("base", base)
+        self.base = non_negative_number("base", base)
         self._table: Tensor | None = None  # float64 [n_classes], set by bind()
 
     def bind(self, class_counts: Sequence[int]) -> AdaptiveAlpha:

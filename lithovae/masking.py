@@ -13,11 +13,12 @@ names to column indices and returns a ready strategy.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from lithovae.checks import non_negative_number
 
 __all__ = ["MaskStrategy", "NoMask", "RandomMask", "BlockMask", "RealMask"]
 
@@ -32,16 +33,6 @@ def _probability(name: str, value, *, allow_one: bool) -> float:
         interval = "[0, 1]" if allow_one else "[0, 1)"
         raise ValueError(f"{name} must be in {interval}, got {value!r}")
     return prob
-
-
-def _weight(name: str, value) -> float:
-    try:
-        weight = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return weight
 
 
 def _check_observed(observed: Tensor) -> None:
@@ -100,7 +91,7 @@ class RandomMask(MaskStrategy):
 
     def __init__(self, prob: float, masked_weight: float = 0.0):
         self.prob = _probability("prob", prob, allow_one=False)
-        self.masked_weight = _weight("masked_weight", masked_weight)
+        self.masked_weight = non_negative_number("masked_weight", masked_weight)
 
     @property
     def trains_imputation(self) -> bool:
@@ -134,7 +125,7 @@ class BlockMask(MaskStrategy):
             raise ValueError("features must name at least one feature")
         if len(set(self.features)) != len(self.features):
             raise ValueError(f"features contains duplicates: {list(self.features)}")
-        self.masked_weight = _weight("masked_weight", masked_weight)
+        self.masked_weight = non_negative_number("masked_weight", masked_weight)
         self._block: Tensor | None = None  # bool [F], set by bind()
 
     @property

@@ -13,21 +13,11 @@ Epochs are 0-based: the first training epoch is epoch 0.
 
 from __future__ import annotations
 
-import math
 from numbers import Integral
 
+from lithovae.checks import non_negative_number
+
 __all__ = ["BetaSchedule", "FixedBeta", "LinearAnneal", "CyclicalAnneal"]
-
-
-def _beta_value(name: str, value) -> float:
-    # YAML can deliver "1e-10" as a string; float() accepts it.
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return number
 
 
 def _positive_int(name: str, value) -> int:
@@ -56,7 +46,7 @@ class FixedBeta(BetaSchedule):
     """The same beta every epoch (v2.5: 0.5; the standard VAE: 1.0)."""
 
     def __init__(self, value: float):
-        self.value = _beta_value("value", value)
+        self.value = non_negative_number("value", value)
 
     def value_at(self, epoch: int) -> float:
         return self.value
@@ -73,8 +63,8 @@ class LinearAnneal(BetaSchedule):
     """
 
     def __init__(self, start: float, end: float, epochs: int):
-        self.start = _beta_value("start", start)
-        self.end = _beta_value("end", end)
+        self.start = non_negative_number("start", start)
+        self.end = non_negative_number("end", end)
         self.epochs = _positive_int("epochs", epochs)
 
     def value_at(self, epoch: int) -> float:
@@ -95,10 +85,10 @@ class CyclicalAnneal(BetaSchedule):
     """
 
     def __init__(self, start: float, end: float, period: int, ratio: float = 0.5):
-        self.start = _beta_value("start", start)
-        self.end = _beta_value("end", end)
+        self.start = non_negative_number("start", start)
+        self.end = non_negative_number("end", end)
         self.period = _positive_int("period", period)
-        ratio_value = _beta_value("ratio", ratio)
+        ratio_value = non_negative_number("ratio", ratio)
         if not 0 < ratio_value <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
         self.ratio = ratio_value
