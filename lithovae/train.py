@@ -58,7 +58,7 @@ def train(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
     from lithovae import tracking
     from lithovae.data.datamodule import LithoDataModule
@@ -89,6 +89,8 @@ def train(cfg: DictConfig) -> dict:
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss",
                                  mode="min", save_top_k=1, save_last=True)
     callbacks = [checkpoint]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(TQDMProgressBar(refresh_rate=20))  # redrawing every step costs more than a step
     if cfg.early_stopping.enabled:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=cfg.early_stopping.patience))
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False,
