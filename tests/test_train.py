@@ -124,3 +124,23 @@ def test_bad_overrides_fail_fast_naming_the_key(tmp_path, override, named):
     assert named in proc.stderr
     assert elapsed < 5, f"took {elapsed:.1f}s"
     assert not (tmp_path / "outputs" / "data").exists()  # nothing was built
+
+
+def test_evaluate_reproduces_the_run_metrics_from_the_run_dir_alone(tmp_path, shared_data_dir):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lithovae.evaluate import evaluate_run
+    from tests.conftest import CONF_DIR
+
+    cfg = compose_train(["model=semisup", "trainer.max_epochs=1", "logger=none"], tmp_path, shared_data_dir)
+    trained = train(cfg)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        ecfg = compose(config_name="evaluate", overrides=[
+            f"run_dir={tmp_path / 'run'}", f"paths.root_dir={tmp_path}", f"paths.data_dir={shared_data_dir}"])
+    again = evaluate_run(ecfg)
+    for key in ("n_test", "ari_best", "ari_kmeans_k12", "r2_mean", "auc_pooled", "active_dims"):
+        assert again[key] == pytest.approx(trained[key]), key
+    saved = json.loads((tmp_path / "run" / "evaluations" / "synthetic-small-seed0-test" / "metrics.json").read_text())
+    assert saved["split"] == "test"

@@ -97,7 +97,8 @@ class LithoDataModule(pl.LightningDataModule):
                  n_folds: int | None = None, fold: int | None = None,
                  transforms: dict[str, str] | None = None, standardize: bool = True,
                  context: int = 0, engineered: bool = False, impute_rgb: bool = False,
-                 eval_batch_size: int = 8192, dataset_name: str = "lily"):
+                 eval_batch_size: int = 8192, dataset_name: str = "lily",
+                 scaler: DistributionAwareScaler | None = None, encoding: LabelEncoding | None = None):
         super().__init__()
         self.dataset_path = Path(dataset_path)
         self.batch_size = batch_size
@@ -113,6 +114,8 @@ class LithoDataModule(pl.LightningDataModule):
         self.frames: dict[str, pd.DataFrame] = {}
         self.stats: dict = {}
         self.shuffle_generator = torch.Generator().manual_seed(seed)
+        # a trained run's scaler and label codes, to evaluate it on other data unchanged
+        self.fitted_scaler, self.fixed_encoding = scaler, encoding
 
     # -- preparing ---------------------------------------------------------------------------
     def _split_boreholes(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -138,7 +141,7 @@ class LithoDataModule(pl.LightningDataModule):
         base_features = [c for c in frame.columns if c not in DATASET_KEY_COLUMNS]
         values, names, transforms = expand_features(frame, base_features, self.context,
                                                     self.engineered, self.transforms)
-        self.encoding = LabelEncoding.for_labels(frame["principal"])
+        self.encoding = self.fixed_encoding or LabelEncoding.for_labels(frame["principal"])
         parts = self._split_boreholes(frame)
         self.split_boreholes = {k: sorted(map(str, v)) for k, v in parts.items()}
         masks = {k: frame["borehole_id"].isin(v).to_numpy() for k, v in parts.items()}
@@ -146,8 +149,14 @@ class LithoDataModule(pl.LightningDataModule):
             from lithovae.data.features import impute_rgb
 
             values, self.stats["rgb_imputed"] = impute_rgb(values, names, masks["train"], self.seed)
-        self.scaler = DistributionAwareScaler(names, transforms, self.standardize)
-        self.scaler.fit(values[masks["train"]])
+        if self.fitted_scaler is not None:
+            if self.fitted_scaler.feature_names != names:
+                raise ValueError(f"{self.dataset_path}: features {names} differ from the trained "
+                                 f"scaler's {self.fitted_scaler.feature_names}")
+            self.scaler = self.fitted_scaler
+        else:
+            self.scaler = DistributionAwareScaler(names, transforms, self.standardize)
+            self.scaler.fit(values[masks["train"]])
         scaled = self.scaler.transform(values)
         observed = ~np.isnan(scaled)
         scaled = np.nan_to_num(scaled, nan=0.0)  # unobserved entries are masked, never used as data

@@ -1,0 +1,98 @@
+"""python -m lithovae.evaluate run_dir=RUN [data=...] [split=...]: re-evaluate a trained run.
+
+Scaler, label encoding, model and masking come from the run, so nothing needs
+to be respecified; any dataset and split can be scored. Metrics go to
+``RUN/evaluations/<dataset>-<split>/metrics.json`` and to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lithovae.cli import exits_cleanly
+from lithovae.data.builder import BuildError
+
+
+def load_run_model(run_dir: Path, spec, checkpoint: str = "best"):
+    import torch
+    from hydra.utils import instantiate
+
+    run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / "checkpoints" / f"{checkpoint}.ckpt"
+    if not path.exists():
+        raise BuildError(f"{path}: checkpoint not found")
+    model = instantiate(run_cfg.model, _partial_=True, _convert_="all")(data=spec)
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    return model
+
+
+@exits_cleanly
+def evaluate_run(cfg: DictConfig) -> dict:
+    import torch
+    from hydra.utils import instantiate
+
+    from lithovae import tracking
+    from lithovae.data.datamodule import SPLITS, LabelEncoding, LithoDataModule
+    from lithovae.data.scaler import DistributionAwareScaler
+    from lithovae.evaluation.evaluate import evaluate
+    from lithovae.train import _jsonable
+
+    run_dir = Path(cfg.run_dir)
+    needed = ["config.yaml", "scaler.json", "label_encoding.json"]
+    missing = [n for n in needed if not (run_dir / n).exists()]
+    if missing:
+        raise BuildError(f"{run_dir}: not a lithovae run directory (missing {missing[0]})")
+    if cfg.split not in (*SPLITS, "all"):
+        raise BuildError(f"split: unknown '{cfg.split}', choose one of {[*SPLITS, 'all']}")
+    run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    torch.set_num_threads(run_cfg.get("threads", 1))
+    source = instantiate(cfg.data if cfg.get("data") else run_cfg.data, _convert_="all")
+    dataset_path, _ = source.prepare(cfg.paths.data_dir)
+    encoding = LabelEncoding(**json.loads((run_dir / "label_encoding.json").read_text()))
+    dm = LithoDataModule(dataset_path, seed=run_cfg.seed, dataset_name=source.name,
+                         scaler=DistributionAwareScaler.load(run_dir / "scaler.json"), encoding=encoding,
+                         **OmegaConf.to_container(run_cfg.datamodule))
+    dm.setup()
+    model = load_run_model(run_dir, dm.data_spec(), cfg.checkpoint)
+    if cfg.split == "all":
+        tensors = {k: torch.cat([dm.tensors[s][k] for s in SPLITS]) for k in dm.tensors["test"]}
+    else:
+        tensors = dm.tensors[cfg.split]
+    mask = instantiate(run_cfg.mask, _convert_="all").bind(dm.feature_names)
+    metrics, _ = evaluate(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed,
+                          **OmegaConf.to_container(run_cfg.eval))
+    metrics.update({"dataset": source.name, "synthetic": source.synthetic, "split": cfg.split,
+                    "run_dir": str(run_dir), "preset": run_cfg.get("preset")})
+    out = run_dir / "evaluations" / f"{source.name}-{cfg.split}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1, allow_nan=False))
+    if cfg.log_mlflow:
+        logger = tracking.mlflow_logger("lithovae-evaluate", cfg.paths.mlflow_dir,
+                                        run_name=f"{run_cfg.get('preset') or 'run'}@{source.name}-{cfg.split}")
+        try:
+            tracking.start_run(logger, run_cfg, {"evaluates": str(run_dir), "dataset": source.name,
+                                                 "split": cfg.split, "synthetic": str(source.synthetic)})
+            tracking.log_test_metrics(logger, metrics)
+            tracking.log_artifacts(logger, [out / "metrics.json"])
+            tracking.end_run(logger, failed=False)
+        except BaseException:
+            tracking.end_run(logger, failed=True)
+            raise
+    print(f"{source.name} [{cfg.split}]: " + ", ".join(
+        f"{k}={metrics[k]:.4f}" for k in ("ari_best", "r2_mean", "auc_pooled") if isinstance(metrics.get(k), float)))
+    print(out / "metrics.json")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluate_run(cfg)
+
+
+if __name__ == "__main__":
+    main()
