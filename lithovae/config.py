@@ -59,6 +59,11 @@ class EvalConfig:
 
 
 @dataclass
+class CVConfig:
+    folds: int = 5
+
+
+@dataclass
 class PathsConfig:
     root_dir: str = MISSING
     output_dir: str = MISSING
@@ -82,6 +87,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     lr_scheduler: LRSchedulerConfig = field(default_factory=LRSchedulerConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
     task_name: str = "train"
     preset: Optional[str] = None
     seed: int = 0

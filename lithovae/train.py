@@ -53,7 +53,8 @@ def _jsonable(value):
 
 
 @exits_cleanly
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig, logger=None) -> dict:
+    """Train and evaluate one run; ``logger`` replaces the configured one (CV child runs)."""
     config_schema.validate(cfg)
     import pytorch_lightning as pl
     import torch
@@ -85,7 +86,9 @@ def train(cfg: DictConfig) -> dict:
                         plateau_patience=cfg.lr_scheduler.patience,
                         plateau_factor=cfg.lr_scheduler.factor, seed=cfg.seed)
 
-    logger = instantiate(cfg.logger)
+    from lithovae.data.splits import label_entropy
+
+    logger = logger if logger is not None else instantiate(cfg.logger)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss",
                                  mode="min", save_top_k=1, save_last=True)
     callbacks = [checkpoint]
@@ -112,6 +115,10 @@ def train(cfg: DictConfig) -> dict:
                               seed=cfg.seed, **OmegaConf.to_container(cfg.eval))
         metrics.update({"dataset": source.name, "synthetic": source.synthetic,
                         "preset": cfg.preset, "epochs_trained": trainer.current_epoch,
+                        "n_train": dm.stats["n_train"], "n_val": dm.stats["n_val"],
+                        "train_entropy": label_entropy(dm.frames["train"]["principal"].dropna()),
+                        "test_entropy": label_entropy(dm.frames["test"]["principal"].dropna()),
+                        "latent_dim": int(getattr(model, "latent_dim", 0)),
                         "final_losses": {k: float(v) for k, v in trainer.callback_metrics.items()
                                          if k.startswith(("train/", "val/"))}})
         if trainer.is_global_zero:
