@@ -56,6 +56,7 @@ class EvalConfig:
     gmm: bool = True
     silhouette_samples: int = 10000
     max_fit_samples: Optional[int] = None
+    figures: bool = True
 
 
 @dataclass

@@ -100,3 +100,22 @@ class TrainingPlan(pl.LightningModule):
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", patience=self.plateau_patience, factor=self.plateau_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+
+
+class EpochHistory(pl.Callback):
+    """Epoch-level logged metrics (loss terms, beta, lr), for the training-curve figure."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": trainer.current_epoch}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        self.rows.append(row)
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows).drop_duplicates("epoch", keep="last") if self.rows else None

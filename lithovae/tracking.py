@@ -37,9 +37,17 @@ def sweep_experiment_name(base: str) -> str:
     return f"{base}-sweep-{Path(hc.sweep.dir).name}"
 
 
+def default_run_name() -> str | None:
+    """The job's overrides (e.g. ``model=semisup beta=anneal_extreme``), readable in the UI."""
+    overrides = job_tags().get("overrides", "")
+    kept = [o for o in overrides.split() if not o.startswith(("paths.", "hydra"))]
+    return " ".join(kept)[:120] or None
+
+
 def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "outputs/mlruns",
                   run_name: str | None = None) -> MLFlowLogger:
     experiment_name = sweep_experiment_name(experiment_name)
+    run_name = run_name or default_run_name()
     return MLFlowLogger(experiment_name=experiment_name, run_name=run_name,
                         tracking_uri=tracking_uri(tracking_dir),
                         artifact_location=str((Path(tracking_dir) / "artifacts" / experiment_name).resolve()))

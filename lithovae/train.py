@@ -64,7 +64,7 @@ def train(cfg: DictConfig, logger=None) -> dict:
     from lithovae import tracking
     from lithovae.data.datamodule import LithoDataModule
     from lithovae.evaluation.evaluate import evaluate
-    from lithovae.plan import TrainingPlan
+    from lithovae.plan import EpochHistory, TrainingPlan
 
     torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -89,9 +89,10 @@ def train(cfg: DictConfig, logger=None) -> dict:
     from lithovae.data.splits import label_entropy
 
     logger = logger if logger is not None else instantiate(cfg.logger)
+    history = EpochHistory()
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss",
                                  mode="min", save_top_k=1, save_last=True)
-    callbacks = [checkpoint]
+    callbacks = [checkpoint, history]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=20))  # redrawing every step costs more than a step
     if cfg.early_stopping.enabled:
@@ -111,8 +112,10 @@ def train(cfg: DictConfig, logger=None) -> dict:
             state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
             plan.load_state_dict(state["state_dict"])
         model.cpu()
-        metrics, _ = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
-                              seed=cfg.seed, **OmegaConf.to_container(cfg.eval))
+        eval_cfg = OmegaConf.to_container(cfg.eval)
+        make_figures = eval_cfg.pop("figures")
+        metrics, arrays = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
+                                   seed=cfg.seed, **eval_cfg)
         metrics.update({"dataset": source.name, "synthetic": source.synthetic,
                         "preset": cfg.preset, "epochs_trained": trainer.current_epoch,
                         "n_train": dm.stats["n_train"], "n_val": dm.stats["n_val"],
@@ -123,14 +126,44 @@ def train(cfg: DictConfig, logger=None) -> dict:
                                          if k.startswith(("train/", "val/"))}})
         if trainer.is_global_zero:
             files = _write_run_files(run_dir, cfg, metrics, dm)
+            files += _write_cluster_tables(run_dir, metrics, arrays, dm)
+            figures = _write_figures(run_dir, arrays, dm, history.frame()) if make_figures else []
             tracking.log_test_metrics(logger, metrics)
             tracking.log_artifacts(logger, files + [Path(checkpoint.best_model_path or "")])
+            tracking.log_artifacts(logger, figures, folder="figures")
             print(summary_table(metrics, source.name, source.synthetic))
             print(f"run dir: {run_dir}")
         failed = False
         return metrics
     finally:
         tracking.end_run(logger, failed)
+
+
+def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm) -> list[Path]:
+    """Per-cluster statistics of the best clustering and the expert-hierarchy check."""
+    from lithovae.data import reference
+    from lithovae.evaluation.clusters import cluster_table, hierarchy_ari
+
+    if arrays["assignment"] is None:
+        return []
+    principal = dm.frames["test"]["principal"].to_numpy()
+    path = run_dir / "clusters.csv"
+    cluster_table(arrays["assignment"], principal).to_csv(path)
+    metrics["hierarchy_ari"] = hierarchy_ari(arrays["mu"], principal, reference.lithology_groups())
+    (run_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1, allow_nan=False))
+    return [path]
+
+
+def _write_figures(run_dir: Path, arrays: dict, dm, history) -> list[Path]:
+    from lithovae.evaluation.figures import write_all
+
+    test = dm.tensors["test"]
+    written = write_all({
+        "mu": arrays["mu"], "assignment": arrays["assignment"], "recon": arrays["recon"],
+        "logits": arrays["logits"], "x": test["x"].numpy(), "observed": test["observed"].numpy(),
+        "feature_names": dm.feature_names, "frame": dm.frames["test"], "scaler": dm.scaler,
+        "class_names": dm.encoding.classes, "history": history}, run_dir / "figures")
+    return list(written.values())
 
 
 def _write_run_files(run_dir: Path, cfg: DictConfig, metrics: dict, dm) -> list[Path]:

@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 # fast evaluation for tests: every metric key, fewer k-means initialisations
-FAST_EVAL = ["eval.n_init=1", "eval.silhouette_samples=500"]
+FAST_EVAL = ["eval.n_init=1", "eval.silhouette_samples=500", "eval.figures=false"]
 
 
 def compose_train(overrides: list[str], tmp: Path, data_dir: Path | None = None):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from lithovae.train import train
@@ -144,3 +145,24 @@ def test_evaluate_reproduces_the_run_metrics_from_the_run_dir_alone(tmp_path, sh
         assert again[key] == pytest.approx(trained[key]), key
     saved = json.loads((tmp_path / "run" / "evaluations" / "synthetic-small-seed0-test" / "metrics.json").read_text())
     assert saved["split"] == "test"
+
+
+def test_a_run_writes_every_figure_and_cluster_tables_and_logs_them(tmp_path, shared_data_dir):
+    from PIL import Image
+
+    cfg = compose_train(["model=semisup", "trainer.max_epochs=2", "eval.figures=true"], tmp_path, shared_data_dir)
+    metrics = train(cfg)
+    figures = tmp_path / "run" / "figures"
+    names = {p.stem.split("_")[0] if p.stem.startswith("borehole_log") else p.stem for p in figures.glob("*.png")}
+    assert {"training_curves", "umap", "latent_qq", "latent_correlation", "contingency", "reconstruction",
+            "roc", "borehole"} <= names
+    for png in figures.glob("*.png"):
+        with Image.open(png) as img:
+            assert img.size[0] > 100 and img.size[1] > 100
+    clusters = pd.read_csv(tmp_path / "run" / "clusters.csv")
+    assert {"size", "top_lithology", "purity", "entropy"} <= set(clusters.columns)
+    assert clusters["size"].sum() == metrics["n_test"]
+    assert "hierarchy_ari" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+    client, runs = _runs(tmp_path / "outputs" / "mlruns")
+    logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "figures")}
+    assert "figures/umap.png" in logged and "figures/roc.png" in logged

@@ -1,0 +1,614 @@
+"""Evaluation figures: numpy/pandas in, one PNG out per function (its path returned).
+
+Figures are built on ``matplotlib.figure.Figure`` objects (Agg canvas, no pyplot
+state), so nothing stays registered after a figure is saved and memory does not grow.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from lithovae.evaluation.clusters import _names
+
+__all__ = [
+    "umap_latent",
+    "training_curves",
+    "reconstruction_scatter",
+    "roc_curves",
+    "latent_normality",
+    "latent_qq",
+    "latent_correlation",
+    "contingency_heatmap",
+    "rgb_colours",
+    "borehole_log",
+    "write_all",
+]
+
+DPI = 120
+OTHER = "other"
+OTHER_COLOUR = "#c8c8c8"
+LOG_TRACKS = ("GRA", "MS", "NGR")
+MAX_LOG_LITHOLOGIES = 30
+TRACK_UNITS = {"GRA": "GRA (g/cm³)", "MS": "MS (instr. units)", "NGR": "NGR (cps)"}
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+def _save(fig: Figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tight_layout's notes on twin axes and outside legends
+        fig.tight_layout()
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.clear()
+    return path
+
+
+def _palette(n: int) -> list:
+    """n distinct categorical colours: tab20, tab20b, tab20c, then evenly spaced hues."""
+    base = [c for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
+    if n <= len(base):
+        return [to_rgba(c) for c in base[:n]]
+    return [to_rgba(c) for c in base] + [colormaps["hsv"](i / (n - len(base)))
+                                         for i in range(n - len(base))]
+
+
+def _cluster_colours(ids) -> list:
+    """Colour per cluster id, fixed by the id (same cluster, same colour in every figure)."""
+    base = [to_rgba(c) for name in ("tab10", "Dark2", "Set1", "Accent") for c in colormaps[name].colors]
+    return [base[int(i) % len(base)] for i in ids]
+
+
+def _subsample(n: int, size: int | None, seed: int) -> np.ndarray:
+    if size is None or n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def _grid(n: int, max_cols: int) -> tuple[int, int]:
+    cols = max(1, min(n, max_cols))
+    return (n + cols - 1) // cols, cols
+
+
+def _point_size(n: int) -> float:
+    return float(np.clip(3000.0 / max(n, 1), 1.0, 12.0))
+
+
+# -- latent projection ---------------------------------------------------------------------------
+def _embed_2d(mu: np.ndarray, seed: int) -> tuple[np.ndarray, tuple[str, str], str]:
+    """2-D coordinates of ``mu``: the latent itself when it has <= 2 dims, else seeded UMAP."""
+    n, d = mu.shape
+    if d <= 2 or n < 4:
+        coords = mu[:, :2] if d >= 2 else np.column_stack([mu[:, 0], np.zeros(n)])
+        return coords, ("z1", "z2" if d >= 2 else "(none)"), "latent"
+    import umap  # slow import and numba JIT on first use
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(15, n - 1)
+    # exact kNN from sklearn (self included, as UMAP expects) skips pynndescent's JIT compile
+    dist, idx = NearestNeighbors(n_neighbors=k).fit(mu).kneighbors(mu)
+    reducer = umap.UMAP(n_neighbors=k, random_state=seed, n_jobs=1, precomputed_knn=(idx, dist),
+                        init="spectral" if n > 2 * k else "random")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coords = reducer.fit_transform(mu)
+    return np.asarray(coords), ("UMAP 1", "UMAP 2"), "UMAP"
+
+
+def umap_latent(mu, principal_names, assignment, path, top_n: int = 12, sample: int = 20000,
+                seed: int = 0) -> Path:
+    """UMAP of a seeded subsample of finite latent means, coloured by lithology (top N; the
+    rest and unlabeled rows as "other") and by cluster (a second panel unless ``assignment``
+    is None). A latent of <= 2 dims is plotted directly. UMAP uses exact sklearn neighbours."""
+    mu = np.asarray(mu, dtype=np.float64)
+    if mu.ndim != 2:
+        raise ValueError(f"mu must be 2-D [N, D], got shape {mu.shape}")
+    names = _names(principal_names)
+    if len(names) != len(mu):
+        raise ValueError(f"mu has {len(mu)} rows but principal_names has {len(names)}")
+    if assignment is not None:
+        assignment = np.asarray(assignment).reshape(-1)
+        if len(assignment) != len(mu):
+            raise ValueError(f"mu has {len(mu)} rows but assignment has {len(assignment)}")
+    finite = np.flatnonzero(np.isfinite(mu).all(axis=1))
+    rows = finite[_subsample(len(finite), sample, seed)]
+    coords, axis_labels, method = _embed_2d(mu[rows], seed)
+    names = names.iloc[rows].reset_index(drop=True)
+
+    panels = 2 if assignment is not None else 1
+    fig = Figure(figsize=(7.5 * panels, 6.5))
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    size = _point_size(len(rows))
+    marker_scale = max(1.0, float(np.sqrt(30 / size)))
+
+    top = list(names.value_counts().index[:top_n])
+    ax = axes[0]
+    shown = names.where(names.isin(top), OTHER)
+    mask = (shown == OTHER).to_numpy()
+    if mask.any():
+        ax.scatter(*coords[mask].T, s=size, c=OTHER_COLOUR, alpha=0.5, lw=0,
+                   label=f"{OTHER} ({mask.sum()})")
+    for name, colour in zip(top, _palette(len(top))):
+        m = (shown == name).to_numpy()
+        ax.scatter(*coords[m].T, s=size, color=colour, alpha=0.8, lw=0, label=f"{name} ({m.sum()})")
+    ax.set_title(f"{method} of latent means by lithology (top {len(top)}, n={len(rows)})")
+    ax.legend(fontsize=7, markerscale=marker_scale, loc="upper left",
+              bbox_to_anchor=(1.0, 1.0), frameon=False)
+
+    if assignment is not None:
+        ax = axes[1]
+        clusters = assignment[rows]
+        ids = np.unique(clusters)
+        colours = _cluster_colours(ids)
+        for cid, colour in zip(ids, colours):
+            m = clusters == cid
+            ax.scatter(*coords[m].T, s=size, color=colour, alpha=0.8, lw=0, label=f"{cid} ({m.sum()})")
+        ax.set_title(f"{method} of latent means by cluster (k={len(ids)})")
+        if len(ids) <= 30:
+            ax.legend(fontsize=7, markerscale=marker_scale, loc="upper left",
+                      bbox_to_anchor=(1.0, 1.0), frameon=False, title="cluster")
+    for ax in axes:
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
+    return _save(fig, path)
+
+
+# -- training ------------------------------------------------------------------------------------
+def training_curves(history: pd.DataFrame, path) -> Path:
+    """Loss terms per epoch (train solid, val dashed, one panel per term) and beta/lr."""
+    history = history.copy()
+    if "epoch" not in history.columns:
+        history["epoch"] = np.arange(len(history))
+    numeric = history.select_dtypes("number")
+    # Lightning logs train and val on separate rows: one row per epoch, NaNs ignored
+    per_epoch = numeric.groupby(history["epoch"]).mean().sort_index()
+    split_cols = [c for c in per_epoch.columns if re.match(r"^(train|val)/", str(c))]
+    terms = list(dict.fromkeys(str(c).split("/", 1)[1] for c in split_cols))
+    lr_cols = [c for c in per_epoch.columns if re.match(r"^lr($|[-_/])", str(c))]
+    schedule_cols = [c for c in per_epoch.columns
+                     if c not in split_cols and c not in lr_cols and c not in ("epoch", "step")]
+
+    n_panels = len(terms) + 1
+    n_rows, n_cols = _grid(n_panels, 3)
+    fig = Figure(figsize=(4.8 * n_cols, 3.6 * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    epochs = per_epoch.index.to_numpy()
+    for ax, term in zip(axes, terms):
+        for split, style in (("train", "-"), ("val", "--")):
+            col = f"{split}/{term}"
+            if col in per_epoch.columns and per_epoch[col].notna().any():
+                values = per_epoch[col]
+                ax.plot(epochs[values.notna()], values.dropna(), style, marker=".", label=split)
+        ax.set_title(term)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+
+    ax = axes[len(terms)]
+    ax.set_title("schedules")
+    ax.set_xlabel("epoch")
+    handles = []
+    for col, colour in zip(schedule_cols, _palette(len(schedule_cols))):
+        values = per_epoch[col].dropna()
+        handles += ax.plot(values.index, values, color=colour, label=str(col))
+    if schedule_cols:
+        positive = per_epoch[schedule_cols].to_numpy()
+        positive = positive[np.isfinite(positive) & (positive > 0)]
+        if positive.size and positive.max() / positive.min() > 100:  # e.g. beta 1e-10 -> 0.75
+            ax.set_yscale("log")
+        ax.set_ylabel(", ".join(map(str, schedule_cols)))
+    if lr_cols:
+        lr_ax = ax.twinx()
+        for col in lr_cols:
+            values = per_epoch[col].dropna()
+            handles += lr_ax.plot(values.index, values, color="black", ls=":", label=str(col))
+        if (per_epoch[lr_cols].to_numpy()[np.isfinite(per_epoch[lr_cols].to_numpy())] > 0).all():
+            lr_ax.set_yscale("log")
+        lr_ax.set_ylabel("learning rate")
+    if handles:
+        ax.legend(handles=handles, fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no schedule logged", ha="center", va="center", transform=ax.transAxes)
+    for extra in axes[n_panels:]:
+        extra.set_visible(False)
+    return _save(fig, path)
+
+
+# -- reconstruction ------------------------------------------------------------------------------
+def reconstruction_scatter(x_true, x_pred, observed, feature_names: Sequence[str], path,
+                           sample: int = 20000, seed: int = 0) -> Path:
+    """Per feature: true vs reconstructed over observed entries (R² in the title, 1:1 line),
+    and a row of residual histograms. R² uses every observed row; the scatter a subsample."""
+    from lithovae.evaluation.metrics import reconstruction_r2
+
+    x_true = np.asarray(x_true, dtype=np.float64)
+    x_pred = np.asarray(x_pred, dtype=np.float64)
+    observed = (np.ones(x_true.shape, dtype=bool) if observed is None
+                else np.asarray(observed, dtype=bool))
+    names = list(feature_names)
+    r2 = reconstruction_r2(x_true, x_pred, observed, names)
+
+    fig = Figure(figsize=(3.4 * len(names), 6.6))
+    axes = fig.subplots(2, len(names), squeeze=False)
+    for j, name in enumerate(names):
+        rows = np.flatnonzero(observed[:, j] & np.isfinite(x_true[:, j]) & np.isfinite(x_pred[:, j]))
+        true, pred = x_true[rows, j], x_pred[rows, j]
+        ax, hist_ax = axes[0, j], axes[1, j]
+        score = r2[f"r2_{name}"]
+        ax.set_title(f"{name}: R² = {score:.3f}" if np.isfinite(score) else f"{name}: R² = n/a")
+        ax.set_xlabel("true (scaled)")
+        ax.set_ylabel("reconstructed (scaled)")
+        hist_ax.set_xlabel("reconstructed − true")
+        hist_ax.set_ylabel("count")
+        if rows.size == 0:
+            ax.text(0.5, 0.5, "no observed rows", ha="center", va="center", transform=ax.transAxes)
+            continue
+        shown = _subsample(rows.size, sample, seed)
+        if shown.size > 3000:
+            ax.hexbin(true[shown], pred[shown], gridsize=50, bins="log", mincnt=1, cmap="viridis")
+        else:
+            ax.scatter(true[shown], pred[shown], s=_point_size(shown.size), alpha=0.4, lw=0)
+        lo = float(min(true.min(), pred.min()))
+        hi = float(max(true.max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], "r--", lw=1, label="1:1")
+        ax.legend(fontsize=8, loc="upper left")
+        residual = pred - true
+        spread = np.ptp(residual)
+        # (near-)constant residuals cannot be cut into 50 finite bins
+        bins = 50 if spread > 1e-9 * max(1.0, np.abs(residual).max()) else 1
+        hist_ax.hist(residual, bins=bins, color="tab:blue", alpha=0.8,
+                     range=None if bins > 1 else (residual.mean() - 0.5, residual.mean() + 0.5))
+        hist_ax.axvline(0, color="r", ls="--", lw=1)
+        hist_ax.set_title(f"mean {residual.mean():.3f}, sd {residual.std():.3f}", fontsize=9)
+    return _save(fig, path)
+
+
+# -- classification ------------------------------------------------------------------------------
+def roc_curves(logits, target, class_names: Sequence[str], path, top: int = 20) -> Path:
+    """One-vs-rest ROC of the ``top`` most frequent classes present in ``target`` and the
+    pooled (micro) curve over all classes; AUC in the legend. Rows with target < 0 are ignored."""
+    from scipy.special import softmax
+    from sklearn.metrics import auc, roc_curve
+
+    logits = np.asarray(logits, dtype=np.float64)
+    target = np.asarray(target).reshape(-1)
+    names = list(class_names)
+    if logits.ndim != 2 or logits.shape != (len(target), len(names)):
+        raise ValueError(f"logits must be [N, n_classes] = [{len(target)}, {len(names)}], "
+                         f"got {logits.shape}")
+    labeled = (target >= 0) & np.isfinite(logits).all(axis=1)
+    probs = softmax(logits[labeled], axis=1)
+    target = target[labeled]
+
+    fig = Figure(figsize=(10, 7))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    counts = np.bincount(target, minlength=len(names)) if target.size else np.zeros(len(names), int)
+    # a class present in every row has no negatives, so no curve
+    present = [c for c in np.argsort(-counts, kind="stable") if 0 < counts[c] < target.size][:top]
+    for c, colour in zip(present, _palette(len(present))):
+        fpr, tpr, _ = roc_curve(target == c, probs[:, c])
+        ax.plot(fpr, tpr, color=colour, lw=1,
+                label=f"{names[c]} (n={counts[c]}, AUC={auc(fpr, tpr):.3f})")
+    if present:
+        one_hot = np.zeros(probs.shape, dtype=np.int8)
+        one_hot[np.arange(target.size), target] = 1
+        fpr, tpr, _ = roc_curve(one_hot.ravel(), probs.ravel())
+        ax.plot(fpr, tpr, color="black", lw=2.5, label=f"pooled (micro), AUC={auc(fpr, tpr):.3f}")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    else:
+        ax.text(0.5, 0.5, "fewer than 2 classes present", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"ROC, top {len(present)} classes by frequency (n={target.size})")
+    return _save(fig, path)
+
+
+# -- latent distribution -------------------------------------------------------------------------
+def latent_normality(mu, sample: int = 5000, seed: int = 0) -> pd.DataFrame:
+    """D'Agostino–Pearson test (scipy.stats.normaltest) per latent dim on a seeded subsample
+    of finite rows: columns dim, n, statistic, pvalue, mean, std (NaN where untestable)."""
+    from scipy import stats
+
+    mu = np.asarray(mu, dtype=np.float64)
+    rows = []
+    for j in range(mu.shape[1]):
+        values = mu[:, j][np.isfinite(mu[:, j])]
+        values = values[_subsample(values.size, sample, seed)]
+        stat = p = np.nan
+        if values.size >= 8 and np.ptp(values) > 0:  # skewtest needs 8 rows
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                stat, p = stats.normaltest(values)
+        rows.append({"dim": j, "n": int(values.size), "statistic": float(stat), "pvalue": float(p),
+                     "mean": float(values.mean()) if values.size else np.nan,
+                     "std": float(values.std()) if values.size else np.nan})
+    return pd.DataFrame(rows)
+
+
+def latent_qq(mu, path, sample: int = 5000, seed: int = 0) -> Path:
+    """Normal Q–Q plot per latent dim (fitted line, and the N(0, 1) prior as 1:1), with the
+    normaltest result in each title; both on the same seeded subsample."""
+    from scipy import stats
+
+    mu = np.asarray(mu, dtype=np.float64)
+    tests = latent_normality(mu, sample, seed)
+    n_rows, n_cols = _grid(mu.shape[1], 5)
+    fig = Figure(figsize=(3.3 * n_cols, 3.2 * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    for j, ax in enumerate(axes[:mu.shape[1]]):
+        values = mu[:, j][np.isfinite(mu[:, j])]
+        values = values[_subsample(values.size, sample, seed)]
+        test = tests.iloc[j]
+        p_text = f"p={test.pvalue:.2g}" if np.isfinite(test.pvalue) else "p=n/a"
+        ax.set_title(f"z{j + 1}: K²={test.statistic:.1f}, {p_text}", fontsize=9)
+        ax.set_xlabel("normal quantiles")
+        ax.set_ylabel("latent quantiles")
+        if values.size < 2:
+            continue
+        (theoretical, ordered), (slope, intercept, _) = stats.probplot(values, dist="norm")
+        ax.scatter(theoretical, ordered, s=4, alpha=0.5, lw=0)
+        ends = np.array([theoretical[0], theoretical[-1]])
+        ax.plot(ends, intercept + slope * ends, "r-", lw=1, label="fit")
+        ax.plot(ends, ends, "k--", lw=1, label="N(0,1)")
+        ax.legend(fontsize=7, loc="upper left")
+    for extra in axes[mu.shape[1]:]:
+        extra.set_visible(False)
+    fig.suptitle(f"Latent Q–Q against the normal (normaltest on ≤{sample} rows, seed {seed})")
+    return _save(fig, path)
+
+
+def latent_correlation(mu, path) -> Path:
+    """Pearson correlation heatmap of the latent dims (finite rows; constant dims blank)."""
+    mu = np.asarray(mu, dtype=np.float64)
+    mu = mu[np.isfinite(mu).all(axis=1)]
+    d = mu.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        corr = np.corrcoef(mu, rowvar=False) if len(mu) > 1 else np.full((d, d), np.nan)
+    corr = np.atleast_2d(corr)
+    size = max(4.0, 0.55 * d + 2)
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
+    image = ax.imshow(np.ma.masked_invalid(corr), cmap="RdBu_r", vmin=-1, vmax=1)
+    labels = [f"z{j + 1}" for j in range(d)]
+    ax.set_xticks(range(d), labels, rotation=90 if d > 12 else 0)
+    ax.set_yticks(range(d), labels)
+    if d <= 16:
+        for (i, j), value in np.ndenumerate(corr):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(value) > 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="Pearson r")
+    ax.set_title(f"Latent correlation (n={len(mu)})")
+    return _save(fig, path)
+
+
+# -- clusters vs lithology -----------------------------------------------------------------------
+def contingency_heatmap(assignment, principal_names, path, top_n: int = 20) -> Path:
+    """Cluster × lithology shares (rows sum to 1 over labeled rows): the ``top_n`` most
+    frequent lithologies plus "other"; rows ordered by their dominant column."""
+    assignment = np.asarray(assignment).reshape(-1)
+    names = _names(principal_names)
+    if len(names) != len(assignment):
+        raise ValueError(f"assignment has {len(assignment)} rows but principal_names has {len(names)}")
+    labeled = names.notna().to_numpy()
+    names, clusters = names[labeled], assignment[labeled]
+    top = list(names.value_counts().index[:top_n])
+    columns = top + ([OTHER] if (~names.isin(top)).any() else [])
+    counts = pd.crosstab(clusters, names.where(names.isin(top), OTHER).to_numpy()).reindex(
+        columns=columns, fill_value=0)
+    shares = counts.div(counts.sum(axis=1), axis=0)
+    if len(shares):
+        order = sorted(range(len(shares)), key=lambda i: (int(np.argmax(shares.iloc[i].to_numpy())),
+                                                          -shares.iloc[i].max()))
+        shares, counts = shares.iloc[order], counts.iloc[order]
+
+    n_rows, n_cols = max(1, len(shares)), max(1, len(columns))
+    fig = Figure(figsize=(max(6.0, 0.45 * n_cols + 3), max(4.0, 0.4 * n_rows + 2.5)))
+    ax = fig.subplots()
+    image = ax.imshow(shares.to_numpy() if len(shares) else np.zeros((1, 1)), cmap="viridis",
+                      vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(shares)),
+                  [f"{c} (n={n})" for c, n in zip(shares.index, counts.sum(axis=1))], fontsize=8)
+    if shares.size <= 600:
+        for (i, j), value in np.ndenumerate(shares.to_numpy()):
+            if value >= 0.05:
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                        color="black" if value > 0.6 else "white")
+    fig.colorbar(image, ax=ax, label="share of cluster's labeled rows")
+    ax.set_xlabel("principal lithology")
+    ax.set_ylabel("cluster")
+    ax.set_title(f"Cluster × lithology (row-normalised, top {len(top)} lithologies)")
+    return _save(fig, path)
+
+
+# -- borehole log --------------------------------------------------------------------------------
+def _bin_height(depth: np.ndarray) -> float:
+    steps = np.diff(np.unique(depth))
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else 0.2
+
+
+def _with_gaps(depth: np.ndarray, values: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Insert NaN where consecutive bins are further apart than 1.5 bins, so lines break there."""
+    gaps = np.flatnonzero(np.diff(depth) > 1.5 * step)
+    return (np.insert(depth.astype(float), gaps + 1, np.nan),
+            np.insert(values.astype(float), gaps + 1, np.nan))
+
+
+def _strip(ax, depth: np.ndarray, colours: np.ndarray, height: float, title: str) -> None:
+    """One rectangle per bin, coloured; transparent colours leave the bin blank."""
+    top, bottom = depth - height / 2, depth + height / 2
+    boxes = np.stack([np.column_stack([np.zeros_like(depth), top]),
+                      np.column_stack([np.ones_like(depth), top]),
+                      np.column_stack([np.ones_like(depth), bottom]),
+                      np.column_stack([np.zeros_like(depth), bottom])], axis=1)
+    ax.add_collection(PolyCollection(boxes, facecolors=colours, edgecolors="none"))
+    ax.set_xlim(0, 1)
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=9)
+
+
+def rgb_colours(rgb) -> np.ndarray:
+    """RGBA per row from raw 0–255 R, G, B; rows with any NaN are fully transparent."""
+    rgb = np.asarray(rgb, dtype=np.float64).reshape(-1, 3)
+    valid = np.isfinite(rgb).all(axis=1)
+    rgba = np.zeros((len(rgb), 4))
+    rgba[valid, :3] = np.clip(rgb[valid] / 255.0, 0, 1)
+    rgba[valid, 3] = 1.0
+    return rgba
+
+
+def borehole_log(frame: pd.DataFrame, x_raw, feature_names: Sequence[str], assignment,
+                 borehole_id, path) -> Path:
+    """Depth log of one borehole: GRA, MS, NGR tracks, the core colour from raw RGB, the
+    described lithology and the predicted cluster as colour strips (depth increases down)."""
+    x_raw = np.asarray(x_raw, dtype=np.float64)
+    names = list(feature_names)
+    if x_raw.ndim != 2 or x_raw.shape != (len(frame), len(names)):
+        raise ValueError(f"x_raw must be [len(frame), n_features] = [{len(frame)}, {len(names)}], "
+                         f"got {x_raw.shape}")
+    rows = np.flatnonzero(frame["borehole_id"].astype(str).to_numpy() == str(borehole_id))
+    if rows.size == 0:
+        raise ValueError(f"borehole {borehole_id!r} has no rows in frame")
+    depth_all = frame["depth_m"].to_numpy(dtype=np.float64)[rows]
+    order = np.argsort(depth_all, kind="stable")
+    rows, depth = rows[order], depth_all[order]
+    height = _bin_height(depth)
+    lithology = _names(frame["principal"].to_numpy()[rows])
+    clusters = None if assignment is None else np.asarray(assignment).reshape(-1)[rows]
+
+    tracks = [f for f in LOG_TRACKS if f in names]
+    has_rgb = all(c in names for c in ("R", "G", "B"))
+    n_strips = int(has_rgb) + 1 + int(clusters is not None)
+    widths = [2.2] * len(tracks) + [0.6] * n_strips + [3.0]  # last column: legends
+    fig = Figure(figsize=(sum(widths) + 1.0, 10))
+    axes = fig.subplots(1, len(widths), gridspec_kw={"width_ratios": widths}, squeeze=False)[0]
+    legend_ax, axes = axes[-1], axes[:-1]
+    for ax in axes[1:]:
+        ax.sharey(axes[0])
+        ax.tick_params(labelleft=False)
+
+    for ax, (feature, colour) in zip(axes, zip(tracks, ("tab:blue", "tab:red", "tab:green"))):
+        values = x_raw[rows, names.index(feature)]
+        ax.plot(*_with_gaps(depth, values, height)[::-1], color=colour, lw=0.8)
+        if feature == "MS" and np.nanmax(np.abs(values), initial=0) > 100:
+            ax.set_xscale("symlog", linthresh=10)
+        ax.set_title(TRACK_UNITS[feature], fontsize=9)
+        ax.grid(alpha=0.3)
+        if not np.isfinite(values).any():
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    i = len(tracks)
+    if has_rgb:
+        rgb = x_raw[rows][:, [names.index(c) for c in ("R", "G", "B")]]
+        _strip(axes[i], depth, rgb_colours(rgb), height, "core colour")
+        i += 1
+
+    counts = lithology.value_counts()
+    shown = list(counts.index[:MAX_LOG_LITHOLOGIES])  # the rest drawn grey as "other"
+    lith_colour = dict(zip(shown, _palette(len(shown))))
+    colours = np.array([to_rgba(lith_colour.get(v, OTHER_COLOUR)) if isinstance(v, str)
+                        else (0, 0, 0, 0) for v in lithology]).reshape(-1, 4)
+    _strip(axes[i], depth, colours, height, "lithology")
+    handles = [Patch(color=lith_colour[n], label=f"{n} ({counts[n]})") for n in shown]
+    if len(counts) > len(shown):
+        rest = counts.iloc[len(shown):]
+        handles.append(Patch(color=OTHER_COLOUR,
+                             label=f"{OTHER}: {len(rest)} lithologies ({rest.sum()})"))
+    i += 1
+    legend_ax.axis("off")
+    legend = legend_ax.legend(handles=handles, title="described lithology", fontsize=7,
+                              title_fontsize=8, loc="upper left", bbox_to_anchor=(0, 1),
+                              frameon=False)
+    if clusters is not None:
+        ids = np.unique(clusters)
+        cluster_colour = dict(zip(ids, _cluster_colours(ids)))
+        _strip(axes[i], depth, np.array([cluster_colour[c] for c in clusters]).reshape(-1, 4),
+               height, "cluster")
+        legend_ax.add_artist(legend)
+        legend_ax.legend(handles=[Patch(color=cluster_colour[c], label=str(c)) for c in ids],
+                         title="cluster", fontsize=7, title_fontsize=8, loc="lower left",
+                         bbox_to_anchor=(0, 0), frameon=False, ncols=max(1, -(-len(ids) // 10)))
+    lo, hi = depth.min() - height, depth.max() + height
+    axes[0].set_ylim(hi, lo)  # shared y: depth increases downwards
+    axes[0].set_ylabel("depth (m)")
+    fig.suptitle(f"Borehole {borehole_id} ({len(rows)} bins, {depth.min():.1f}–{depth.max():.1f} m)"
+                 + ("; blank colour = no RGB" if has_rgb else ""))
+    return _save(fig, path)
+
+
+# -- everything at once --------------------------------------------------------------------------
+def _safe_name(value) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(value))
+
+
+def write_all(run_outputs: Mapping, out_dir) -> dict[str, Path]:
+    """Write every figure whose inputs are in ``run_outputs``; returns {name: path}.
+
+    Keys (all optional): ``mu``, ``assignment``, ``principal`` (per-row names; else
+    ``frame["principal"]``), ``history`` (DataFrame), ``x`` (scaled), ``recon``, ``observed``,
+    ``feature_names``, ``logits``, ``target`` (class codes; else encoded from ``principal``
+    with ``class_names``), ``class_names``, ``frame`` (borehole_id, depth_m, principal),
+    ``x_raw`` (unscaled, aligned with frame; else ``scaler.inverse_transform(x)`` with
+    unobserved entries NaN), ``scaler``, ``borehole_ids`` (default: the borehole with most rows).
+    """
+    out_dir = Path(out_dir)
+    get = run_outputs.get
+    written: dict[str, Path] = {}
+    mu, assignment, frame = get("mu"), get("assignment"), get("frame")
+    principal = get("principal")
+    if principal is None and frame is not None:
+        principal = frame["principal"].to_numpy()
+    feature_names = get("feature_names")
+
+    history = get("history")
+    if history is not None and len(history):
+        written["training_curves"] = training_curves(history, out_dir / "training_curves.png")
+    if mu is not None:
+        if principal is not None:
+            written["umap"] = umap_latent(mu, principal, assignment, out_dir / "umap.png")
+        written["latent_qq"] = latent_qq(mu, out_dir / "latent_qq.png")
+        written["latent_correlation"] = latent_correlation(mu, out_dir / "latent_correlation.png")
+    if assignment is not None and principal is not None:
+        written["contingency"] = contingency_heatmap(assignment, principal, out_dir / "contingency.png")
+    x, recon = get("x"), get("recon")
+    if x is not None and recon is not None and feature_names is not None:
+        written["reconstruction"] = reconstruction_scatter(x, recon, get("observed"), feature_names,
+                                                           out_dir / "reconstruction.png")
+    logits, class_names, target = get("logits"), get("class_names"), get("target")
+    if target is None and class_names is not None and principal is not None:
+        codes = {name: i for i, name in enumerate(class_names)}
+        target = _names(principal).map(codes).fillna(-1).to_numpy(dtype=np.int64)
+    if logits is not None and target is not None and class_names is not None:
+        written["roc"] = roc_curves(logits, target, class_names, out_dir / "roc.png")
+
+    x_raw = get("x_raw")
+    if x_raw is None and get("scaler") is not None and x is not None:
+        x_raw = np.asarray(get("scaler").inverse_transform(np.asarray(x, dtype=np.float64)))
+        if get("observed") is not None:
+            x_raw = np.where(np.asarray(get("observed"), dtype=bool), x_raw, np.nan)
+    if frame is not None and x_raw is not None and feature_names is not None and len(frame):
+        boreholes = get("borehole_ids")
+        if boreholes is None:
+            boreholes = [frame["borehole_id"].astype(str).value_counts().index[0]]
+        for bh in boreholes:
+            written[f"borehole_log_{bh}"] = borehole_log(
+                frame, x_raw, feature_names, assignment, bh,
+                out_dir / f"borehole_log_{_safe_name(bh)}.png")
+    return written
