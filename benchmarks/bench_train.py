@@ -1,8 +1,9 @@
 """Training throughput: the framework's loop against a plain PyTorch loop.
 
 Same model (the v2_6_7 VAE), same data tensors, same batch size (512), same
-process. Both run the training epochs only (validation off), and the first
-epoch of each is a warm-up that is not timed.
+process. Both run the training epochs only (validation off); the first epoch
+of each is a warm-up that is not timed. The two loops alternate over several
+rounds and the medians are compared, because a shared machine is noisy.
 
     python benchmarks/bench_train.py [--scale small|default] [--epochs 3]
 """
@@ -10,6 +11,7 @@ epoch of each is a warm-up that is not timed.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -81,7 +83,8 @@ def framework_loop(dm: LithoDataModule, epochs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="default", choices=["small", "default"])
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per round (after one warm-up)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both loops")
     parser.add_argument("--data-dir", default="outputs/data")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (training default: 1)")
     args = parser.parse_args()
@@ -93,10 +96,14 @@ def main() -> None:
     n = dm.stats["n_train"]
     print(f"v2_6_7 VAE, {source.name}: {n:,} training bins, batch 512, {args.epochs} timed epochs, "
           f"{torch.get_num_threads()} torch threads")
-    baseline = plain_loop(dm, args.epochs)
-    ours = framework_loop(dm, args.epochs)
-    print(f"plain PyTorch loop : {baseline:12,.0f} samples/s")
-    print(f"lithovae (Lightning): {ours:12,.0f} samples/s")
+    plain, framework = [], []
+    for r in range(args.rounds):
+        plain.append(plain_loop(dm, args.epochs))
+        framework.append(framework_loop(dm, args.epochs))
+        print(f"round {r + 1}: plain {plain[-1]:10,.0f}  lithovae {framework[-1]:10,.0f} samples/s")
+    baseline, ours = statistics.median(plain), statistics.median(framework)
+    print(f"plain PyTorch loop : {baseline:12,.0f} samples/s (median of {args.rounds})")
+    print(f"lithovae (Lightning): {ours:12,.0f} samples/s (median of {args.rounds})")
     print(f"ratio lithovae / plain = {ours / baseline:.2f}x (target >= 0.80x)")
 
 

@@ -28,6 +28,7 @@ class DataModuleConfig:
     context: int = 0
     engineered: bool = False
     impute_rgb: bool = False
+    steps_per_batch: int = 8
 
 
 @dataclass

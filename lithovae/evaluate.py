@@ -64,8 +64,9 @@ def evaluate_run(cfg: DictConfig) -> dict:
     else:
         tensors = dm.tensors[cfg.split]
     mask = instantiate(run_cfg.mask, _convert_="all").bind(dm.feature_names)
-    metrics, _ = evaluate(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed,
-                          **OmegaConf.to_container(run_cfg.eval))
+    eval_cfg = OmegaConf.to_container(run_cfg.eval)
+    eval_cfg.pop("figures", None)
+    metrics, _ = evaluate(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed, **eval_cfg)
     metrics.update({"dataset": source.name, "synthetic": source.synthetic, "split": cfg.split,
                     "run_dir": str(run_dir), "preset": run_cfg.get("preset")})
     out = run_dir / "evaluations" / f"{source.name}-{cfg.split}"

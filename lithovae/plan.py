@@ -36,7 +36,9 @@ class TrainingPlan(pl.LightningModule):
         self.reduce_on_plateau = reduce_on_plateau
         self.plateau_patience, self.plateau_factor = plateau_patience, plateau_factor
         self.mask_generator = torch.Generator().manual_seed(seed)
-        self._epoch_sums: dict[str, dict[str, torch.Tensor]] = {}
+        self.automatic_optimization = False
+        self._direct_step = True
+        self._epoch_sums: dict[str, tuple[tuple[str, ...], torch.Tensor]] = {}
         self._epoch_counts: dict[str, int] = {}
 
     def context(self, batch: dict[str, torch.Tensor]) -> LossContext:
@@ -50,17 +52,20 @@ class TrainingPlan(pl.LightningModule):
         # sum detached terms on the device; logged once per epoch (self.log per step costs
         # more than the step itself for models this small)
         n = batch["x"].shape[0]
-        sums = self._epoch_sums.setdefault(stage, {})
-        for name, value in terms.items():
-            prev = sums.get(name)
-            sums[name] = value.detach() * n if prev is None else prev + value.detach() * n
+        names = tuple(terms)
+        stacked = torch.stack([terms[k].detach() for k in names]) * n
+        prev = self._epoch_sums.get(stage)
+        self._epoch_sums[stage] = (names, stacked if prev is None else prev[1] + stacked)
         self._epoch_counts[stage] = self._epoch_counts.get(stage, 0) + n
         return terms["loss"]
 
     def _log_epoch(self, stage: str) -> None:
-        sums, n = self._epoch_sums.pop(stage, {}), self._epoch_counts.pop(stage, 0)
-        for name, total in sums.items():
-            self.log(f"{stage}/{name}", total / n, on_step=False, on_epoch=True,
+        entry, n = self._epoch_sums.pop(stage, None), self._epoch_counts.pop(stage, 0)
+        if entry is None:
+            return
+        names, totals = entry
+        for name, total in zip(names, totals / n):
+            self.log(f"{stage}/{name}", total, on_step=False, on_epoch=True,
                      prog_bar=(name == "loss"), sync_dist=stage != "train")
 
     def on_train_epoch_end(self) -> None:
@@ -68,11 +73,43 @@ class TrainingPlan(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
+        sched = self.lr_schedulers()
+        if sched is not None and not self.trainer.sanity_checking:
+            sched.step(self.trainer.callback_metrics["val/loss"])
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, chunk, batch_idx):
+        # a chunk of several mini-batches (see LithoDataModule.steps_per_batch): one optimizer
+        # step per mini-batch of batch_size rows, in the loader's shuffled order
+        size = self.trainer.datamodule.batch_size if self.trainer.datamodule is not None else len(chunk["x"])
+        loss = None
+        for start in range(0, len(chunk["x"]), size):
+            batch = {k: v[start:start + size] for k, v in chunk.items()}
+            if len(batch["x"]) > 1:  # BatchNorm needs two rows
+                loss = self._optimizer_step(batch)
+        return loss
+
+    def _optimizer_step(self, batch):
         gen = self.mask_generator if batch["observed"].device.type == "cpu" else None
         visible = self.mask(batch["observed"], gen)
-        return self._step(batch, visible, "train")
+        loss = self._step(batch, visible, "train")
+        # manual optimisation, plain backward and step: with a step of about 2 ms, Lightning's
+        # closure, strategy dispatch and backward hooks would cost a third of it. A gradient
+        # scaler (fp16) still needs Lightning's path.
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        if self._direct_step:
+            loss.backward()
+            # the wrapper's progress hooks keep global_step (and so checkpointing) counting
+            opt._on_before_step()
+            opt.optimizer.step()
+            opt._on_after_step()
+        else:
+            self.manual_backward(loss)
+            opt.step()
+        return loss
+
+    def on_train_start(self) -> None:
+        self._direct_step = "16" not in str(self.trainer.precision) or "bf16" in str(self.trainer.precision)
 
     def validation_step(self, batch, batch_idx):
         return self._step(batch, batch["observed"], "val")
@@ -99,7 +136,7 @@ class TrainingPlan(pl.LightningModule):
             return opt
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", patience=self.plateau_patience, factor=self.plateau_factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}  # stepped by hand
 
 
 class EpochHistory(pl.Callback):

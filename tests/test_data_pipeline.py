@@ -79,7 +79,7 @@ def small_dataset(tmp_path_factory):
 
 
 def test_datamodule_batches_are_whole_tensors_indexed_at_once(small_dataset):
-    dm = LithoDataModule(small_dataset, batch_size=64, seed=0)
+    dm = LithoDataModule(small_dataset, batch_size=64, steps_per_batch=1, seed=0)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"x", "observed", "y", "y_group", "index", "borehole", "depth"}
@@ -94,6 +94,10 @@ def test_datamodule_batches_are_whole_tensors_indexed_at_once(small_dataset):
     assert not torch.equal(first, second)
     test_idx = torch.cat([b["index"] for b in dm.test_dataloader()])
     assert torch.equal(test_idx, torch.arange(len(test_idx)))
+    # chunks of several mini-batches: one Lightning step, batch_size rows per optimizer step
+    chunked = LithoDataModule(small_dataset, batch_size=64, steps_per_batch=3, seed=0)
+    chunked.setup()
+    assert len(next(iter(chunked.train_dataloader()))["x"]) == 192
 
 
 def test_datamodule_fits_the_scaler_on_train_boreholes_only(small_dataset):

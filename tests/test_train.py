@@ -166,3 +166,13 @@ def test_a_run_writes_every_figure_and_cluster_tables_and_logs_them(tmp_path, sh
     client, runs = _runs(tmp_path / "outputs" / "mlruns")
     logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "figures")}
     assert "figures/umap.png" in logged and "figures/roc.png" in logged
+
+
+def test_chunked_training_takes_one_optimizer_step_per_mini_batch(tmp_path, shared_data_dir):
+    cfg = compose_train(["trainer.max_epochs=1", "logger=none", "datamodule.batch_size=64"], tmp_path, shared_data_dir)
+    train(cfg)
+    import torch
+
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    n_train = json.loads((tmp_path / "run" / "split.json").read_text())["stats"]["n_train"]
+    assert state["global_step"] == -(-n_train // 64) - (1 if n_train % 64 == 1 else 0)

@@ -98,10 +98,14 @@ class LithoDataModule(pl.LightningDataModule):
                  transforms: dict[str, str] | None = None, standardize: bool = True,
                  context: int = 0, engineered: bool = False, impute_rgb: bool = False,
                  eval_batch_size: int = 8192, dataset_name: str = "lily",
-                 scaler: DistributionAwareScaler | None = None, encoding: LabelEncoding | None = None):
+                 scaler: DistributionAwareScaler | None = None, encoding: LabelEncoding | None = None,
+                 steps_per_batch: int = 8):
         super().__init__()
         self.dataset_path = Path(dataset_path)
         self.batch_size = batch_size
+        # the train loader hands the plan this many mini-batches at once (one Lightning step),
+        # so Lightning's fixed per-batch cost is paid once per chunk, not per optimizer step
+        self.steps_per_batch = steps_per_batch
         self.eval_batch_size = eval_batch_size
         self.fractions = tuple(fractions)
         self.seed = seed
@@ -197,8 +201,8 @@ class LithoDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = TensorBatchDataset(self.tensors[split])
         # one generator per data module: every epoch (and every new loader) draws a new order
-        sampler = ShuffledBatchSampler(len(ds), self.batch_size if shuffle else self.eval_batch_size,
-                                       self.shuffle_generator, shuffle)
+        size = self.batch_size * self.steps_per_batch if shuffle else self.eval_batch_size
+        sampler = ShuffledBatchSampler(len(ds), size, self.shuffle_generator, shuffle)
         # batch_size=None: the sampler's index lists go straight to __getitem__, no collate
         return DataLoader(ds, sampler=sampler, batch_size=None)
 
