@@ -22,7 +22,7 @@ def user_error(exc: BaseException) -> str | None:
         return str(exc).replace("\n", " ")
     from lithovae.config import ConfigError
 
-    if isinstance(exc, (ConfigError, ValueError)):
+    if isinstance(exc, ConfigError):
         return str(exc).splitlines()[0]
     return None
 

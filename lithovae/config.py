@@ -29,6 +29,7 @@ class DataModuleConfig:
     engineered: bool = False
     impute_rgb: bool = False
     steps_per_batch: int = 8
+    keep_on_device: bool = True
 
 
 @dataclass
@@ -94,6 +95,7 @@ class TrainConfig:
     preset: Optional[str] = None
     seed: int = 0
     threads: int = 1
+    optimized_metric: str = "ari_best"
     ckpt_path: Optional[str] = None
 
 

@@ -80,7 +80,8 @@ class TrainingPlan(pl.LightningModule):
     def training_step(self, chunk, batch_idx):
         # a chunk of several mini-batches (see LithoDataModule.steps_per_batch): one optimizer
         # step per mini-batch of batch_size rows, in the loader's shuffled order
-        size = self.trainer.datamodule.batch_size if self.trainer.datamodule is not None else len(chunk["x"])
+        dm = self.trainer.datamodule
+        size = dm.rank_batch_size() if dm is not None else len(chunk["x"])
         loss = None
         for start in range(0, len(chunk["x"]), size):
             batch = {k: v[start:start + size] for k, v in chunk.items()}

@@ -46,11 +46,21 @@ def default_run_name() -> str | None:
 
 def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "outputs/mlruns",
                   run_name: str | None = None) -> MLFlowLogger:
+    import mlflow
+
+    from lithovae.locks import file_lock
+
     experiment_name = sweep_experiment_name(experiment_name)
     run_name = run_name or default_run_name()
-    return MLFlowLogger(experiment_name=experiment_name, run_name=run_name,
-                        tracking_uri=tracking_uri(tracking_dir),
-                        artifact_location=str((Path(tracking_dir) / "artifacts" / experiment_name).resolve()))
+    uri = tracking_uri(tracking_dir)
+    artifacts = str((Path(tracking_dir) / "artifacts" / experiment_name).resolve())
+    # parallel jobs (joblib sweeps) would race to create the database and the experiment
+    with file_lock(Path(tracking_dir) / ".lock"):
+        client = mlflow.MlflowClient(uri)
+        if client.get_experiment_by_name(experiment_name) is None:
+            client.create_experiment(experiment_name, artifact_location=artifacts)
+    return MLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
+                        artifact_location=artifacts)
 
 
 def no_logger() -> None:

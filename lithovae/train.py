@@ -67,6 +67,10 @@ def train(cfg: DictConfig, logger=None) -> dict:
     from lithovae.plan import EpochHistory, TrainingPlan
 
     torch.set_num_threads(cfg.threads)
+    if "spawn" in str(cfg.trainer.get("strategy", "")):
+        # tensors reach spawned ranks through files, not passed file descriptors (several
+        # views of one storage would pass one descriptor twice: CPython gh-87308)
+        torch.multiprocessing.set_sharing_strategy("file_system")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -182,11 +186,30 @@ def _write_run_files(run_dir: Path, cfg: DictConfig, metrics: dict, dm) -> list[
     return paths
 
 
+def _in_optuna_search() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
+    except ValueError:
+        return False
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    value = metrics.get("ari_best")
-    return float(value) if value is not None else None
+    """Train; return ``cfg.optimized_metric`` (the objective of a sweeper)."""
+    try:
+        metrics = train(cfg)
+    except SystemExit as exc:
+        if not _in_optuna_search():
+            raise
+        # the sweeper records a raising job as a FAIL trial and goes on (max_failure_rate);
+        # a SystemExit would end the whole search instead
+        raise RuntimeError(f"trial failed with exit code {exc.code} (message above)") from None
+    value = metrics.get(cfg.optimized_metric)
+    if value is None and cfg.optimized_metric not in metrics:
+        raise config_schema.ConfigError(f"optimized_metric: '{cfg.optimized_metric}' is not a metric of this run")
+    return float(value) if value is not None else float("nan")
 
 
 if __name__ == "__main__":

@@ -29,15 +29,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from lithovae.data import reference
+from lithovae.data.errors import BuildError  # noqa: F401 - re-exported
 from lithovae.data.schema import (DEPTH_COLUMN, FEATURE_SETS, ID_COLUMNS, LABEL_COLUMNS,
                                   Instrument, instruments_for)
 
 BUILDER_VERSION = 1  # bump when the output of the same inputs and options changes
 _SEP = "\x1f"  # joins the four label strings into one vote key
-
-
-class BuildError(Exception):
-    """Bad input: the message names the file and column."""
 
 
 @dataclass

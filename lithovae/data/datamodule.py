@@ -7,6 +7,8 @@ loading would dominate the step time).
 
 from __future__ import annotations
 
+from lithovae.data.errors import BuildError
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +68,20 @@ class TensorBatchDataset(torch.utils.data.Dataset):
 
 
 class ShuffledBatchSampler(torch.utils.data.Sampler):
-    """Yields index tensors of whole batches from one seeded permutation per epoch."""
+    """Yields index tensors of whole batches from one seeded permutation per epoch.
+
+    Under DDP (``world_size`` > 1) every rank draws the same permutation (same seed),
+    cut to a multiple of the world size, and takes every ``world_size``-th row from
+    ``rank``: the shards are disjoint and have the same number of batches.
+    """
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator | None = None,
-                 shuffle: bool = True):
-        self.n, self.batch_size, self.generator, self.shuffle = n, batch_size, generator, shuffle
+                 shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        self.generator, self.shuffle = generator, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.n_total = n
+        self.n = n // world_size if world_size > 1 else n
+        self.batch_size = batch_size
 
     def _drops_single(self) -> bool:
         # a final training batch of one row would break BatchNorm; that row trains next epoch
@@ -80,7 +91,10 @@ class ShuffledBatchSampler(torch.utils.data.Sampler):
         return (self.n + self.batch_size - 1) // self.batch_size - int(self._drops_single())
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        order = torch.randperm(self.n_total, generator=self.generator) if self.shuffle \
+            else torch.arange(self.n_total)
+        if self.world_size > 1:
+            order = order[:self.n * self.world_size][self.rank::self.world_size]
         batches = order.split(self.batch_size)
         yield from batches[:-1] if self._drops_single() else batches
 
@@ -99,13 +113,14 @@ class LithoDataModule(pl.LightningDataModule):
                  context: int = 0, engineered: bool = False, impute_rgb: bool = False,
                  eval_batch_size: int = 8192, dataset_name: str = "lily",
                  scaler: DistributionAwareScaler | None = None, encoding: LabelEncoding | None = None,
-                 steps_per_batch: int = 8):
+                 steps_per_batch: int = 8, keep_on_device: bool = True):
         super().__init__()
         self.dataset_path = Path(dataset_path)
         self.batch_size = batch_size
         # the train loader hands the plan this many mini-batches at once (one Lightning step),
         # so Lightning's fixed per-batch cost is paid once per chunk, not per optimizer step
         self.steps_per_batch = steps_per_batch
+        self.keep_on_device = keep_on_device  # on a GPU, hold the split tensors in device memory
         self.eval_batch_size = eval_batch_size
         self.fractions = tuple(fractions)
         self.seed = seed
@@ -141,7 +156,7 @@ class LithoDataModule(pl.LightningDataModule):
             return
         frame = pd.read_parquet(self.dataset_path)
         if frame.empty:
-            raise ValueError(f"{self.dataset_path}: dataset has no rows")
+            raise BuildError(f"{self.dataset_path}: dataset has no rows")
         base_features = [c for c in frame.columns if c not in DATASET_KEY_COLUMNS]
         values, names, transforms = expand_features(frame, base_features, self.context,
                                                     self.engineered, self.transforms)
@@ -155,7 +170,7 @@ class LithoDataModule(pl.LightningDataModule):
             values, self.stats["rgb_imputed"] = impute_rgb(values, names, masks["train"], self.seed)
         if self.fitted_scaler is not None:
             if self.fitted_scaler.feature_names != names:
-                raise ValueError(f"{self.dataset_path}: features {names} differ from the trained "
+                raise BuildError(f"{self.dataset_path}: features {names} differ from the trained "
                                  f"scaler's {self.fitted_scaler.feature_names}")
             self.scaler = self.fitted_scaler
         else:
@@ -184,8 +199,15 @@ class LithoDataModule(pl.LightningDataModule):
         self.stats.update({f"n_{s}": int(masks[s].sum()) for s in SPLITS})
         self.stats.update({f"boreholes_{s}": len(parts[s]) for s in SPLITS})
         if min(self.stats[f"n_{s}"] for s in SPLITS) == 0:
-            raise ValueError(f"{self.dataset_path}: a split is empty ({self.stats}); "
+            raise BuildError(f"{self.dataset_path}: a split is empty ({self.stats}); "
                              "the dataset has too few boreholes")
+
+    def __getstate__(self):
+        # spawned DDP ranks rebuild the tensors in setup() (deterministic: same split and
+        # scaler) rather than receiving them through pickling
+        state = self.__dict__.copy()
+        state["tensors"], state["frames"] = {}, {}
+        return state
 
     def data_spec(self):
         from lithovae.models.base import DataSpec
@@ -198,13 +220,37 @@ class LithoDataModule(pl.LightningDataModule):
             group_counts=tuple(_counts(train["y_group"], len(self.encoding.groups))))
 
     # -- loaders -----------------------------------------------------------------------------
+    def world(self) -> tuple[int, int]:
+        """(rank, world size) of the trainer using this data module; (0, 1) without DDP."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def rank_batch_size(self) -> int:
+        """Rows per optimizer step on each rank: the global batch split over the world."""
+        return max(2, self.batch_size // self.world()[1])
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        ds = TensorBatchDataset(self.tensors[split])
+        tensors = self.tensors[split]
+        device = self.device_for_batches()
+        if device is not None and tensors["x"].device != device:
+            tensors = self.tensors[split] = {k: v.to(device) for k, v in tensors.items()}
+        ds = TensorBatchDataset(tensors)
+        rank, world = self.world() if shuffle else (0, 1)
         # one generator per data module: every epoch (and every new loader) draws a new order
-        size = self.batch_size * self.steps_per_batch if shuffle else self.eval_batch_size
-        sampler = ShuffledBatchSampler(len(ds), size, self.shuffle_generator, shuffle)
+        size = self.rank_batch_size() * self.steps_per_batch if shuffle else self.eval_batch_size
+        sampler = ShuffledBatchSampler(len(ds), size, self.shuffle_generator, shuffle, rank, world)
         # batch_size=None: the sampler's index lists go straight to __getitem__, no collate
         return DataLoader(ds, sampler=sampler, batch_size=None)
+
+    def device_for_batches(self):
+        """The accelerator device when ``keep_on_device``: batches are then indexed there."""
+        trainer = getattr(self, "trainer", None)
+        if not self.keep_on_device or trainer is None:
+            return None
+        device = trainer.strategy.root_device
+        return device if device.type != "cpu" else None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from lithovae.data.errors import BuildError
+
 import numpy as np
 import pandas as pd
 
@@ -34,7 +36,7 @@ def expand_features(frame: pd.DataFrame, base: list[str], context: int = 0,
     if engineered:
         missing = {"GRA", "MS", "NGR", "R", "G", "B"} - set(base)
         if missing:
-            raise ValueError(f"engineered features need all six measurements; missing {sorted(missing)}")
+            raise BuildError(f"engineered features need all six measurements; missing {sorted(missing)}")
         for name, (fn, t) in ENGINEERED.items():
             feats[name] = fn(feats)
             names.append(name)
@@ -81,7 +83,7 @@ def impute_rgb(values: np.ndarray, names: list[str], train_rows: np.ndarray, see
     if not target.any():
         return values, 0
     if fit_rows.sum() < 10:
-        raise ValueError("impute_rgb: fewer than 10 training rows with real RGB to fit on")
+        raise BuildError("impute_rgb: fewer than 10 training rows with real RGB to fit on")
     out = values.copy()
     for c in rgb_cols:
         model = HistGradientBoostingRegressor(random_state=seed).fit(phys[fit_rows], values[fit_rows, c])

@@ -13,6 +13,7 @@ import pandas as pd
 from lithovae.data import reference
 from lithovae.data.builder import BuildError, BuildOptions, _atomic_write, _file_digest, build_dataset
 from lithovae.data.schema import DATASET_KEY_COLUMNS
+from lithovae.locks import file_lock
 
 
 class LilySource:
@@ -32,8 +33,9 @@ class LilySource:
         return "lily"
 
     def prepare(self, data_dir: str | Path, log=print, force: bool = False):
-        result = build_dataset(self.raw_dir, Path(data_dir) / "lily", self.options, name="lily",
-                               log=log, force=force)
+        with file_lock(Path(data_dir) / "lily" / ".lock"):  # parallel jobs build once
+            result = build_dataset(self.raw_dir, Path(data_dir) / "lily", self.options, name="lily",
+                                   log=log, force=force)
         return result.path, result.manifest
 
 
@@ -63,11 +65,12 @@ class SyntheticSource:
         root = Path(data_dir) / self.name
         raw = root / "raw"
         stamp = raw / "generated.json"
-        if not stamp.exists():
-            log(f"[lithovae.data] generating synthetic LILY ({self.scale}, seed {self.seed}) in {raw}")
-            summary = generate_raw(raw, scale=self.scale, seed=self.seed)
-            _atomic_write(stamp, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=str)))
-        result = build_dataset(raw, root, self.options, name=self.name, log=log, force=force)
+        with file_lock(root / ".lock"):  # parallel jobs generate and build once
+            if not stamp.exists():
+                log(f"[lithovae.data] generating synthetic LILY ({self.scale}, seed {self.seed}) in {raw}")
+                summary = generate_raw(raw, scale=self.scale, seed=self.seed)
+                _atomic_write(stamp, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=str)))
+            result = build_dataset(raw, root, self.options, name=self.name, log=log, force=force)
         return result.path, result.manifest
 
 

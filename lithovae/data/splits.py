@@ -5,6 +5,8 @@ No borehole is ever in two parts; :func:`check_disjoint` enforces it.
 
 from __future__ import annotations
 
+from lithovae.data.errors import BuildError
+
 import numpy as np
 import pandas as pd
 
@@ -22,10 +24,10 @@ def check_disjoint(parts: dict[str, np.ndarray]) -> None:
 def borehole_split(boreholes, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> dict[str, np.ndarray]:
     """Shuffle the unique boreholes (seeded) and cut them 70/15/15 by count."""
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise BuildError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
     ids = np.array(sorted(pd.unique(np.asarray(boreholes))), dtype=object)
     if len(ids) < 3:
-        raise ValueError(f"need at least 3 boreholes for a train/val/test split, got {len(ids)}")
+        raise BuildError(f"need at least 3 boreholes for a train/val/test split, got {len(ids)}")
     order = np.random.default_rng(seed).permutation(len(ids))
     n_test = max(1, int(round(fractions[2] * len(ids))))
     n_val = max(1, int(round(fractions[1] * len(ids))))
@@ -54,7 +56,7 @@ def entropy_balanced_folds(boreholes, labels, n_folds: int = 5, seed: int = 0) -
     frame = pd.DataFrame({"bh": np.asarray(boreholes), "y": np.asarray(labels)})
     ids = frame["bh"].unique()
     if len(ids) < n_folds:
-        raise ValueError(f"need at least {n_folds} boreholes for {n_folds} folds, got {len(ids)}")
+        raise BuildError(f"need at least {n_folds} boreholes for {n_folds} folds, got {len(ids)}")
     target_entropy = label_entropy(frame["y"])
     per_bh = {b: g["y"].value_counts() for b, g in frame.groupby("bh", sort=True)}
     sizes = pd.Series({b: int(c.sum()) for b, c in per_bh.items()})
