@@ -129,8 +129,8 @@ def train(cfg: DictConfig, logger=None) -> dict:
                         "final_losses": {k: float(v) for k, v in trainer.callback_metrics.items()
                                          if k.startswith(("train/", "val/"))}})
         if trainer.is_global_zero:
-            files = _write_run_files(run_dir, cfg, metrics, dm)
-            files += _write_cluster_tables(run_dir, metrics, arrays, dm)
+            files = _write_cluster_tables(run_dir, metrics, arrays, dm)  # adds hierarchy_ari
+            files += _write_run_files(run_dir, cfg, metrics, dm)
             figures = _write_figures(run_dir, arrays, dm, history.frame()) if make_figures else []
             tracking.log_test_metrics(logger, metrics)
             tracking.log_artifacts(logger, files + [Path(checkpoint.best_model_path or "")])
@@ -154,7 +154,6 @@ def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm) -> lis
     path = run_dir / "clusters.csv"
     cluster_table(arrays["assignment"], principal).to_csv(path)
     metrics["hierarchy_ari"] = hierarchy_ari(arrays["mu"], principal, reference.lithology_groups())
-    (run_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1, allow_nan=False))
     return [path]
 
 

@@ -22,6 +22,17 @@ def _names(values) -> pd.Series:
                       else str(v))
 
 
+def latent_with_names(mu, principal_names) -> tuple[np.ndarray, pd.Series]:
+    """Latent means as a 2-D float array and lithology names aligned with them (checked)."""
+    mu = np.asarray(mu, dtype=np.float64)
+    if mu.ndim != 2:
+        raise ValueError(f"mu must be 2-D [N, D], got shape {mu.shape}")
+    names = _names(principal_names)
+    if len(names) != len(mu):
+        raise ValueError(f"mu has {len(mu)} rows but principal_names has {len(names)}")
+    return mu, names
+
+
 def cluster_table(assignment, principal_names) -> pd.DataFrame:
     """One row per cluster (index ``cluster``, ascending).
 
@@ -65,12 +76,7 @@ def lithology_centroids(mu, principal_names) -> pd.DataFrame:
     """Median latent vector per lithology (rows: lithology names, sorted; columns: dims).
 
     Rows with no lithology or a non-finite latent are left out."""
-    mu = np.asarray(mu, dtype=np.float64)
-    if mu.ndim != 2:
-        raise ValueError(f"mu must be 2-D [N, D], got shape {mu.shape}")
-    names = _names(principal_names)
-    if len(names) != len(mu):
-        raise ValueError(f"mu has {len(mu)} rows but principal_names has {len(names)}")
+    mu, names = latent_with_names(mu, principal_names)
     keep = names.notna().to_numpy() & np.isfinite(mu).all(axis=1)
     frame = pd.DataFrame(mu[keep], columns=[f"z{j + 1}" for j in range(mu.shape[1])])
     return frame.groupby(names[keep].to_numpy()).median().sort_index()

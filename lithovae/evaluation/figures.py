@@ -19,7 +19,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from lithovae.evaluation.clusters import _names
+from lithovae.evaluation.clusters import _names, latent_with_names
 
 __all__ = [
     "umap_latent",
@@ -111,12 +111,7 @@ def umap_latent(mu, principal_names, assignment, path, top_n: int = 12, sample: 
     """UMAP of a seeded subsample of finite latent means, coloured by lithology (top N; the
     rest and unlabeled rows as "other") and by cluster (a second panel unless ``assignment``
     is None). A latent of <= 2 dims is plotted directly. UMAP uses exact sklearn neighbours."""
-    mu = np.asarray(mu, dtype=np.float64)
-    if mu.ndim != 2:
-        raise ValueError(f"mu must be 2-D [N, D], got shape {mu.shape}")
-    names = _names(principal_names)
-    if len(names) != len(mu):
-        raise ValueError(f"mu has {len(mu)} rows but principal_names has {len(names)}")
+    mu, names = latent_with_names(mu, principal_names)
     if assignment is not None:
         assignment = np.asarray(assignment).reshape(-1)
         if len(assignment) != len(mu):
