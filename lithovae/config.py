@@ -59,6 +59,9 @@ class EvalConfig:
     silhouette_samples: int = 10000
     max_fit_samples: Optional[int] = None
     figures: bool = True
+    umap_sample: int = 20000
+    umap_top_n: int = 12
+    log_boreholes: list[str] = field(default_factory=list)
 
 
 @dataclass

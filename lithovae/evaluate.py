@@ -39,7 +39,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
     from lithovae import tracking
     from lithovae.data.datamodule import SPLITS, LabelEncoding, LithoDataModule
     from lithovae.data.scaler import DistributionAwareScaler
-    from lithovae.evaluation.evaluate import evaluate
+    from lithovae.evaluation.evaluate import evaluate, split_eval_options
     from lithovae.train import _jsonable
 
     run_dir = Path(cfg.run_dir)
@@ -64,9 +64,8 @@ def evaluate_run(cfg: DictConfig) -> dict:
     else:
         tensors = dm.tensors[cfg.split]
     mask = instantiate(run_cfg.mask, _convert_="all").bind(dm.feature_names)
-    eval_cfg = OmegaConf.to_container(run_cfg.eval)
-    eval_cfg.pop("figures", None)
-    metrics, _ = evaluate(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed, **eval_cfg)
+    score_options, _ = split_eval_options(OmegaConf.to_container(run_cfg.eval))
+    metrics, _ = evaluate(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed, **score_options)
     metrics.update({"dataset": source.name, "synthetic": source.synthetic, "split": cfg.split,
                     "run_dir": str(run_dir), "preset": run_cfg.get("preset")})
     out = run_dir / "evaluations" / f"{source.name}-{cfg.split}"

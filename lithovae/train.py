@@ -63,7 +63,7 @@ def train(cfg: DictConfig, logger=None) -> dict:
 
     from lithovae import tracking
     from lithovae.data.datamodule import LithoDataModule
-    from lithovae.evaluation.evaluate import evaluate
+    from lithovae.evaluation.evaluate import evaluate, split_eval_options
     from lithovae.plan import EpochHistory, TrainingPlan
 
     torch.set_num_threads(cfg.threads)
@@ -80,6 +80,8 @@ def train(cfg: DictConfig, logger=None) -> dict:
     dm = LithoDataModule(dataset_path, seed=cfg.seed, transforms=source.transforms,
                          dataset_name=source.name, **OmegaConf.to_container(cfg.datamodule))
     dm.setup()
+    score_options, figure_options = split_eval_options(OmegaConf.to_container(cfg.eval))
+    _check_log_boreholes(figure_options["log_boreholes"], dm)
     spec = dm.data_spec()
     model = instantiate(cfg.model, _partial_=True, _convert_="all")(data=spec)
     mask = instantiate(cfg.mask, _convert_="all")
@@ -116,10 +118,8 @@ def train(cfg: DictConfig, logger=None) -> dict:
             state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
             plan.load_state_dict(state["state_dict"])
         model.cpu()
-        eval_cfg = OmegaConf.to_container(cfg.eval)
-        make_figures = eval_cfg.pop("figures")
         metrics, arrays = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
-                                   seed=cfg.seed, **eval_cfg)
+                                   seed=cfg.seed, **score_options)
         metrics.update({"dataset": source.name, "synthetic": source.synthetic,
                         "preset": cfg.preset, "epochs_trained": trainer.current_epoch,
                         "n_train": dm.stats["n_train"], "n_val": dm.stats["n_val"],
@@ -131,7 +131,8 @@ def train(cfg: DictConfig, logger=None) -> dict:
         if trainer.is_global_zero:
             files = _write_cluster_tables(run_dir, metrics, arrays, dm)  # adds hierarchy_ari
             files += _write_run_files(run_dir, cfg, metrics, dm)
-            figures = _write_figures(run_dir, arrays, dm, history.frame()) if make_figures else []
+            figures = (_write_figures(run_dir, arrays, dm, history.frame(), figure_options, cfg.seed)
+                       if figure_options["figures"] else [])
             tracking.log_test_metrics(logger, metrics)
             tracking.log_artifacts(logger, files + [Path(checkpoint.best_model_path or "")])
             tracking.log_artifacts(logger, figures, folder="figures")
@@ -157,7 +158,17 @@ def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm) -> lis
     return [path]
 
 
-def _write_figures(run_dir: Path, arrays: dict, dm, history) -> list[Path]:
+def _check_log_boreholes(boreholes: list[str], dm) -> None:
+    """Fail before training when a requested depth-log borehole is not a test borehole."""
+    test = set(dm.frames["test"]["borehole_id"].astype(str))
+    for bh in boreholes:
+        if str(bh) not in test:
+            raise config_schema.ConfigError(
+                f"eval.log_boreholes: '{bh}' is not a test borehole of this split "
+                f"(test boreholes include {sorted(test)[:5]})")
+
+
+def _write_figures(run_dir: Path, arrays: dict, dm, history, options: dict, seed: int) -> list[Path]:
     from lithovae.evaluation.figures import write_all
 
     test = dm.tensors["test"]
@@ -165,7 +176,9 @@ def _write_figures(run_dir: Path, arrays: dict, dm, history) -> list[Path]:
         "mu": arrays["mu"], "assignment": arrays["assignment"], "recon": arrays["recon"],
         "logits": arrays["logits"], "x": test["x"].numpy(), "observed": test["observed"].numpy(),
         "feature_names": dm.feature_names, "frame": dm.frames["test"], "scaler": dm.scaler,
-        "class_names": dm.encoding.classes, "history": history}, run_dir / "figures")
+        "class_names": dm.encoding.classes, "history": history,
+        "borehole_ids": options["log_boreholes"]}, run_dir / "figures",
+        umap_sample=options["umap_sample"], umap_top_n=options["umap_top_n"], seed=seed)
     return list(written.values())
 
 

@@ -91,6 +91,17 @@ def test_write_all_skips_figures_without_inputs(run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["contingency.png", "training_curves.png"]
 
 
+def test_write_all_honours_the_umap_sample_and_the_chosen_boreholes(run, tmp_path, monkeypatch):
+    embedded = []
+    real_embed = figures._embed_2d
+    monkeypatch.setattr(figures, "_embed_2d", lambda mu, seed: embedded.append(len(mu)) or real_embed(mu, seed))
+    keep = {k: run[k] for k in ("mu", "principal", "frame", "x_raw", "feature_names")}
+    paths = figures.write_all({**keep, "borehole_ids": ["U1500A", "U1501C"]}, tmp_path, umap_sample=120)
+    assert embedded == [120]
+    assert {"borehole_log_U1500A", "borehole_log_U1501C"} <= set(paths)
+    assert_png(paths["borehole_log_U1501C"])
+
+
 def test_umap_latent(written):
     width, height = assert_png(written[1]["umap"])
     assert width > height  # two panels side by side

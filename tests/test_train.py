@@ -127,6 +127,15 @@ def test_bad_overrides_fail_fast_naming_the_key(tmp_path, override, named):
     assert not (tmp_path / "outputs" / "data").exists()  # nothing was built
 
 
+def test_an_unknown_log_borehole_fails_before_training(tmp_path, shared_data_dir, capsys):
+    cfg = compose_train(["eval.log_boreholes=[U9999Z]", "logger=none"], tmp_path, shared_data_dir)
+    with pytest.raises(SystemExit) as exit_info:
+        train(cfg)
+    assert exit_info.value.code == 2
+    assert "eval.log_boreholes: 'U9999Z' is not a test borehole" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_evaluate_reproduces_the_run_metrics_from_the_run_dir_alone(tmp_path, shared_data_dir):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

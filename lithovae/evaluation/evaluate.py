@@ -15,6 +15,16 @@ from lithovae.masking import MaskStrategy
 from lithovae.models.base import LatentModel
 
 
+FIGURE_OPTIONS = ("figures", "umap_sample", "umap_top_n", "log_boreholes")
+
+
+def split_eval_options(eval_cfg: dict) -> tuple[dict, dict]:
+    """The ``eval`` config as (evaluate() keyword arguments, figure options)."""
+    scores = {k: v for k, v in eval_cfg.items() if k not in FIGURE_OPTIONS}
+    figures = {k: v for k, v in eval_cfg.items() if k in FIGURE_OPTIONS}
+    return scores, figures
+
+
 @torch.no_grad()
 def model_outputs(model: LatentModel, tensors: dict[str, torch.Tensor], visible: torch.Tensor,
                   chunk: int = 8192) -> dict[str, np.ndarray]:

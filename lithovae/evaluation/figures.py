@@ -553,7 +553,8 @@ def _safe_name(value) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(value))
 
 
-def write_all(run_outputs: Mapping, out_dir) -> dict[str, Path]:
+def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_n: int = 12,
+              seed: int = 0) -> dict[str, Path]:
     """Write every figure whose inputs are in ``run_outputs``; returns {name: path}.
 
     Keys (all optional): ``mu``, ``assignment``, ``principal`` (per-row names; else
@@ -577,7 +578,8 @@ def write_all(run_outputs: Mapping, out_dir) -> dict[str, Path]:
         written["training_curves"] = training_curves(history, out_dir / "training_curves.png")
     if mu is not None:
         if principal is not None:
-            written["umap"] = umap_latent(mu, principal, assignment, out_dir / "umap.png")
+            written["umap"] = umap_latent(mu, principal, assignment, out_dir / "umap.png",
+                                          top_n=umap_top_n, sample=umap_sample, seed=seed)
         written["latent_qq"] = latent_qq(mu, out_dir / "latent_qq.png")
         written["latent_correlation"] = latent_correlation(mu, out_dir / "latent_correlation.png")
     if assignment is not None and principal is not None:
@@ -600,7 +602,7 @@ def write_all(run_outputs: Mapping, out_dir) -> dict[str, Path]:
             x_raw = np.where(np.asarray(get("observed"), dtype=bool), x_raw, np.nan)
     if frame is not None and x_raw is not None and feature_names is not None and len(frame):
         boreholes = get("borehole_ids")
-        if boreholes is None:
+        if not boreholes:
             boreholes = [frame["borehole_id"].astype(str).value_counts().index[0]]
         for bh in boreholes:
             written[f"borehole_log_{bh}"] = borehole_log(
