@@ -64,7 +64,8 @@ class AdaptiveAlpha(AlphaStrategy):
 
     def __init__(self, base: float):
         self.base = non_negative_number("base", base)
-        self._table: Tensor | None = None  # float64 [n_classes], set by bind()
+        self._table: Tensor | None = None  # float32 [n_classes] on the CPU, set by bind()
+        self._device_tables: dict[torch.device, Tensor] = {}  # _table copied to each device used
 
     def bind(self, class_counts: Sequence[int]) -> AdaptiveAlpha:
         counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
@@ -80,24 +81,28 @@ class AdaptiveAlpha(AlphaStrategy):
         seen = counts > 0
         table[seen] = self.base / freq[seen].sqrt()
         bound = copy.copy(self)
-        bound._table = table
+        bound._table = table.float()  # computed in float64, used as float32
+        bound._device_tables = {bound._table.device: bound._table}
         return bound
 
-    @property
-    def weights_per_class(self) -> Tensor:
-        if self._table is None:
-            raise RuntimeError("AdaptiveAlpha is not bound: call bind(class_counts) first")
-        return self._table.clone()
+    def _table_on(self, device: torch.device) -> Tensor:
+        table = self._device_tables.get(device)
+        if table is None:
+            with torch.inference_mode(False):  # a normal tensor, even if first made in validation
+                table = self._device_tables[device] = self._table.to(device)
+        return table
 
     def __call__(self, target: Tensor) -> Tensor:
         if self._table is None:
             raise RuntimeError("AdaptiveAlpha is not bound: call bind(class_counts) first")
-        if target.numel() and int(target.max()) >= self._table.numel():
+        # checked on the CPU only: on an accelerator, reading target.max() would stall every step
+        # (an out-of-range code still fails there, in the indexing below)
+        if target.device.type == "cpu" and target.numel() and int(target.max()) >= self._table.numel():
             raise ValueError(f"target has class code {int(target.max())}, but only "
                              f"{self._table.numel()} class counts were bound")
-        table = self._table.to(device=target.device, dtype=torch.float32)
+        table = self._table_on(target.device)
         labeled = target >= 0
-        return torch.where(labeled, table[target.clamp(min=0)], torch.zeros((), device=target.device))
+        return torch.where(labeled, table[target.clamp(min=0)], 0.0)
 
     def __repr__(self) -> str:
         return f"AdaptiveAlpha(base={self.base!r})"

@@ -12,7 +12,7 @@ def user_error(exc: BaseException) -> str | None:
     """The one-line message for a user error, or None for a bug (which keeps its traceback)."""
     from hydra.errors import InstantiationException
 
-    from lithovae.data.builder import BuildError
+    from lithovae.data.errors import BuildError
 
     while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__

@@ -5,6 +5,7 @@ type fails at start with a message naming it."""
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -116,7 +117,7 @@ _SIMPLE = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
 
 def _check_value(key: str, value, annotation) -> None:
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:
             return

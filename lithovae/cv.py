@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lithovae import config as _schema  # noqa: F401 - registers the train schema
+from lithovae import config as config_schema  # registers the train schema
 from lithovae.cli import exits_cleanly
 
 FOLD_COLUMNS = ["fold", "train_samples", "test_samples", "train_entropy", "test_entropy",
@@ -48,7 +48,6 @@ def run_cv(cfg: DictConfig) -> dict:
     import pandas as pd
     from pytorch_lightning.loggers import MLFlowLogger
 
-    from lithovae import config as config_schema
     from lithovae import tracking
     from lithovae.train import train
 
@@ -61,11 +60,8 @@ def run_cv(cfg: DictConfig) -> dict:
     if cfg.logger.get("_target_", "").endswith("mlflow_logger"):
         parent = tracking.mlflow_logger("lithovae-cv", cfg.logger.tracking_dir,
                                         run_name=f"{cfg.preset or 'run'}-cv{folds}")
-    failed = True
-    try:
-        if parent is not None:
-            tracking.start_run(parent, cfg, {"preset": cfg.preset or "none", "cv_folds": str(folds),
-                                             "git_commit": tracking.git_commit()})
+    tags = {"preset": cfg.preset or "none", "cv_folds": str(folds), "git_commit": tracking.git_commit()}
+    with tracking.tracked_run(parent, cfg, tags):
         per_fold, rows = [], []
         for fold in range(folds):
             print(f"[lithovae.cv] fold {fold + 1}/{folds}")
@@ -93,11 +89,7 @@ def run_cv(cfg: DictConfig) -> dict:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"ari_best = {summary['ari_best_mean']:.3f} ± {summary['ari_best_std']:.3f} over {folds} folds"
               + (" (SYNTHETIC data)" if per_fold[0].get("synthetic") else ""))
-        failed = False
         return {"folds": table, "summary": summary}
-    finally:
-        if parent is not None:
-            tracking.end_run(parent, failed)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="cv")

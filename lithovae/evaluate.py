@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lithovae.cli import exits_cleanly
-from lithovae.data.builder import BuildError
+from lithovae.data.errors import BuildError
 
 
 def load_run_model(run_dir: Path, spec, checkpoint: str = "best"):
@@ -54,7 +54,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
     source = instantiate(cfg.data if cfg.get("data") else run_cfg.data, _convert_="all")
     dataset_path, _ = source.prepare(cfg.paths.data_dir)
     encoding = LabelEncoding(**json.loads((run_dir / "label_encoding.json").read_text()))
-    dm = LithoDataModule(dataset_path, seed=run_cfg.seed, dataset_name=source.name,
+    dm = LithoDataModule(dataset_path, seed=run_cfg.seed,
                          scaler=DistributionAwareScaler.load(run_dir / "scaler.json"), encoding=encoding,
                          **OmegaConf.to_container(run_cfg.datamodule))
     dm.setup()
@@ -74,15 +74,11 @@ def evaluate_run(cfg: DictConfig) -> dict:
     if cfg.log_mlflow:
         logger = tracking.mlflow_logger("lithovae-evaluate", cfg.paths.mlflow_dir,
                                         run_name=f"{run_cfg.get('preset') or 'run'}@{source.name}-{cfg.split}")
-        try:
-            tracking.start_run(logger, run_cfg, {"evaluates": str(run_dir), "dataset": source.name,
-                                                 "split": cfg.split, "synthetic": str(source.synthetic)})
+        tags = {"evaluates": str(run_dir), "dataset": source.name, "split": cfg.split,
+                "synthetic": str(source.synthetic)}
+        with tracking.tracked_run(logger, run_cfg, tags):
             tracking.log_test_metrics(logger, metrics)
             tracking.log_artifacts(logger, [out / "metrics.json"])
-            tracking.end_run(logger, failed=False)
-        except BaseException:
-            tracking.end_run(logger, failed=True)
-            raise
     print(f"{source.name} [{cfg.split}]: " + ", ".join(
         f"{k}={metrics[k]:.4f}" for k in ("ari_best", "r2_mean", "auc_pooled") if isinstance(metrics.get(k), float)))
     print(out / "metrics.json")

@@ -18,21 +18,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lithovae.checks import non_negative_number
+from lithovae.checks import non_negative_number, probability
 
 __all__ = ["MaskStrategy", "NoMask", "RandomMask", "BlockMask", "RealMask"]
-
-
-def _probability(name: str, value, *, allow_one: bool) -> float:
-    try:
-        prob = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    upper_ok = prob <= 1 if allow_one else prob < 1
-    if isinstance(value, bool) or not (0 <= prob and upper_ok):
-        interval = "[0, 1]" if allow_one else "[0, 1)"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-    return prob
 
 
 def _check_observed(observed: Tensor) -> None:
@@ -48,21 +36,33 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: 
 
 
 class MaskStrategy:
-    """Base class. Subclasses override :meth:`__call__` (and :meth:`bind` if they need names)."""
+    """Base class. Subclasses that hide entries set ``prob`` and override :meth:`_hidden`
+    (and :meth:`bind` if they need names, :meth:`_check_compatible` to validate ``observed``)."""
 
     masked_weight: float = 0.0
+    prob: float = 0.0  # chance of hiding; 0 hides nothing
 
     @property
     def trains_imputation(self) -> bool:
         """True when the strategy hides observed values (the decoder learns to impute)."""
-        return False
+        return self.prob > 0
 
     def bind(self, feature_names: Sequence[str]) -> MaskStrategy:
         return copy.copy(self)
 
     def __call__(self, observed: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_observed(observed)
-        return observed.clone()
+        self._check_compatible(observed)
+        if self.prob == 0:
+            return observed.clone()
+        return observed & ~self._hidden(observed, generator)
+
+    def _check_compatible(self, observed: Tensor) -> None:
+        """Raise if ``observed`` does not fit the (bound) strategy."""
+
+    def _hidden(self, observed: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Bool [B, F]: entries to hide (only called when ``prob > 0``)."""
+        raise NotImplementedError
 
 
 class NoMask(MaskStrategy):
@@ -90,19 +90,11 @@ class RandomMask(MaskStrategy):
     """
 
     def __init__(self, prob: float, masked_weight: float = 0.0):
-        self.prob = _probability("prob", prob, allow_one=False)
+        self.prob = probability("prob", prob, allow_one=False)
         self.masked_weight = non_negative_number("masked_weight", masked_weight)
 
-    @property
-    def trains_imputation(self) -> bool:
-        return self.prob > 0
-
-    def __call__(self, observed: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        _check_observed(observed)
-        if self.prob == 0:
-            return observed.clone()
-        hide = _uniform(tuple(observed.shape), generator, observed.device) < self.prob
-        return observed & ~hide
+    def _hidden(self, observed: Tensor, generator: torch.Generator | None) -> Tensor:
+        return _uniform(tuple(observed.shape), generator, observed.device) < self.prob
 
     def __repr__(self) -> str:
         return f"RandomMask(prob={self.prob!r}, masked_weight={self.masked_weight!r})"
@@ -117,7 +109,7 @@ class BlockMask(MaskStrategy):
 
     def __init__(self, prob: float, features: Sequence[str] = ("R", "G", "B"),
                  masked_weight: float = 0.0):
-        self.prob = _probability("prob", prob, allow_one=True)
+        self.prob = probability("prob", prob, allow_one=True)
         if isinstance(features, str):
             raise ValueError(f"features must be a list of feature names, got the string {features!r}")
         self.features = tuple(str(name) for name in features)
@@ -127,10 +119,6 @@ class BlockMask(MaskStrategy):
             raise ValueError(f"features contains duplicates: {list(self.features)}")
         self.masked_weight = non_negative_number("masked_weight", masked_weight)
         self._block: Tensor | None = None  # bool [F], set by bind()
-
-    @property
-    def trains_imputation(self) -> bool:
-        return self.prob > 0
 
     def bind(self, feature_names: Sequence[str]) -> BlockMask:
         names = list(feature_names)
@@ -143,18 +131,16 @@ class BlockMask(MaskStrategy):
         bound._block = block
         return bound
 
-    def __call__(self, observed: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        _check_observed(observed)
+    def _check_compatible(self, observed: Tensor) -> None:
         if self._block is None:
             raise RuntimeError("BlockMask is not bound: call bind(feature_names) first")
         if observed.shape[1] != self._block.numel():
             raise ValueError(f"observed has {observed.shape[1]} features, but BlockMask was bound "
                              f"to {self._block.numel()}")
-        if self.prob == 0:
-            return observed.clone()
+
+    def _hidden(self, observed: Tensor, generator: torch.Generator | None) -> Tensor:
         hide_row = _uniform((observed.shape[0],), generator, observed.device) < self.prob
-        hide = hide_row[:, None] & self._block.to(observed.device)[None, :]
-        return observed & ~hide
+        return hide_row[:, None] & self._block.to(observed.device)[None, :]
 
     def __repr__(self) -> str:
         return (f"BlockMask(prob={self.prob!r}, features={list(self.features)!r}, "

@@ -12,7 +12,7 @@ import torch
 
 from lithovae.alpha import AlphaStrategy
 from lithovae.masking import MaskStrategy
-from lithovae.models.base import LatentModel, LossContext
+from lithovae.models.base import LatentModel, LossContext, inference
 from lithovae.schedules import BetaSchedule
 
 
@@ -30,8 +30,7 @@ class TrainingPlan(pl.LightningModule):
         self.model = model
         self.beta_schedule = beta
         self.mask = mask.bind(model.data.feature_names)
-        target = getattr(model, "target", None)  # models with a class head say what they predict
-        self.alpha = alpha.bind(target.counts if target is not None else model.data.class_counts)
+        self.alpha = alpha.bind(model.class_counts())  # counts of the class the model is scored on
         self.lr, self.weight_decay = lr, weight_decay
         self.reduce_on_plateau = reduce_on_plateau
         self.plateau_patience, self.plateau_factor = plateau_patience, plateau_factor
@@ -120,15 +119,12 @@ class TrainingPlan(pl.LightningModule):
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_epoch=True, on_step=False)
         self.model.on_train_epoch_start(self.current_epoch, self.embed_train)
 
-    @torch.no_grad()
     def embed_train(self) -> torch.Tensor:
         """Latent means of the whole training split, row i = batch index i."""
         train = self.trainer.datamodule.tensors["train"]
-        was_training = self.model.training
-        self.model.eval()
-        chunks = [self.model.embed(x.to(self.device), o.to(self.device))
-                  for x, o in zip(train["x"].split(8192), train["observed"].split(8192))]
-        self.model.train(was_training)
+        with inference(self.model):
+            chunks = [self.model.embed(x.to(self.device), o.to(self.device))
+                      for x, o in zip(train["x"].split(8192), train["observed"].split(8192))]
         return torch.cat(chunks).cpu()
 
     def configure_optimizers(self):

@@ -13,30 +13,16 @@ Epochs are 0-based: the first training epoch is epoch 0.
 
 from __future__ import annotations
 
-from numbers import Integral
-
-from lithovae.checks import non_negative_number
+from lithovae.checks import integer_at_least, non_negative_number
 
 __all__ = ["BetaSchedule", "FixedBeta", "LinearAnneal", "CyclicalAnneal"]
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _check_epoch(epoch) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, Integral) or epoch < 0:
-        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
-    return int(epoch)
 
 
 class BetaSchedule:
     """Base class: ``schedule(epoch) -> beta``."""
 
     def __call__(self, epoch: int) -> float:
-        return self.value_at(_check_epoch(epoch))
+        return self.value_at(integer_at_least("epoch", epoch, 0))
 
     def value_at(self, epoch: int) -> float:
         raise NotImplementedError
@@ -65,7 +51,7 @@ class LinearAnneal(BetaSchedule):
     def __init__(self, start: float, end: float, epochs: int):
         self.start = non_negative_number("start", start)
         self.end = non_negative_number("end", end)
-        self.epochs = _positive_int("epochs", epochs)
+        self.epochs = integer_at_least("epochs", epochs, 1)
 
     def value_at(self, epoch: int) -> float:
         if epoch >= self.epochs:
@@ -87,7 +73,7 @@ class CyclicalAnneal(BetaSchedule):
     def __init__(self, start: float, end: float, period: int, ratio: float = 0.5):
         self.start = non_negative_number("start", start)
         self.end = non_negative_number("end", end)
-        self.period = _positive_int("period", period)
+        self.period = integer_at_least("period", period, 1)
         ratio_value = non_negative_number("ratio", ratio)
         if not 0 < ratio_value <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import sys
 import time
 from pathlib import Path
@@ -80,8 +81,7 @@ def history_table(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFram
     """Each preset's metrics beside the study's published values for that variant."""
     rows = []
     for _, ours in summary.iterrows():
-        variant = ours["run"].replace("_", ".") if ours["run"].startswith("v") else ours["run"]
-        variant = variant.replace("vae.classifier.v", "vae_classifier_v").replace("direct.classifier", "direct_classifier")
+        variant = re.sub(r"(?<=\d)_(?=\d)", ".", ours["run"])  # preset v2_6_7 is variant v2.6.7
         pub = published[published["variant"] == variant]
         for _, p in (pub.iterrows() if len(pub) else [(None, None)]):
             metric = p["metric"] if p is not None else "ari_best"
@@ -93,19 +93,19 @@ def history_table(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def plot_study(spec: dict, summary: pd.DataFrame, path: Path, dataset: str, synthetic: bool) -> Path:
+def plot_study(spec: dict, summary: pd.DataFrame, path: Path, dataset: str, synthetic: bool,
+               published: pd.DataFrame | None = None, history: pd.DataFrame | None = None) -> Path:
+    """One panel per metric: ours against the grid coordinate (or per preset), with the
+    ``published`` curve (grid studies) or the ``history`` table's published values."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lithovae.data import reference
-
     panels = spec.get("panels", ["ari_best"]) + spec.get("extra", [])
     ncols = 3 if len(panels) > 3 else len(panels)
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False)
-    published = reference.read(spec["published"]) if spec.get("published") else None
     for ax, metric in zip(axes.flat, panels):
         values = pd.to_numeric(summary.get(metric), errors="coerce") if metric in summary else None
         if spec.get("x"):
@@ -120,9 +120,8 @@ def plot_study(spec: dict, summary: pd.DataFrame, path: Path, dataset: str, synt
         elif values is not None:
             ax.bar(range(len(summary)), values, label=f"ours ({dataset})")
             ax.set_xticks(range(len(summary)), summary["run"], rotation=60, ha="right", fontsize=7)
-            if published is not None and "variant" in published and metric == "ari_best":
-                table = history_table(summary, published)
-                best = table[table["metric"].isin(["ari_best", "ari_k12"])].groupby("preset")["published"].first()
+            if history is not None and metric == "ari_best":
+                best = history[history["metric"].isin(["ari_best", "ari_k12"])].groupby("preset")["published"].first()
                 ax.scatter([i for i, r in enumerate(summary["run"]) if r in best.index],
                            [best[r] for r in summary["run"] if r in best.index], color="black", marker="_",
                            s=200, label="published (real LILY)", zorder=3)
@@ -162,20 +161,18 @@ def run_study(spec_path: Path, overrides: list[str], grid_override: list[str] | 
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "summary.csv"]
     summary.to_csv(files[0], index=False)
-    if spec.get("published") and "variant" in reference.read(spec["published"]):
+    published = reference.read(spec["published"]) if spec.get("published") else None
+    history = None
+    if published is not None and "variant" in published:
+        history = history_table(summary, published)
         files.append(out / "history.csv")
-        history_table(summary, reference.read(spec["published"])).to_csv(files[-1], index=False)
-    files.append(plot_study(spec, summary, out / f"{spec['name']}.png", dataset, synthetic))
+        history.to_csv(files[-1], index=False)
+    files.append(plot_study(spec, summary, out / f"{spec['name']}.png", dataset, synthetic, published, history))
     logger = tracking.mlflow_logger(experiment, probe.paths.mlflow_dir, run_name=f"{spec['name']}-summary")
-    failed = True
-    try:
-        tracking.start_run(logger, OmegaConf.create({"study": spec, "overrides": overrides}),
-                           {"study": spec["name"], "dataset": dataset, "synthetic": str(synthetic),
-                                           "runs": str(len(runs)), "git_commit": tracking.git_commit()})
+    tags = {"study": spec["name"], "dataset": dataset, "synthetic": str(synthetic),
+            "runs": str(len(runs)), "git_commit": tracking.git_commit()}
+    with tracking.tracked_run(logger, OmegaConf.create({"study": spec, "overrides": overrides}), tags):
         tracking.log_artifacts(logger, files)
-        failed = False
-    finally:
-        tracking.end_run(logger, failed)
     print(f"[lithovae.study] {len(runs)} runs on {dataset}" + (" (SYNTHETIC data)" if synthetic else ""))
     for f in files:
         print(f)

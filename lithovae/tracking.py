@@ -7,6 +7,7 @@ runs on rank 0 only: ``MLFlowLogger.run_id`` exists only there.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -23,16 +24,19 @@ def tracking_uri(tracking_dir: str | Path) -> str:
     return f"sqlite:///{path / 'mlflow.db'}"
 
 
+def _hydra_job():
+    """The running Hydra job's config, or None outside a Hydra app (tests, library use)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
 def sweep_experiment_name(base: str) -> str:
     """In a Hydra multirun every job goes to one experiment named after the sweep."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+    from hydra.types import RunMode
 
-        hc = HydraConfig.get()
-    except (ImportError, ValueError):
-        return base
-    if hc.mode != RunMode.MULTIRUN:
+    hc = _hydra_job()
+    if hc is None or hc.mode != RunMode.MULTIRUN:
         return base
     return f"{base}-sweep-{Path(hc.sweep.dir).name}"
 
@@ -48,7 +52,7 @@ def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "output
                   run_name: str | None = None) -> MLFlowLogger:
     import mlflow
 
-    from lithovae.locks import file_lock
+    from lithovae.files import file_lock
 
     experiment_name = sweep_experiment_name(experiment_name)
     run_name = run_name or default_run_name()
@@ -83,11 +87,8 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
 
 def job_tags() -> dict[str, str]:
     """The Hydra job's overrides and, in a sweep, its number: what tells sweep runs apart."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-    except (ImportError, ValueError):
+    hc = _hydra_job()
+    if hc is None:
         return {}
     tags = {"overrides": " ".join(hc.overrides.task)[:5000]}
     if hc.job.get("num") is not None:
@@ -142,3 +143,15 @@ def end_run(logger, failed: bool) -> None:
     """Mark the run FINISHED or FAILED (never left RUNNING)."""
     if isinstance(logger, MLFlowLogger) and logger._initialized:
         logger.experiment.set_terminated(logger.run_id, "FAILED" if failed else "FINISHED")
+
+
+@contextlib.contextmanager
+def tracked_run(logger, cfg: DictConfig, tags: dict[str, str]):
+    """Start the run; end it FINISHED, or FAILED if the block raises (no-op without MLflow)."""
+    failed = True
+    try:
+        start_run(logger, cfg, tags)
+        yield logger
+        failed = False
+    finally:
+        end_run(logger, failed)

@@ -7,7 +7,6 @@ logs everything to MLflow. Returns ``ari_best`` (the sweep objective).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -17,14 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from lithovae import config as config_schema  # registers the train schema
 from lithovae.cli import exits_cleanly
-
-
-def _dataset_checksum(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def summary_table(metrics: dict, dataset: str, synthetic: bool) -> str:
@@ -63,6 +54,7 @@ def train(cfg: DictConfig, logger=None) -> dict:
 
     from lithovae import tracking
     from lithovae.data.datamodule import LithoDataModule
+    from lithovae.files import file_digest
     from lithovae.evaluation.evaluate import evaluate, split_eval_options
     from lithovae.plan import EpochHistory, TrainingPlan
 
@@ -76,9 +68,9 @@ def train(cfg: DictConfig, logger=None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     source = instantiate(cfg.data, _convert_="all")
-    dataset_path, manifest = source.prepare(cfg.paths.data_dir)
+    dataset_path, _ = source.prepare(cfg.paths.data_dir)
     dm = LithoDataModule(dataset_path, seed=cfg.seed, transforms=source.transforms,
-                         dataset_name=source.name, **OmegaConf.to_container(cfg.datamodule))
+                         **OmegaConf.to_container(cfg.datamodule))
     dm.setup()
     score_options, figure_options = split_eval_options(OmegaConf.to_container(cfg.eval))
     _check_log_boreholes(figure_options["log_boreholes"], dm)
@@ -107,12 +99,10 @@ def train(cfg: DictConfig, logger=None) -> dict:
                           callbacks=callbacks, default_root_dir=str(run_dir))
 
     tags = {"preset": cfg.preset or "none", "dataset": source.name,
-            "dataset_checksum": _dataset_checksum(dataset_path), "synthetic": str(source.synthetic),
+            "dataset_checksum": file_digest(dataset_path)[:16], "synthetic": str(source.synthetic),
             "model": cfg.model._target_.rsplit(".", 1)[-1], "git_commit": tracking.git_commit(),
             **tracking.job_tags()}
-    failed = True
-    try:
-        tracking.start_run(logger, cfg, tags)
+    with tracking.tracked_run(logger, cfg, tags):
         trainer.fit(plan, datamodule=dm, ckpt_path=cfg.ckpt_path)
         if checkpoint.best_model_path:
             state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
@@ -131,17 +121,15 @@ def train(cfg: DictConfig, logger=None) -> dict:
         if trainer.is_global_zero:
             files = _write_cluster_tables(run_dir, metrics, arrays, dm)  # adds hierarchy_ari
             files += _write_run_files(run_dir, cfg, metrics, dm)
-            figures = (_write_figures(run_dir, arrays, dm, history.frame(), figure_options, cfg.seed)
+            class_names = dm.encoding.vocabulary(model.class_target_name())
+            figures = (_write_figures(run_dir, arrays, dm, class_names, history.frame(), figure_options, cfg.seed)
                        if figure_options["figures"] else [])
             tracking.log_test_metrics(logger, metrics)
             tracking.log_artifacts(logger, files + [Path(checkpoint.best_model_path or "")])
             tracking.log_artifacts(logger, figures, folder="figures")
             print(summary_table(metrics, source.name, source.synthetic))
             print(f"run dir: {run_dir}")
-        failed = False
         return metrics
-    finally:
-        tracking.end_run(logger, failed)
 
 
 def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm) -> list[Path]:
@@ -168,15 +156,16 @@ def _check_log_boreholes(boreholes: list[str], dm) -> None:
                 f"(test boreholes include {sorted(test)[:5]})")
 
 
-def _write_figures(run_dir: Path, arrays: dict, dm, history, options: dict, seed: int) -> list[Path]:
+def _write_figures(run_dir: Path, arrays: dict, dm, class_names: list[str], history, options: dict,
+                   seed: int) -> list[Path]:
     from lithovae.evaluation.figures import write_all
 
     test = dm.tensors["test"]
     written = write_all({
         "mu": arrays["mu"], "assignment": arrays["assignment"], "recon": arrays["recon"],
-        "logits": arrays["logits"], "x": test["x"].numpy(), "observed": test["observed"].numpy(),
-        "feature_names": dm.feature_names, "frame": dm.frames["test"], "scaler": dm.scaler,
-        "class_names": dm.encoding.classes, "history": history,
+        "logits": arrays["logits"], "target": arrays["target"], "x": test["x"].numpy(),
+        "observed": test["observed"].numpy(), "feature_names": dm.feature_names, "frame": dm.frames["test"],
+        "scaler": dm.scaler, "class_names": class_names, "history": history,
         "borehole_ids": options["log_boreholes"]}, run_dir / "figures",
         umap_sample=options["umap_sample"], umap_top_n=options["umap_top_n"], seed=seed)
     return list(written.values())

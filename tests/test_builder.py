@@ -152,6 +152,38 @@ def test_rebuilds_only_when_inputs_or_options_change(tmp_path):
     assert build_dataset(raw, tmp_path / "out", log=_quiet).rebuilt
 
 
+def test_a_touched_input_with_the_same_content_is_hashed_once_and_reused(tmp_path, monkeypatch):
+    import os
+
+    import lithovae.data.builder as builder
+
+    raw = random_lily(tmp_path / "raw", n_boreholes=3, bins_per_borehole=10)
+    first = build_dataset(raw, tmp_path / "out", log=_quiet)
+    ms = raw / "MS_DataLITH.csv"
+    os.utime(ms, ns=(ms.stat().st_atime_ns, ms.stat().st_mtime_ns + 10**9))  # a copy or a checkout
+    hashed = []
+    real_digest = builder.file_digest
+    monkeypatch.setattr(builder, "file_digest", lambda p: hashed.append(Path(p).name) or real_digest(p))
+    assert not build_dataset(raw, tmp_path / "out", log=_quiet).rebuilt
+    assert not build_dataset(raw, tmp_path / "out", log=_quiet).rebuilt
+    assert hashed == ["MS_DataLITH.csv"]  # the manifest now holds the new mtime
+    assert json.loads(first.manifest_path.read_text())["inputs"]["MS_DataLITH.csv"]["mtime_ns"] == ms.stat().st_mtime_ns
+
+
+@pytest.mark.parametrize("override, named", [
+    ("+data.build.bin_sise=0.3", "data.build.bin_sise: unknown key"),
+    ("data.build.bin_size=abc", "data.build.bin_size must be a number"),
+    ("+data.build.gra_range=[1]", "data.build.gra_range must be two numbers"),
+    ("+data.transforms.MS=cube_root", "data.transforms.MS: transform 'cube_root' unknown"),
+])
+def test_bad_data_options_fail_in_one_line_naming_the_key(tmp_path, override, named):
+    proc = subprocess.run([sys.executable, "-m", "lithovae.data", "data=synthetic", "data.scale=small",
+                           override, f"paths.root_dir={tmp_path}", "report=true"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and named in proc.stderr
+
+
 @pytest.mark.parametrize("breakage, expected", [
     ("missing_column", "missing required column 'Bulk density (GRA)'"),
     ("non_numeric_depth", "column 'Depth CSF-A (m)'"),

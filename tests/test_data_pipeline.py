@@ -133,6 +133,12 @@ def test_cv_fold_datamodule_uses_the_fold_as_test(small_dataset):
     assert sorted(dm.split_boreholes["test"]) == sorted(folds[1])
 
 
+@pytest.mark.parametrize("n_folds, fold", [(3, None), (3, 3), (1, 0)])
+def test_a_fold_outside_n_folds_is_named(small_dataset, n_folds, fold):
+    with pytest.raises(BuildError, match=f"datamodule.fold: .* got n_folds={n_folds}, fold={fold}"):
+        LithoDataModule(small_dataset, n_folds=n_folds, fold=fold, seed=0)
+
+
 def test_table_source_reads_csv_and_parquet_with_chosen_columns(tmp_path):
     frame = pd.DataFrame({"hole": ["H1"] * 3 + ["H2"] * 2, "z": [0.0, 0.2, 0.4, 0.0, 0.2],
                           "rock": ["clay", "clay", "basalt", None, "silt"],

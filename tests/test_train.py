@@ -177,6 +177,14 @@ def test_a_run_writes_every_figure_and_cluster_tables_and_logs_them(tmp_path, sh
     assert "figures/umap.png" in logged and "figures/roc.png" in logged
 
 
+def test_a_group_classifier_draws_roc_curves_over_its_own_classes(tmp_path, shared_data_dir):
+    cfg = compose_train(["experiment=direct_classifier", "trainer.max_epochs=1", "logger=none",
+                         "eval.figures=true", "eval.umap_sample=300"], tmp_path, shared_data_dir)
+    metrics = train(cfg)
+    assert metrics["auc_pooled"] > 0.5
+    assert (tmp_path / "run" / "figures" / "roc.png").stat().st_size > 0
+
+
 def test_chunked_training_takes_one_optimizer_step_per_mini_batch(tmp_path, shared_data_dir):
     cfg = compose_train(["trainer.max_epochs=1", "logger=none", "datamodule.batch_size=64"], tmp_path, shared_data_dir)
     train(cfg)

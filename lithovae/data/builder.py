@@ -15,11 +15,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +26,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from lithovae.checks import non_negative_number
 from lithovae.data import reference
-from lithovae.data.errors import BuildError  # noqa: F401 - re-exported
+from lithovae.data.errors import BuildError
 from lithovae.data.schema import (DEPTH_COLUMN, FEATURE_SETS, ID_COLUMNS, LABEL_COLUMNS,
                                   Instrument, instruments_for)
+from lithovae.files import atomic_write, file_digest
 
 BUILDER_VERSION = 1  # bump when the output of the same inputs and options changes
 _SEP = "\x1f"  # joins the four label strings into one vote key
@@ -52,7 +52,30 @@ class BuildOptions:
     rgb_range: tuple[float, float] = (0.0, 255.0)
     block_size_mb: int = 32
 
+    @classmethod
+    def from_config(cls, build: dict | None) -> "BuildOptions":
+        """Options from the ``data.build`` config; an unknown key is named in the error."""
+        known = [f.name for f in fields(cls)]
+        for key in build or {}:
+            if key not in known:
+                raise BuildError(f"data.build.{key}: unknown key (known: {', '.join(known)})")
+        return cls(**(build or {}))
+
     def __post_init__(self):
+        try:
+            self.bin_size = non_negative_number("data.build.bin_size", self.bin_size)
+            self.depth_tolerance = non_negative_number("data.build.depth_tolerance", self.depth_tolerance)
+        except ValueError as exc:
+            raise BuildError(str(exc)) from None
+        for key in ("gra_range", "rgb_range"):
+            value = getattr(self, key)
+            try:
+                lo, hi = (float(v) for v in value)
+            except (TypeError, ValueError):
+                lo = hi = None
+            if lo is None or not lo < hi:
+                raise BuildError(f"data.build.{key} must be two numbers [low, high] with low < high, got {value!r}")
+            setattr(self, key, (lo, hi))
         if self.feature_set not in FEATURE_SETS:
             raise BuildError(f"data.build.feature_set: unknown '{self.feature_set}', "
                              f"choose one of {sorted(FEATURE_SETS)}")
@@ -63,8 +86,6 @@ class BuildOptions:
         bad = [f for f in self.require if f not in self.features]
         if bad:
             raise BuildError(f"data.build.require: {bad} not in feature set {self.features}")
-        self.gra_range = tuple(self.gra_range)
-        self.rgb_range = tuple(self.rgb_range)
         self.require = list(self.require)
 
     @property
@@ -175,12 +196,11 @@ def _reduce_instrument(path: Path, inst: Instrument, opts: BuildOptions,
         nan_rows = keep & np.isnan(values).any(axis=1)
         stats["dropped_nan_measurement"] += int(nan_rows.sum())
         keep &= ~nan_rows
-        if opts.outlier_filter:
+        if opts.outlier_filter and inst.name in ("GRA", "RGB"):
             lo, hi = opts.gra_range if inst.name == "GRA" else opts.rgb_range
-            if inst.name in ("GRA", "RGB"):
-                out = keep & ((values < lo) | (values > hi)).any(axis=1)
-                stats["dropped_outlier"] += int(out.sum())
-                keep &= ~out
+            out = keep & ((values < lo) | (values > hi)).any(axis=1)
+            stats["dropped_outlier"] += int(out.sum())
+            keep &= ~out
         if not keep.any():
             continue
         mask = pa.array(keep)
@@ -206,7 +226,7 @@ def _reduce_instrument(path: Path, inst: Instrument, opts: BuildOptions,
     for f in feats:
         binned[f] = binned[f] / binned["n"]
     stats["bins"] = len(binned)
-    vote_table = pd.concat(votes).groupby(level=[0, 1, 2], sort=False).sum() if votes else None
+    vote_table = pd.concat(votes).groupby(level=[0, 1, 2], sort=False).sum()  # one per batch in sums
     return binned.rename(columns={"n": f"n_{inst.name}"}), vote_table
 
 
@@ -263,14 +283,6 @@ def _modal_labels(votes: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 # --- inputs, cache and the entry point --------------------------------------------------
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _inputs(raw_dir: Path, instruments: list[Instrument]) -> dict[str, dict]:
     out = {}
     for inst in instruments:
@@ -293,25 +305,18 @@ def _cached(manifest_path: Path, out_path: Path, inputs: dict, raw_dir: Path) ->
     old_inputs = old.get("inputs", {})
     if set(old_inputs) != set(inputs):
         return None
+    touched = False
     for name, info in inputs.items():
         prev = old_inputs[name]
         if prev["size"] != info["size"]:
             return None
-        if prev["mtime_ns"] != info["mtime_ns"] and prev["sha256"] != _file_digest(raw_dir / name):
-            return None
+        if prev["mtime_ns"] != info["mtime_ns"]:
+            if prev["sha256"] != file_digest(raw_dir / name):
+                return None
+            prev["mtime_ns"], touched = info["mtime_ns"], True
+    if touched:  # same content, new mtime (a copy or checkout): hash it once, not on every call
+        atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(old, indent=1)))
     return old
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOptions | None = None,
@@ -344,10 +349,9 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
         log(f"[lithovae.data] reading {path.name} ...")
         table, votes = _reduce_instrument(path, inst, opts, boreholes, vote_keys, stats)
         tables[inst.name] = table
-        if votes is not None:
-            all_votes.append(votes)
+        all_votes.append(votes)
         steps[inst.name] = stats
-        inputs[inst.filename]["sha256"] = _file_digest(path)
+        inputs[inst.filename]["sha256"] = file_digest(path)
         log(f"[lithovae.data]   {stats['rows_read']:,} rows -> {stats['bins']:,} bins")
 
     join_stats: dict = {}
@@ -364,7 +368,6 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
     bh_names = np.array(boreholes.names(), dtype=object)
     idx = joined.index.to_frame(index=False)
     principal = joined["principal"].replace("", np.nan)
-    groups = reference.lithology_groups()
     data = pd.DataFrame({
         "borehole_id": bh_names[idx["bh"].to_numpy()],
         "depth_m": np.round(idx["bin"].to_numpy() * opts.bin_size, 6),
@@ -373,8 +376,7 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
         "suffix": joined["suffix"].replace("", np.nan).to_numpy(),
         "full_lithology": joined["full_lithology"].replace("", np.nan).to_numpy(),
     })
-    data["lithology_group"] = data["principal"].map(
-        lambda p: reference.group_of(p, groups) if isinstance(p, str) else None)
+    data["lithology_group"] = reference.groups_for(data["principal"])
     for f in feats:
         data[f] = joined[f].to_numpy(dtype=np.float32)
     data = data.sort_values(["borehole_id", "depth_m"], kind="stable").reset_index(drop=True)
@@ -402,6 +404,6 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
         "principal_counts": data["principal"].value_counts().to_dict(),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    _atomic_write(out_path, lambda tmp: data.to_parquet(tmp, index=False))
-    _atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+    atomic_write(out_path, lambda tmp: data.to_parquet(tmp, index=False))
+    atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     return BuildResult(out_path, manifest_path, manifest, rebuilt=True)

@@ -7,8 +7,6 @@ loading would dominate the step time).
 
 from __future__ import annotations
 
-from lithovae.data.errors import BuildError
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +17,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from lithovae.data import reference
+from lithovae.data.errors import BuildError
 from lithovae.data.features import expand_features
 from lithovae.data.scaler import DistributionAwareScaler
 from lithovae.data.schema import DATASET_KEY_COLUMNS
-from lithovae.data.splits import borehole_split, check_disjoint, entropy_balanced_folds
+from lithovae.data.splits import borehole_split, check_disjoint, entropy_balanced_folds, two_way_split
 
 SPLITS = ("train", "val", "test")
 
@@ -47,6 +46,10 @@ class LabelEncoding:
     def encode(self, values, vocabulary: list[str]) -> np.ndarray:
         codes = {name: i for i, name in enumerate(vocabulary)}
         return pd.Series(values).map(codes).fillna(-1).to_numpy(dtype=np.int64)
+
+    def vocabulary(self, target: str) -> list[str]:
+        """Names of the codes of ``target`` ("principal" lithologies or expert "group"s)."""
+        return {"principal": self.classes, "group": self.groups}[target]
 
     def to_dict(self) -> dict:
         return {"classes": self.classes, "groups": self.groups}
@@ -111,7 +114,7 @@ class LithoDataModule(pl.LightningDataModule):
                  n_folds: int | None = None, fold: int | None = None,
                  transforms: dict[str, str] | None = None, standardize: bool = True,
                  context: int = 0, engineered: bool = False, impute_rgb: bool = False,
-                 eval_batch_size: int = 8192, dataset_name: str = "lily",
+                 eval_batch_size: int = 8192,
                  scaler: DistributionAwareScaler | None = None, encoding: LabelEncoding | None = None,
                  steps_per_batch: int = 8, keep_on_device: bool = True):
         super().__init__()
@@ -124,11 +127,13 @@ class LithoDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.fractions = tuple(fractions)
         self.seed = seed
+        if n_folds is not None and (n_folds < 2 or not isinstance(fold, int) or not 0 <= fold < n_folds):
+            raise BuildError(f"datamodule.fold: need datamodule.n_folds >= 2 and a fold in 0..n_folds-1, "
+                             f"got n_folds={n_folds}, fold={fold!r}")
         self.n_folds, self.fold = n_folds, fold
         self.transforms = transforms
         self.standardize = standardize
         self.context, self.engineered, self.impute_rgb = context, engineered, impute_rgb
-        self.dataset_name = dataset_name
         self.tensors: dict[str, dict[str, torch.Tensor]] = {}
         self.frames: dict[str, pd.DataFrame] = {}
         self.stats: dict = {}
@@ -144,12 +149,11 @@ class LithoDataModule(pl.LightningDataModule):
             test = folds[self.fold]
             rest = frame[~frame["borehole_id"].isin(test)]["borehole_id"]
             val_share = self.fractions[1] / (self.fractions[0] + self.fractions[1])
-            inner = _two_way(rest, val_share, self.seed)
-            parts = {"train": inner[0], "val": inner[1], "test": test}
-        else:
-            parts = borehole_split(frame["borehole_id"], self.fractions, self.seed)
-        check_disjoint(parts)
-        return parts
+            train, val = two_way_split(rest, val_share, self.seed)
+            parts = {"train": train, "val": val, "test": test}
+            check_disjoint(parts)
+            return parts
+        return borehole_split(frame["borehole_id"], self.fractions, self.seed)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
@@ -266,9 +270,3 @@ def _counts(codes: torch.Tensor, n: int) -> list[int]:
     labeled = codes[codes >= 0]
     return torch.bincount(labeled, minlength=n).tolist()
 
-
-def _two_way(boreholes, second_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.array(sorted(pd.unique(np.asarray(boreholes))), dtype=object)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n_second = max(1, int(round(second_share * len(ids))))
-    return ids[order[n_second:]], ids[order[:n_second]]

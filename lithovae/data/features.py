@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-from lithovae.data.errors import BuildError
-
 import numpy as np
 import pandas as pd
 
+from lithovae.data.errors import BuildError
 from lithovae.data.scaler import STUDY_TRANSFORMS
+from lithovae.data.schema import ALL_FEATURES
 
 # name -> (function of the feature frame, scaler transform)
 ENGINEERED = {
@@ -34,7 +34,7 @@ def expand_features(frame: pd.DataFrame, base: list[str], context: int = 0,
     feats = frame[base].astype(np.float64)
     names, transform_of = list(base), {f: base_transforms.get(f, "none") for f in base}
     if engineered:
-        missing = {"GRA", "MS", "NGR", "R", "G", "B"} - set(base)
+        missing = set(ALL_FEATURES) - set(base)
         if missing:
             raise BuildError(f"engineered features need all six measurements; missing {sorted(missing)}")
         for name, (fn, t) in ENGINEERED.items():

@@ -30,10 +30,15 @@ def class_distribution() -> pd.DataFrame:
     return read("lily_class_distribution.csv").copy()
 
 
-def lithology_groups() -> dict[str, str]:
-    """Principal lithology -> one of the study's 14 expert groups."""
+@lru_cache(maxsize=None)
+def _group_map() -> dict[str, str]:
     df = read("lily_lithology_groups.csv")
     return dict(zip(df["Principal_Lithology"], df["Lithology_Group"]))
+
+
+def lithology_groups() -> dict[str, str]:
+    """Principal lithology -> one of the study's 14 expert groups (a copy: callers may edit it)."""
+    return dict(_group_map())
 
 
 def group_names() -> list[str]:
@@ -64,14 +69,20 @@ _KEYWORDS = [
 
 def group_of(principal: str, mapping: dict[str, str] | None = None) -> str:
     """Expert group of a principal lithology: the shipped mapping, else the keyword hierarchy."""
-    mapping = lithology_groups() if mapping is None else mapping
+    mapping = _group_map() if mapping is None else mapping
     if principal in mapping:
         return mapping[principal]
     name = str(principal).lower()
     for keyword, group in _KEYWORDS:
-        if keyword in name and group is not None:
+        if keyword in name:
             return group
     return OTHER_GROUP
+
+
+def groups_for(principals: pd.Series) -> pd.Series:
+    """Expert group per row (None where the principal is missing), looked up once per name."""
+    names = principals.dropna().unique()
+    return principals.map({p: group_of(p) for p in names if isinstance(p, str)})
 
 
 def feature_summary(dataset: str = "complete6_20cm") -> pd.DataFrame:

@@ -7,6 +7,7 @@ import pandas as pd
 
 from lithovae.data import reference
 from lithovae.data.scaler import DistributionAwareScaler
+from lithovae.data.schema import ALL_FEATURES
 
 
 def kmeans_baseline_ari(frame: pd.DataFrame, features: list[str], k: int = 12, seed: int = 0,
@@ -23,7 +24,7 @@ def kmeans_baseline_ari(frame: pd.DataFrame, features: list[str], k: int = 12, s
 
 def realism_report(frame: pd.DataFrame, name: str, synthetic: bool, top: int = 10) -> tuple[str, dict]:
     """Text report and the figures behind it."""
-    features = [c for c in ("GRA", "MS", "NGR", "R", "G", "B") if c in frame.columns]
+    features = [c for c in ALL_FEATURES if c in frame.columns]
     complete = frame.dropna(subset=features)
     ref_set = "complete6_20cm" if len(features) == 6 else "physical3_20cm"
     ref = reference.feature_summary(ref_set)

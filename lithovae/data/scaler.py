@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lithovae.data.errors import BuildError
+from lithovae.files import atomic_write
+
 TRANSFORMS = {
     "none": (lambda x: x, lambda y: y),
     "signed_log": (lambda x: np.sign(x) * np.log1p(np.abs(x)),
@@ -23,13 +26,20 @@ STUDY_TRANSFORMS = {"GRA": "none", "MS": "signed_log", "NGR": "signed_log",
                     "R": "log1p", "G": "log1p", "B": "log1p"}
 
 
+def checked_transforms(transforms: dict[str, str] | None) -> dict[str, str]:
+    """The ``data.transforms`` mapping (feature -> transform), every transform known."""
+    transforms = dict(transforms or {})
+    for feature, name in transforms.items():
+        if name not in TRANSFORMS:
+            raise BuildError(f"data.transforms.{feature}: transform {name!r} unknown; "
+                             f"choose from {sorted(TRANSFORMS)}")
+    return transforms
+
+
 class DistributionAwareScaler:
     def __init__(self, feature_names: list[str], transforms: dict[str, str] | None = None,
                  standardize: bool = True):
-        transforms = dict(STUDY_TRANSFORMS if transforms is None else transforms)
-        unknown = sorted(set(transforms.values()) - set(TRANSFORMS))
-        if unknown:
-            raise ValueError(f"scaler transform {unknown[0]!r} unknown; choose from {sorted(TRANSFORMS)}")
+        transforms = checked_transforms(STUDY_TRANSFORMS if transforms is None else transforms)
         self.feature_names = list(feature_names)
         self.transforms = {f: transforms.get(f, "none") for f in self.feature_names}
         self.standardize = standardize
@@ -81,7 +91,8 @@ class DistributionAwareScaler:
         return obj
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.state_dict(), indent=1))
+        text = json.dumps(self.state_dict(), indent=1)
+        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
     @classmethod
     def load(cls, path: str | Path) -> "DistributionAwareScaler":

@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 
 from lithovae.data import reference
-from lithovae.data.builder import BuildError, BuildOptions, _atomic_write, _file_digest, build_dataset
-from lithovae.data.schema import DATASET_KEY_COLUMNS
-from lithovae.locks import file_lock
+from lithovae.data.builder import BuildOptions, build_dataset
+from lithovae.data.errors import BuildError
+from lithovae.data.scaler import checked_transforms
+from lithovae.data.schema import ALL_FEATURES, DATASET_KEY_COLUMNS
+from lithovae.files import atomic_write, file_digest, file_lock
 
 
 class LilySource:
@@ -25,8 +27,8 @@ class LilySource:
         if raw_dir in (None, "", "???"):
             raise BuildError("data.raw_dir: set it to the folder holding the LILY *_DataLITH.csv files")
         self.raw_dir = Path(raw_dir)
-        self.options = BuildOptions(**(build or {}))
-        self.transforms = dict(transforms or {})
+        self.options = BuildOptions.from_config(build)
+        self.transforms = checked_transforms(transforms)
 
     @property
     def name(self) -> str:
@@ -52,26 +54,33 @@ class SyntheticSource:
         if scale not in SCALES:
             raise BuildError(f"data.scale: unknown '{scale}', choose one of {sorted(SCALES)}")
         self.scale, self.seed = scale, int(seed)
-        self.options = BuildOptions(**(build or {}))
-        self.transforms = dict(transforms or {})
+        self.options = BuildOptions.from_config(build)
+        self.transforms = checked_transforms(transforms)
 
     @property
     def name(self) -> str:
         return f"synthetic-{self.scale}-seed{self.seed}"
 
     def prepare(self, data_dir: str | Path, log=print, force: bool = False):
-        from lithovae.data.synthetic import generate_raw
+        from lithovae.data.synthetic import GENERATOR_VERSION, generate_raw
 
         root = Path(data_dir) / self.name
         raw = root / "raw"
         stamp = raw / "generated.json"
         with file_lock(root / ".lock"):  # parallel jobs generate and build once
-            if not stamp.exists():
+            if _generator_version(stamp) != GENERATOR_VERSION:  # none yet, or from an older generator
                 log(f"[lithovae.data] generating synthetic LILY ({self.scale}, seed {self.seed}) in {raw}")
                 summary = generate_raw(raw, scale=self.scale, seed=self.seed)
-                _atomic_write(stamp, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=str)))
+                atomic_write(stamp, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=str)))
             result = build_dataset(raw, root, self.options, name=self.name, log=log, force=force)
         return result.path, result.manifest
+
+
+def _generator_version(stamp: Path) -> int | None:
+    try:
+        return json.loads(stamp.read_text()).get("generator_version")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 class TableSource:
@@ -91,8 +100,8 @@ class TableSource:
         self.path = Path(path)
         self.columns = {"borehole_id": borehole, "depth_m": depth, "principal": label,
                         "lithology_group": group}
-        self.features = dict(features or {f: f for f in ("GRA", "MS", "NGR", "R", "G", "B")})
-        self.transforms = dict(transforms or {})
+        self.features = dict(features or {f: f for f in ALL_FEATURES})
+        self.transforms = checked_transforms(transforms)
 
     @property
     def name(self) -> str:
@@ -140,8 +149,7 @@ class TableSource:
         for key in ("prefix", "suffix", "full_lithology"):
             out[key] = pd.NA
         group_col = self.columns["lithology_group"]
-        out["lithology_group"] = (raw.loc[out.index, group_col] if group_col else
-                                  out["principal"].map(lambda p: reference.group_of(p) if isinstance(p, str) else None))
+        out["lithology_group"] = raw.loc[out.index, group_col] if group_col else reference.groups_for(out["principal"])
         feats = list(self.features)
         no_feature = out[feats].isna().all(axis=1)
         out = out[~no_feature][DATASET_KEY_COLUMNS + feats]
@@ -151,13 +159,13 @@ class TableSource:
         dest = Path(data_dir) / self.name
         path = dest / f"{self.name}.parquet"
         manifest = {"name": self.name, "source": str(self.path),
-                    "inputs": {self.path.name: {"sha256": _file_digest(self.path)}},
+                    "inputs": {self.path.name: {"sha256": file_digest(self.path)}},
                     "steps": {"rows_read": int(len(raw)), "dropped_missing_depth": n_no_depth,
                               "dropped_no_feature": int(no_feature.sum()),
                               "missing_per_feature": {f: int(out[f].isna().sum()) for f in feats}},
                     "rows": int(len(out)), "boreholes": int(out["borehole_id"].nunique()),
                     "lithologies": int(out["principal"].nunique()), "features": feats}
-        _atomic_write(path, lambda tmp: out.to_parquet(tmp, index=False))
-        _atomic_write(path.with_suffix(".manifest.json"),
+        atomic_write(path, lambda tmp: out.to_parquet(tmp, index=False))
+        atomic_write(path.with_suffix(".manifest.json"),
                       lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
         return path, manifest

@@ -5,10 +5,10 @@ No borehole is ever in two parts; :func:`check_disjoint` enforces it.
 
 from __future__ import annotations
 
-from lithovae.data.errors import BuildError
-
 import numpy as np
 import pandas as pd
+
+from lithovae.data.errors import BuildError
 
 
 def check_disjoint(parts: dict[str, np.ndarray]) -> None:
@@ -21,14 +21,28 @@ def check_disjoint(parts: dict[str, np.ndarray]) -> None:
             seen[b] = name
 
 
+def _shuffled_ids(boreholes, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The unique borehole ids, sorted, and a seeded permutation of them."""
+    ids = np.array(sorted(pd.unique(np.asarray(boreholes))), dtype=object)
+    return ids, np.random.default_rng(seed).permutation(len(ids))
+
+
+def two_way_split(boreholes, second_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded borehole split into (first, second), the second holding ``second_share`` (>= 1 hole)."""
+    ids, order = _shuffled_ids(boreholes, seed)
+    n_second = max(1, int(round(second_share * len(ids))))
+    parts = {"first": ids[order[n_second:]], "second": ids[order[:n_second]]}
+    check_disjoint(parts)
+    return parts["first"], parts["second"]
+
+
 def borehole_split(boreholes, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> dict[str, np.ndarray]:
     """Shuffle the unique boreholes (seeded) and cut them 70/15/15 by count."""
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise BuildError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
-    ids = np.array(sorted(pd.unique(np.asarray(boreholes))), dtype=object)
+    ids, order = _shuffled_ids(boreholes, seed)
     if len(ids) < 3:
         raise BuildError(f"need at least 3 boreholes for a train/val/test split, got {len(ids)}")
-    order = np.random.default_rng(seed).permutation(len(ids))
     n_test = max(1, int(round(fractions[2] * len(ids))))
     n_val = max(1, int(round(fractions[1] * len(ids))))
     parts = {"test": ids[order[:n_test]], "val": ids[order[n_test:n_test + n_val]],
@@ -37,13 +51,17 @@ def borehole_split(boreholes, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> dic
     return parts
 
 
+def count_entropy(counts) -> float:
+    """Shannon entropy (nats) of positive class counts."""
+    counts = np.asarray(counts, dtype=float)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
 def label_entropy(labels) -> float:
     """Shannon entropy (nats) of a label distribution; the study's diversity measure."""
     counts = pd.Series(labels).value_counts().to_numpy(dtype=float)
-    if counts.sum() == 0:
-        return 0.0
-    p = counts / counts.sum()
-    return float(-(p * np.log(p)).sum())
+    return count_entropy(counts) if counts.sum() > 0 else 0.0
 
 
 def entropy_balanced_folds(boreholes, labels, n_folds: int = 5, seed: int = 0) -> list[np.ndarray]:
@@ -72,8 +90,7 @@ def entropy_balanced_folds(boreholes, labels, n_folds: int = 5, seed: int = 0) -
         best, best_gap = candidates[0], np.inf
         for k in candidates:
             merged = fold_counts[k].add(per_bh[b], fill_value=0)
-            p = merged.to_numpy() / merged.sum()
-            gap = abs(-(p * np.log(p)).sum() - target_entropy)
+            gap = abs(count_entropy(merged.to_numpy()) - target_entropy)
             if gap < best_gap:
                 best, best_gap = k, gap
         fold_counts[best] = fold_counts[best].add(per_bh[b], fill_value=0)

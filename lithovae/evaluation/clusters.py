@@ -9,6 +9,8 @@ import pandas as pd
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import adjusted_rand_score
 
+from lithovae.data.splits import count_entropy
+
 __all__ = ["cluster_table", "lithology_centroids", "hierarchy_ari"]
 
 TABLE_COLUMNS = ["size", "n_labeled", "top_lithology", "purity", "entropy",
@@ -33,6 +35,15 @@ def latent_with_names(mu, principal_names) -> tuple[np.ndarray, pd.Series]:
     return mu, names
 
 
+def assignment_with_names(assignment, principal_names) -> tuple[np.ndarray, pd.Series]:
+    """Cluster ids as a 1-D array and lithology names aligned with them (checked)."""
+    assignment = np.asarray(assignment).reshape(-1)
+    names = _names(principal_names)
+    if len(names) != len(assignment):
+        raise ValueError(f"assignment has {len(assignment)} rows but principal_names has {len(names)}")
+    return assignment, names
+
+
 def cluster_table(assignment, principal_names) -> pd.DataFrame:
     """One row per cluster (index ``cluster``, ascending).
 
@@ -41,10 +52,7 @@ def cluster_table(assignment, principal_names) -> pd.DataFrame:
     distribution, ``lithology_2/share_2``, ``lithology_3/share_3``, and ``top3`` as text
     ("Gabbro 96.1%; Basalt 2.0%; ..."). Ties rank by name. Missing (NaN) where undefined.
     """
-    assignment = np.asarray(assignment).reshape(-1)
-    names = _names(principal_names)
-    if len(names) != len(assignment):
-        raise ValueError(f"assignment has {len(assignment)} rows but principal_names has {len(names)}")
+    assignment, names = assignment_with_names(assignment, principal_names)
     records = []
     for cluster in np.unique(assignment):
         in_cluster = names[assignment == cluster].dropna()
@@ -53,14 +61,13 @@ def cluster_table(assignment, principal_names) -> pd.DataFrame:
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         n_labeled = int(counts.sum())
         shares = [(name, count / n_labeled) for name, count in ranked]
-        p = np.array([share for _, share in shares])
         record = {
             "cluster": cluster.item() if hasattr(cluster, "item") else cluster,
             "size": int((assignment == cluster).sum()),
             "n_labeled": n_labeled,
             "top_lithology": shares[0][0] if shares else None,
             "purity": shares[0][1] if shares else np.nan,
-            "entropy": float(-(p * np.log(p)).sum()) if shares else np.nan,
+            "entropy": count_entropy([count for _, count in ranked]) if shares else np.nan,
             "top3": "; ".join(f"{name} {share:.1%}" for name, share in shares[:3]),
         }
         for rank in (2, 3):

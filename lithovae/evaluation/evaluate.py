@@ -12,7 +12,7 @@ import torch
 from lithovae.evaluation.metrics import (active_dims, classification_scores, clustering_scores,
                                          imputation_r2, reconstruction_r2, silhouette)
 from lithovae.masking import MaskStrategy
-from lithovae.models.base import LatentModel
+from lithovae.models.base import LatentModel, inference
 
 
 FIGURE_OPTIONS = ("figures", "umap_sample", "umap_top_n", "log_boreholes")
@@ -25,23 +25,19 @@ def split_eval_options(eval_cfg: dict) -> tuple[dict, dict]:
     return scores, figures
 
 
-@torch.no_grad()
 def model_outputs(model: LatentModel, tensors: dict[str, torch.Tensor], visible: torch.Tensor,
                   chunk: int = 8192) -> dict[str, np.ndarray]:
     """Latent means, reconstructions from them, and class logits (if any) for every row."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     mus, recons, logits = [], [], []
-    for x, v in zip(tensors["x"].split(chunk), visible.split(chunk)):
-        x, v = x.to(device), v.to(device)
-        mu = model.embed(x, v)
-        mus.append(mu.cpu())
-        recons.append(model.decode(mu).cpu())
-        lg = model.classify(mu)
-        if lg is not None:
-            logits.append(lg.cpu())
-    model.train(was_training)
+    with inference(model):
+        for x, v in zip(tensors["x"].split(chunk), visible.split(chunk)):
+            mu = model.embed(x.to(device), v.to(device))
+            mus.append(mu.cpu())
+            recons.append(model.decode(mu).cpu())
+            lg = model.classify(mu)
+            if lg is not None:
+                logits.append(lg.cpu())
     return {"mu": torch.cat(mus).numpy(), "recon": torch.cat(recons).numpy(),
             "logits": torch.cat(logits).numpy() if logits else None}
 
@@ -74,6 +70,6 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
         hidden = (observed & ~visible).numpy()
         masked = model_outputs(model, tensors, visible)
         metrics.update(imputation_r2(x, masked["recon"], hidden, feature_names))
-    arrays = {"mu": out["mu"], "recon": out["recon"], "logits": out["logits"],
+    arrays = {"mu": out["mu"], "recon": out["recon"], "logits": out["logits"], "target": target,
               "assignment": clusters.assignment}
     return metrics, arrays

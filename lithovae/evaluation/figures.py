@@ -19,7 +19,8 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from lithovae.evaluation.clusters import _names, latent_with_names
+from lithovae.evaluation.clusters import _names, assignment_with_names, latent_with_names
+from lithovae.evaluation.metrics import seeded_subsample
 
 __all__ = [
     "umap_latent",
@@ -70,12 +71,6 @@ def _cluster_colours(ids) -> list:
     return [base[int(i) % len(base)] for i in ids]
 
 
-def _subsample(n: int, size: int | None, seed: int) -> np.ndarray:
-    if size is None or n <= size:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
-
-
 def _grid(n: int, max_cols: int) -> tuple[int, int]:
     cols = max(1, min(n, max_cols))
     return (n + cols - 1) // cols, cols
@@ -117,7 +112,7 @@ def umap_latent(mu, principal_names, assignment, path, top_n: int = 12, sample: 
         if len(assignment) != len(mu):
             raise ValueError(f"mu has {len(mu)} rows but assignment has {len(assignment)}")
     finite = np.flatnonzero(np.isfinite(mu).all(axis=1))
-    rows = finite[_subsample(len(finite), sample, seed)]
+    rows = finite[seeded_subsample(len(finite), sample, seed)]
     coords, axis_labels, method = _embed_2d(mu[rows], seed)
     names = names.iloc[rows].reset_index(drop=True)
 
@@ -249,7 +244,7 @@ def reconstruction_scatter(x_true, x_pred, observed, feature_names: Sequence[str
         if rows.size == 0:
             ax.text(0.5, 0.5, "no observed rows", ha="center", va="center", transform=ax.transAxes)
             continue
-        shown = _subsample(rows.size, sample, seed)
+        shown = seeded_subsample(rows.size, sample, seed)
         if shown.size > 3000:
             ax.hexbin(true[shown], pred[shown], gridsize=50, bins="log", mincnt=1, cmap="viridis")
         else:
@@ -323,7 +318,7 @@ def latent_normality(mu, sample: int = 5000, seed: int = 0) -> pd.DataFrame:
     rows = []
     for j in range(mu.shape[1]):
         values = mu[:, j][np.isfinite(mu[:, j])]
-        values = values[_subsample(values.size, sample, seed)]
+        values = values[seeded_subsample(values.size, sample, seed)]
         stat = p = np.nan
         if values.size >= 8 and np.ptp(values) > 0:  # skewtest needs 8 rows
             with warnings.catch_warnings():
@@ -347,7 +342,7 @@ def latent_qq(mu, path, sample: int = 5000, seed: int = 0) -> Path:
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     for j, ax in enumerate(axes[:mu.shape[1]]):
         values = mu[:, j][np.isfinite(mu[:, j])]
-        values = values[_subsample(values.size, sample, seed)]
+        values = values[seeded_subsample(values.size, sample, seed)]
         test = tests.iloc[j]
         p_text = f"p={test.pvalue:.2g}" if np.isfinite(test.pvalue) else "p=n/a"
         ax.set_title(f"z{j + 1}: K²={test.statistic:.1f}, {p_text}", fontsize=9)
@@ -397,10 +392,7 @@ def latent_correlation(mu, path) -> Path:
 def contingency_heatmap(assignment, principal_names, path, top_n: int = 20) -> Path:
     """Cluster × lithology shares (rows sum to 1 over labeled rows): the ``top_n`` most
     frequent lithologies plus "other"; rows ordered by their dominant column."""
-    assignment = np.asarray(assignment).reshape(-1)
-    names = _names(principal_names)
-    if len(names) != len(assignment):
-        raise ValueError(f"assignment has {len(assignment)} rows but principal_names has {len(names)}")
+    assignment, names = assignment_with_names(assignment, principal_names)
     labeled = names.notna().to_numpy()
     names, clusters = names[labeled], assignment[labeled]
     top = list(names.value_counts().index[:top_n])
@@ -559,8 +551,8 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
 
     Keys (all optional): ``mu``, ``assignment``, ``principal`` (per-row names; else
     ``frame["principal"]``), ``history`` (DataFrame), ``x`` (scaled), ``recon``, ``observed``,
-    ``feature_names``, ``logits``, ``target`` (class codes; else encoded from ``principal``
-    with ``class_names``), ``class_names``, ``frame`` (borehole_id, depth_m, principal),
+    ``feature_names``, ``logits``, ``target`` (the classifier's class codes, -1 unlabeled),
+    ``class_names`` (the names of those codes), ``frame`` (borehole_id, depth_m, principal),
     ``x_raw`` (unscaled, aligned with frame; else ``scaler.inverse_transform(x)`` with
     unobserved entries NaN), ``scaler``, ``borehole_ids`` (default: the borehole with most rows).
     """
@@ -589,9 +581,6 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
         written["reconstruction"] = reconstruction_scatter(x, recon, get("observed"), feature_names,
                                                            out_dir / "reconstruction.png")
     logits, class_names, target = get("logits"), get("class_names"), get("target")
-    if target is None and class_names is not None and principal is not None:
-        codes = {name: i for i, name in enumerate(class_names)}
-        target = _names(principal).map(codes).fillna(-1).to_numpy(dtype=np.int64)
     if logits is not None and target is not None and class_names is not None:
         written["roc"] = roc_curves(logits, target, class_names, out_dir / "roc.png")
 

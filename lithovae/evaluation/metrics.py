@@ -57,6 +57,13 @@ def _as_2d(name: str, array) -> np.ndarray:
     return array
 
 
+def seeded_subsample(n: int, size: int | None, seed: int) -> np.ndarray:
+    """Sorted row indices of a seeded sample of ``size`` out of ``n`` (all rows if None or n <= size)."""
+    if size is None or n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
 def clustering_scores(latent, labels, ks: Sequence[int] = DEFAULT_KS, seed: int = 0,
                       n_init: int = 10, gmm: bool = True, max_fit_samples: int | None = None,
                       gmm_covariance: str = "full") -> ClusteringResult:
@@ -79,10 +86,7 @@ def clustering_scores(latent, labels, ks: Sequence[int] = DEFAULT_KS, seed: int 
     if max_fit_samples is not None and max_fit_samples < 1:
         raise ValueError(f"max_fit_samples must be >= 1 or None, got {max_fit_samples!r}")
 
-    fit_rows = latent
-    if max_fit_samples is not None and latent.shape[0] > max_fit_samples:
-        rng = np.random.default_rng(seed)
-        fit_rows = latent[np.sort(rng.choice(latent.shape[0], max_fit_samples, replace=False))]
+    fit_rows = latent[seeded_subsample(latent.shape[0], max_fit_samples, seed)]
     labeled = labels >= 0
 
     methods = ["kmeans", "gmm"] if gmm else ["kmeans"]
@@ -120,10 +124,8 @@ def silhouette(latent, assignment, sample_size: int | None = 10000, seed: int = 
     assignment = np.asarray(assignment).reshape(-1)
     if assignment.shape[0] != latent.shape[0]:
         raise ValueError(f"latent has {latent.shape[0]} rows but assignment has {assignment.shape[0]}")
-    if sample_size is not None and latent.shape[0] > sample_size:
-        rng = np.random.default_rng(seed)
-        rows = np.sort(rng.choice(latent.shape[0], sample_size, replace=False))
-        latent, assignment = latent[rows], assignment[rows]
+    rows = seeded_subsample(latent.shape[0], sample_size, seed)
+    latent, assignment = latent[rows], assignment[rows]
     n_clusters = np.unique(assignment).size
     if n_clusters < 2 or n_clusters >= latent.shape[0]:
         return float("nan")

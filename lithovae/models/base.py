@@ -15,10 +15,26 @@ and not masked by the mask strategy) and passes a :class:`LossContext`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from lithovae.models.losses import class_loss, gaussian_kl, masked_sse
+
+
+@contextlib.contextmanager
+def inference(model: nn.Module):
+    """No gradients and eval mode (BatchNorm running stats, no dropout) for the block;
+    the model's previous mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 @dataclass(frozen=True)
@@ -60,7 +76,7 @@ class LatentModel(nn.Module):
 
     Subclasses build ``self.encoder`` (returning ``(mu, logvar)``) and
     ``self.decoder`` and may override :meth:`prior_kl`, :meth:`extra_losses`,
-    or :meth:`classify`.
+    :meth:`classify`, or :meth:`head_input`.
     """
 
     latent_dim: int
@@ -80,10 +96,20 @@ class LatentModel(nn.Module):
         """Class logits from a latent sample; None for models without a head."""
         return None
 
+    def head_input(self, mu: Tensor, z: Tensor) -> Tensor:
+        """What :meth:`classify` reads in :meth:`forward`: the latent sample by default."""
+        return z
+
+    def class_target_name(self) -> str:
+        """Which labels :meth:`class_target` reads: "principal" (or "group", see heads)."""
+        return "principal"
+
+    def class_counts(self) -> tuple[int, ...]:
+        """Training-set count per code of the class the model is scored on (see :meth:`class_target`)."""
+        return self.data.class_counts
+
     def prior_kl(self, out: ModelOutput) -> Tensor:
         """KL(q(z|x) || p(z)) per sample [B]; the standard normal prior by default."""
-        from lithovae.models.losses import gaussian_kl
-
         return gaussian_kl(out.mu, out.logvar)
 
     def extra_losses(self, batch: dict[str, Tensor], out: ModelOutput,
@@ -100,7 +126,8 @@ class LatentModel(nn.Module):
         visible = visible.to(x.dtype)
         mu, logvar = self.encode(x, visible)
         z = self.reparameterize(mu, logvar) if self.training else mu
-        return ModelOutput(mu=mu, logvar=logvar, z=z, recon=self.decode(z), logits=self.classify(z))
+        return ModelOutput(mu=mu, logvar=logvar, z=z, recon=self.decode(z),
+                           logits=self.classify(self.head_input(mu, z)))
 
     def loss(self, batch: dict[str, Tensor], out: ModelOutput, visible: Tensor,
              ctx: LossContext) -> dict[str, Tensor]:
@@ -110,15 +137,13 @@ class LatentModel(nn.Module):
         missing values); entries observed but hidden from the encoder are also
         reported as ``masked_recon`` and weighted by ``ctx.masked_weight``.
         """
-        from lithovae.models.losses import class_loss, masked_sse
-
         observed = batch["observed"].to(out.recon.dtype)
-        hidden = observed * (1.0 - visible.to(out.recon.dtype))
         terms: dict[str, Tensor] = {}
         terms["recon"] = masked_sse(out.recon, batch["x"], observed).mean()
         terms["kl"] = self.prior_kl(out).mean()
         total = terms["recon"] + ctx.beta * terms["kl"]
         if ctx.masked_weight:
+            hidden = observed * (1.0 - visible.to(out.recon.dtype))
             terms["masked_recon"] = masked_sse(out.recon, batch["x"], hidden).mean()
             total = total + ctx.masked_weight * terms["masked_recon"]
         if out.logits is not None:
@@ -144,7 +169,3 @@ class LatentModel(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: Tensor, visible: Tensor) -> Tensor:
         return self.decode(self.embed(x, visible))
-
-    @torch.no_grad()
-    def predict_logits(self, x: Tensor, visible: Tensor) -> Tensor | None:
-        return self.classify(self.embed(x, visible))

@@ -12,8 +12,7 @@ from torch import Tensor, nn
 
 from lithovae.models.base import DataSpec, LatentModel, LossContext, ModelOutput
 from lithovae.models.blocks import mlp
-from lithovae.models.heads import ClassTargetMixin, class_weights, resolve_target
-from lithovae.models.losses import class_loss
+from lithovae.models.heads import ClassTargetMixin, resolve_target
 
 
 class DirectClassifier(ClassTargetMixin, LatentModel):
@@ -28,7 +27,7 @@ class DirectClassifier(ClassTargetMixin, LatentModel):
         self.target = resolve_target(data, target)
         self.encoder = mlp(data.n_features, hidden, batchnorm=batchnorm, dropout=dropout)
         self.head = nn.Linear(hidden[-1], self.target.n_classes)
-        self.register_buffer("class_weight", class_weights(self.target, class_weighting))
+        self.register_class_weight(class_weighting)
 
     def encode(self, x: Tensor, visible: Tensor) -> tuple[Tensor, Tensor]:
         h = self.encoder(x * visible)
@@ -47,5 +46,5 @@ class DirectClassifier(ClassTargetMixin, LatentModel):
 
     def loss(self, batch: dict[str, Tensor], out: ModelOutput, visible: Tensor,
              ctx: LossContext) -> dict[str, Tensor]:
-        term = class_loss(out.logits, self.class_target(batch), 1.0, self.class_weight)
+        term = self.weighted_class_loss(batch, out.logits)
         return {"class": term, "loss": term}

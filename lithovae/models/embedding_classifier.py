@@ -15,22 +15,20 @@ import torch
 from torch import Tensor
 
 from lithovae.models.base import DataSpec, LossContext, ModelOutput
-from lithovae.models.heads import ClassTargetMixin, class_weights, classifier_head, resolve_target
-from lithovae.models.losses import class_loss
+from lithovae.models.heads import ClassifierHeadMixin
 from lithovae.models.vae import VAE
 
 
-class EmbeddingClassifier(ClassTargetMixin, VAE):
+class EmbeddingClassifier(ClassifierHeadMixin, VAE):
+    frozen = False  # encoder and decoder frozen (see set_frozen)
+
     def __init__(self, data: DataSpec, vae_epochs: int = 100, classifier_hidden: list[int] = (32,),
                  classifier_dropout: float = 0.0, target: str = "principal",
                  class_weighting: str = "inverse_frequency", pretrained: str | None = None,
                  **vae_kwargs):
         super().__init__(data, **vae_kwargs)
-        self.target = resolve_target(data, target)
-        self.classifier = classifier_head(self.latent_dim, classifier_hidden,
-                                          self.target.n_classes, classifier_dropout)
-        self.register_buffer("class_weight", class_weights(self.target, class_weighting))
-        self.pretrained = pretrained
+        self.add_classifier(data, target, classifier_hidden, classifier_dropout)
+        self.register_class_weight(class_weighting)
         if pretrained:
             self.load_vae(pretrained)
         self.first_classifier_epoch = 0 if pretrained else int(vae_epochs)
@@ -58,7 +56,7 @@ class EmbeddingClassifier(ClassTargetMixin, VAE):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if getattr(self, "frozen", False):  # frozen embeddings: no BatchNorm updates, no dropout
+        if self.frozen:  # frozen embeddings: no BatchNorm updates, no dropout
             self.encoder.eval()
             self.decoder.eval()
         return self
@@ -66,20 +64,15 @@ class EmbeddingClassifier(ClassTargetMixin, VAE):
     def on_train_epoch_start(self, epoch: int, embed_train) -> None:
         self.set_frozen(self.in_classifier_stage(epoch))
 
-    def forward(self, x: Tensor, visible: Tensor) -> ModelOutput:
-        out = super().forward(x, visible)
+    def head_input(self, mu: Tensor, z: Tensor) -> Tensor:
         # the classifier reads detached latent means (as at inference), never samples
-        out.logits = self.classify(out.mu.detach())
-        return out
-
-    def classify(self, z: Tensor) -> Tensor:
-        return self.classifier(z)
+        return mu.detach()
 
     def loss(self, batch: dict[str, Tensor], out: ModelOutput, visible: Tensor,
              ctx: LossContext) -> dict[str, Tensor]:
         if not self.in_classifier_stage(ctx.epoch):
             return super().loss(batch, replace(out, logits=None), visible, ctx)
-        term = class_loss(out.logits, self.class_target(batch), 1.0, self.class_weight)
+        term = self.weighted_class_loss(batch, out.logits)
         with torch.no_grad():  # reported only, so the frozen VAE stays visible in the logs
             vae_terms = super().loss(batch, replace(out, logits=None), visible, ctx)
         return {"recon": vae_terms["recon"], "kl": vae_terms["kl"], "class": term, "loss": term}

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from lithovae.models.base import DataSpec
 from lithovae.models.blocks import mlp
+from lithovae.models.losses import class_loss
 
 # target name -> (batch key, DataSpec attribute with the class count, DataSpec attribute with counts)
 TARGETS = {
@@ -37,12 +38,45 @@ def resolve_target(data: DataSpec, target: str) -> ClassTarget:
 
 
 class ClassTargetMixin:
-    """``class_target`` reads the batch key of ``self.target`` (principal or group)."""
+    """``class_target`` reads the batch key of ``self.target`` (principal or group).
+
+    Also the optional class weighting: :meth:`register_class_weight` then
+    :meth:`weighted_class_loss`.
+    """
 
     target: ClassTarget
 
     def class_target(self, batch: dict[str, Tensor]) -> Tensor:
         return batch[self.target.batch_key]
+
+    def class_target_name(self) -> str:
+        return self.target.name
+
+    def class_counts(self) -> tuple[int, ...]:
+        return self.target.counts
+
+    def register_class_weight(self, scheme: str) -> None:
+        """Buffer ``class_weight``: the per-class loss weights of ``scheme`` (see :func:`class_weights`)."""
+        self.register_buffer("class_weight", class_weights(self.target, scheme))
+
+    def weighted_class_loss(self, batch: dict[str, Tensor], logits: Tensor) -> Tensor:
+        """Cross-entropy on the target's labeled rows, weighted by ``class_weight`` (alpha 1)."""
+        return class_loss(logits, self.class_target(batch), 1.0, self.class_weight)
+
+
+class ClassifierHeadMixin(ClassTargetMixin):
+    """A classifier MLP ``self.classifier`` from the latent to the target's class logits."""
+
+    classifier: nn.Sequential
+
+    def add_classifier(self, data: DataSpec, target: str, hidden: Sequence[int],
+                       dropout: float) -> None:
+        """Resolve ``self.target`` and build ``self.classifier`` on ``self.latent_dim`` inputs."""
+        self.target = resolve_target(data, target)
+        self.classifier = classifier_head(self.latent_dim, hidden, self.target.n_classes, dropout)
+
+    def classify(self, z: Tensor) -> Tensor:
+        return self.classifier(z)
 
 
 def classifier_head(in_dim: int, hidden: Sequence[int], n_classes: int,

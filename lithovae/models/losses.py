@@ -75,11 +75,9 @@ def info_nce(z: Tensor, labels: Tensor, temperature: float) -> Tensor:
     positive = (labels[:, None] == labels[None, :]) & ~self_mask & (labels >= 0)[:, None]
     n_positive = positive.sum(dim=1)
     anchors = n_positive > 0
-    if not bool(anchors.any()):
-        return zero
-    mean_log_prob_pos = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
-    mean_log_prob_pos = mean_log_prob_pos[anchors] / n_positive[anchors]
-    return -mean_log_prob_pos.mean()
+    # masked sums rather than boolean indexing: no host sync on the number of anchors
+    mean_log_prob_pos = torch.where(positive, log_prob, 0.0).sum(dim=1) / n_positive.clamp(min=1)
+    return -(mean_log_prob_pos * anchors).sum() / anchors.sum().clamp(min=1)
 
 
 def log_normal_diag(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:

@@ -6,20 +6,13 @@ term because ``classify`` returns logits; alpha comes from the training plan).
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from lithovae.models.base import DataSpec
-from lithovae.models.heads import ClassTargetMixin, classifier_head, resolve_target
+from lithovae.models.heads import ClassifierHeadMixin
 from lithovae.models.vae import VAE
 
 
-class SemiSupervisedVAE(ClassTargetMixin, VAE):
+class SemiSupervisedVAE(ClassifierHeadMixin, VAE):
     def __init__(self, data: DataSpec, classifier_hidden: list[int] = (64,),
                  classifier_dropout: float = 0.3, target: str = "principal", **vae_kwargs):
         super().__init__(data, **vae_kwargs)
-        self.target = resolve_target(data, target)
-        self.classifier = classifier_head(self.latent_dim, classifier_hidden,
-                                          self.target.n_classes, classifier_dropout)
-
-    def classify(self, z: Tensor) -> Tensor:
-        return self.classifier(z)
+        self.add_classifier(data, target, classifier_hidden, classifier_dropout)

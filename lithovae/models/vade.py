@@ -43,8 +43,9 @@ class VaDE(VAE):
         return gmm_log_responsibilities(z, self.log_pi(), self.means, self.logvars)
 
     def prior_kl(self, out: ModelOutput) -> Tensor:
-        return vade_kl(out.mu, out.logvar, self.log_responsibilities(out.z), self.log_pi(),
-                       self.means, self.logvars)
+        log_pi = self.log_pi()  # once per step, shared by the responsibilities and the KL
+        log_gamma = gmm_log_responsibilities(out.z, log_pi, self.means, self.logvars)
+        return vade_kl(out.mu, out.logvar, log_gamma, log_pi, self.means, self.logvars)
 
     def on_train_epoch_start(self, epoch: int, embed_train) -> None:
         if bool(self.gmm_initialised) or epoch < self.init_epoch:

@@ -7,6 +7,7 @@ they start from N(0, 1) and are never clamped to [0, 1] as for images.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import torch
@@ -18,10 +19,16 @@ from lithovae.models.losses import mixture_prior_kl
 from lithovae.models.vae import VAE
 
 
+def batchnorm_layers(module: nn.Module) -> list[_BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, _BatchNorm)]
+
+
 @contextmanager
-def batchnorm_eval(module: nn.Module):
-    """Run ``module``'s BatchNorm layers on their running statistics, leaving them untouched."""
-    norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+def batchnorm_eval(module: nn.Module, norms: Sequence[_BatchNorm] | None = None):
+    """Run ``module``'s BatchNorm layers (``norms``, found in ``module`` if not given) on
+    their running statistics, leaving them untouched."""
+    if norms is None:
+        norms = batchnorm_layers(module)
     modes = [m.training for m in norms]
     for m in norms:
         m.eval()
@@ -38,6 +45,8 @@ class VampPriorVAE(VAE):
         generator = torch.Generator().manual_seed(seed)
         self.pseudo_inputs = nn.Parameter(
             torch.randn(n_pseudo_inputs, data.n_features, generator=generator))
+        # found once: the encoder's layers do not change after construction
+        self._encoder_norms = tuple(batchnorm_layers(self.encoder))
 
     def prior_components(self) -> tuple[Tensor, Tensor]:
         """Posterior (mu, logvar) of each pseudo-input, all features visible: [K, D] each.
@@ -46,7 +55,7 @@ class VampPriorVAE(VAE):
         the pseudo-inputs in training and evaluation, and the pseudo-inputs do not
         leak into the statistics of the data.
         """
-        with batchnorm_eval(self.encoder):
+        with batchnorm_eval(self.encoder, self._encoder_norms):
             return self.encode(self.pseudo_inputs, torch.ones_like(self.pseudo_inputs))
 
     def prior_kl(self, out: ModelOutput) -> Tensor:
