@@ -139,6 +139,19 @@ def test_a_fold_outside_n_folds_is_named(small_dataset, n_folds, fold):
         LithoDataModule(small_dataset, n_folds=n_folds, fold=fold, seed=0)
 
 
+def test_tables_of_the_same_name_in_two_folders_do_not_share_a_cache(tmp_path):
+    paths = []
+    for folder, density in (("a", 1.5), ("b", 2.5)):
+        (tmp_path / folder).mkdir()
+        frame = pd.DataFrame({"borehole_id": ["H1", "H1"], "depth_m": [0.0, 0.2], "principal": ["clay"] * 2,
+                              "GRA": [density] * 2})
+        frame.to_csv(tmp_path / folder / "mine.csv", index=False)
+        source = TableSource(str(tmp_path / folder / "mine.csv"), features={"GRA": "GRA"})
+        paths.append(source.prepare(tmp_path / "data", log=lambda *_: None)[0])
+    assert paths[0] != paths[1]
+    assert [pd.read_parquet(p)["GRA"].iloc[0] for p in paths] == [1.5, 2.5]
+
+
 def test_table_source_reads_csv_and_parquet_with_chosen_columns(tmp_path):
     frame = pd.DataFrame({"hole": ["H1"] * 3 + ["H2"] * 2, "z": [0.0, 0.2, 0.4, 0.0, 0.2],
                           "rock": ["clay", "clay", "basalt", None, "silt"],

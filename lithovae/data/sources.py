@@ -4,6 +4,7 @@ manifest, and is built by Hydra from the ``data`` config group."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -156,7 +157,9 @@ class TableSource:
         out = out.sort_values(["borehole_id", "depth_m"], kind="stable").reset_index(drop=True)
         if out.empty:
             raise BuildError(f"{self.path}: no row has a depth and at least one feature")
-        dest = Path(data_dir) / self.name
+        # one folder per source file: tables of the same name in other folders do not collide
+        where = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:8]
+        dest = Path(data_dir) / f"{self.name}-{where}"
         path = dest / f"{self.name}.parquet"
         manifest = {"name": self.name, "source": str(self.path),
                     "inputs": {self.path.name: {"sha256": file_digest(self.path)}},
