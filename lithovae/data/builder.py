@@ -8,10 +8,18 @@ the number of bins, not the size of the raw files.
 Binning follows the study, ``round(depth / bin_size) * bin_size``, with one
 documented choice: a depth exactly on a bin edge goes to the deeper bin
 (half-up, after rounding the ratio to 1e-9 so 0.3/0.2 counts as an edge).
+
+Rows that cannot be used are dropped and counted per instrument in the manifest
+(``steps.instruments``): missing depth or id, a NaN measurement, an ``inf``/``-inf``
+measurement (``dropped_nonfinite``), one beyond ``±1e12`` (``dropped_beyond_max_abs``,
+see :data:`~lithovae.data.schema.MAX_ABS_VALUE`; always on, whatever the feature) and,
+with ``outlier_filter``, one outside the physical GRA/RGB range (``dropped_outlier``).
+A measurement column with no usable value at all is an error naming the file and column.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -30,10 +38,10 @@ from lithovae.checks import non_negative_number
 from lithovae.data import reference
 from lithovae.data.errors import BuildError
 from lithovae.data.schema import (DEPTH_COLUMN, FEATURE_SETS, ID_COLUMNS, LABEL_COLUMNS,
-                                  Instrument, instruments_for)
+                                  MAX_ABS_VALUE, Instrument, instruments_for)
 from lithovae.files import atomic_write, file_digest
 
-BUILDER_VERSION = 1  # bump when the output of the same inputs and options changes
+BUILDER_VERSION = 2  # bump when the output of the same inputs and options changes (2: inf, |x| > 1e12)
 _SEP = "\x1f"  # joins the four label strings into one vote key
 
 
@@ -51,15 +59,18 @@ class BuildOptions:
     gra_range: tuple[float, float] = (0.3, 4.0)
     rgb_range: tuple[float, float] = (0.0, 255.0)
     block_size_mb: int = 32
+    # text encoding of the raw CSV files; set from ``data.encoding`` (not a data.build key)
+    encoding: str = "utf-8"
 
     @classmethod
-    def from_config(cls, build: dict | None) -> "BuildOptions":
-        """Options from the ``data.build`` config; an unknown key is named in the error."""
-        known = [f.name for f in fields(cls)]
+    def from_config(cls, build: dict | None, encoding: str = "utf-8") -> "BuildOptions":
+        """Options from the ``data.build`` config and ``data.encoding``; an unknown key is
+        named in the error."""
+        known = [f.name for f in fields(cls) if f.name != "encoding"]
         for key in build or {}:
             if key not in known:
                 raise BuildError(f"data.build.{key}: unknown key (known: {', '.join(known)})")
-        return cls(**(build or {}))
+        return cls(**(build or {}), encoding=encoding)
 
     def __post_init__(self):
         try:
@@ -87,6 +98,7 @@ class BuildOptions:
         if bad:
             raise BuildError(f"data.build.require: {bad} not in feature set {self.features}")
         self.require = list(self.require)
+        self.encoding = checked_encoding(self.encoding)
 
     @property
     def features(self) -> list[str]:
@@ -107,14 +119,39 @@ class BuildResult:
     rebuilt: bool
 
 
+def checked_encoding(encoding) -> str:
+    """``data.encoding`` as a codec name Python knows; an unknown one is named."""
+    try:
+        return codecs.lookup(str(encoding)).name
+    except LookupError:
+        raise BuildError(f"data.encoding: unknown text encoding {encoding!r} "
+                         "(e.g. utf-8, latin-1, cp1252)") from None
+
+
+def not_decodable(path: Path, encoding: str) -> BuildError:
+    """The one-line error for a file that is not text in ``encoding``: it names the first
+    bad line and byte and the ``data.encoding`` option."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    where = ""
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError as exc:
+                where = f" (line {number}, byte 0x{exc.object[exc.start]:02x})"
+                break
+    return BuildError(f"{path}: not {encoding} text{where}; if it is Latin-1 set data.encoding=latin-1 "
+                      "(or data.encoding=<its encoding>, e.g. cp1252)")
+
+
 # --- reading one instrument ------------------------------------------------------------
 
-def _read_header(path: Path) -> list[str]:
+def _read_header(path: Path, encoding: str = "utf-8") -> list[str]:
     if not path.exists():
         raise BuildError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise BuildError(f"{path}: empty file")
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    with open(path, newline="", encoding=encoding, errors="replace") as fh:
         header = next(csv.reader(fh), None)
     if not header:
         raise BuildError(f"{path}: empty file (no header)")
@@ -128,8 +165,8 @@ def _column_named_in(message: str, columns: list[str]) -> str | None:
     return None
 
 
-def _iter_batches(path: Path, inst: Instrument, block_size_mb: int):
-    header = _read_header(path)
+def _iter_batches(path: Path, inst: Instrument, block_size_mb: int, encoding: str = "utf-8"):
+    header = _read_header(path, encoding)
     needed = ID_COLUMNS + [DEPTH_COLUMN] + list(inst.columns) + list(LABEL_COLUMNS)
     missing = [c for c in needed if c not in header]
     if missing:
@@ -140,14 +177,18 @@ def _iter_batches(path: Path, inst: Instrument, block_size_mb: int):
     try:
         reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=block_size_mb << 20),
+            read_options=pacsv.ReadOptions(block_size=block_size_mb << 20, encoding=encoding),
             convert_options=pacsv.ConvertOptions(
                 include_columns=needed, column_types=types, strings_can_be_null=True,
                 null_values=["", "NaN", "nan", "NA", "null"]),
         )
         for batch in reader:
             yield batch
+    except UnicodeDecodeError:
+        raise not_decodable(path, encoding) from None
     except pa.ArrowInvalid as exc:
+        if "invalid UTF8" in str(exc):
+            raise not_decodable(path, encoding) from None
         column = _column_named_in(str(exc), header) or "?"
         detail = str(exc).split("\n")[0]
         raise BuildError(f"{path}: column '{column}': {detail}") from None
@@ -181,7 +222,8 @@ def _reduce_instrument(path: Path, inst: Instrument, opts: BuildOptions,
     """Per-bin sums/counts of the instrument's measurements and the lithology votes."""
     feats = list(inst.columns.values())
     sums, votes = [], []
-    for batch in _iter_batches(path, inst, opts.block_size_mb):
+    usable = np.zeros(len(feats), bool)  # per column: any finite value within MAX_ABS_VALUE
+    for batch in _iter_batches(path, inst, opts.block_size_mb, opts.encoding):
         n = batch.num_rows
         stats["rows_read"] += n
         depth = batch.column(DEPTH_COLUMN).to_numpy(zero_copy_only=False)
@@ -196,6 +238,14 @@ def _reduce_instrument(path: Path, inst: Instrument, opts: BuildOptions,
         nan_rows = keep & np.isnan(values).any(axis=1)
         stats["dropped_nan_measurement"] += int(nan_rows.sum())
         keep &= ~nan_rows
+        finite = np.isfinite(values)
+        usable |= (finite & (np.abs(values) <= MAX_ABS_VALUE)).any(axis=0)
+        nonfinite = keep & ~finite.all(axis=1)  # inf or -inf (NaN rows are gone)
+        stats["dropped_nonfinite"] += int(nonfinite.sum())
+        keep &= ~nonfinite
+        huge = keep & (np.abs(values) > MAX_ABS_VALUE).any(axis=1)
+        stats["dropped_beyond_max_abs"] += int(huge.sum())
+        keep &= ~huge
         if opts.outlier_filter and inst.name in ("GRA", "RGB"):
             lo, hi = opts.gra_range if inst.name == "GRA" else opts.rgb_range
             out = keep & ((values < lo) | (values > hi)).any(axis=1)
@@ -219,9 +269,14 @@ def _reduce_instrument(path: Path, inst: Instrument, opts: BuildOptions,
         vote = pd.DataFrame({"bh": bh, "bin": bins, "key": votes_codes.encode(key)})
         vote = vote[principal_present]
         votes.append(vote.groupby(["bh", "bin", "key"], sort=False).size().rename("votes"))
+    if stats["rows_read"] and not usable.all():
+        column = list(inst.columns)[int(np.flatnonzero(~usable)[0])]
+        raise BuildError(f"{path}: column '{column}' has no finite value in {stats['rows_read']} rows "
+                         f"(all empty, NaN, inf or beyond ±{MAX_ABS_VALUE:g})")
     if not sums:
         raise BuildError(f"{path}: no usable rows (read {stats['rows_read']}, "
-                         f"all dropped: missing depth/id, NaN or outliers)")
+                         f"all dropped: missing depth/id, NaN, inf, beyond ±{MAX_ABS_VALUE:g} "
+                         f"or outliers)")
     binned = pd.concat(sums).groupby(level=[0, 1], sort=False).sum()
     for f in feats:
         binned[f] = binned[f] / binned["n"]
@@ -345,7 +400,7 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
     for inst in instruments:
         path = raw_dir / inst.filename
         stats = {"rows_read": 0, "dropped_missing_depth_or_id": 0, "dropped_nan_measurement": 0,
-                 "dropped_outlier": 0}
+                 "dropped_nonfinite": 0, "dropped_beyond_max_abs": 0, "dropped_outlier": 0}
         log(f"[lithovae.data] reading {path.name} ...")
         table, votes = _reduce_instrument(path, inst, opts, boreholes, vote_keys, stats)
         tables[inst.name] = table
@@ -389,6 +444,7 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
         "name": name,
         "builder_version": BUILDER_VERSION,
         "options": asdict(opts),
+        "max_abs_value": MAX_ABS_VALUE,
         "features": feats,
         "inputs": inputs,
         "steps": {

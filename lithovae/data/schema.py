@@ -49,6 +49,11 @@ DATASET_KEY_COLUMNS = [
 ]
 ALL_FEATURES = FEATURE_SETS["complete6"]
 
+# A measurement beyond this magnitude (or inf/-inf) is not data but a fill value or a
+# unit error: the builders drop it and count it, whatever the feature. Features with a
+# physical range (GRA, RGB: ``data.build.gra_range``/``rgb_range``) are also held to it.
+MAX_ABS_VALUE = 1e12
+
 
 def instruments_for(features: list[str]) -> list[Instrument]:
     """The instruments needed to measure ``features``, in canonical order."""

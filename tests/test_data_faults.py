@@ -1,0 +1,216 @@
+"""Bad data inputs: non-finite and absurd values, empty feature columns, duplicate depths
+and non-UTF-8 files. Each is either counted in the manifest or a one-line error naming
+the file and the column or option, with nothing written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lithovae.data.builder import BuildError, BuildOptions, build_dataset
+from lithovae.data.sources import LilySource, TableSource
+from lithovae.data.schema import INSTRUMENTS
+from tests.lily_files import lily_frame, write_lily
+
+def _quiet(*_a, **_k):
+    pass
+
+
+def _table(path: Path, rows: list[tuple], columns=("borehole_id", "depth_m", "principal", "GRA", "MS"),
+           encoding: str = "utf-8") -> Path:
+    """A small CSV written as text, so 'inf', '-inf' and '1e30' reach the reader verbatim."""
+    lines = [",".join(columns)] + [",".join("" if v is None else str(v) for v in r) for r in rows]
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return path
+
+
+def _no_dataset_written(data_dir: Path) -> bool:
+    return not data_dir.exists() or not list(data_dir.rglob("*.parquet"))
+
+
+# --- 1. non-finite and absurd values are outliers: dropped and counted ---------------------
+
+def test_table_inf_and_absurd_values_are_dropped_and_counted_per_column(tmp_path):
+    path = _table(tmp_path / "mine.csv", [
+        ("H1", 0.0, "clay", 1.6, 10),
+        ("H1", 0.2, "clay", "inf", 12),     # GRA inf: missing, the row keeps MS
+        ("H1", 0.4, "clay", 1.7, "-inf"),
+        ("H1", 0.6, "clay", 1e30, 1e30),   # nothing usable left: row dropped (counted)
+        ("H2", 0.0, "silt", 1.8, -1e13),
+        ("H2", 0.2, "silt", 1.9, 5),
+    ])
+    out, manifest = TableSource(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(
+        tmp_path / "data", log=_quiet)
+    data = pd.read_parquet(out)
+    values = data[["GRA", "MS"]].to_numpy(dtype=np.float64)
+    assert not np.isinf(values).any() and np.nanmax(np.abs(values)) < 1e3
+    steps = manifest["steps"]
+    assert steps["dropped_nonfinite"] == {"GRA": 1, "MS": 1}
+    assert steps["dropped_beyond_max_abs"] == {"GRA": 1, "MS": 2}
+    assert steps["dropped_no_feature"] == 1 and len(data) == 5
+    assert steps["missing_per_feature"] == {"GRA": 1, "MS": 2}
+    assert manifest["options"]["max_abs_value"] == 1e12
+    on_disk = json.loads(out.with_suffix(".manifest.json").read_text())
+    assert on_disk["steps"]["dropped_nonfinite"] == {"GRA": 1, "MS": 1}
+
+
+@pytest.mark.parametrize("outlier_filter", [True, False])
+def test_lily_inf_and_absurd_values_are_dropped_and_counted(tmp_path, outlier_filter):
+    rows = [{"depth": 0.0, "GRA": 1.6, "MS": 1, "NGR": 1},
+            {"depth": 0.2, "GRA": "inf", "MS": "-inf", "NGR": 1e30},
+            {"depth": 0.4, "GRA": 1.7, "MS": 1e30, "NGR": "inf"},
+            {"depth": 0.6, "GRA": 1.8, "MS": 2, "NGR": 3}]
+    raw = write_lily(tmp_path / "raw", {n: lily_frame(n, rows) for n in ("GRA", "MS", "NGR")})
+    opts = BuildOptions(feature_set="physical3", outlier_filter=outlier_filter)
+    result = build_dataset(raw, tmp_path / "out", opts, log=_quiet)
+    steps = result.manifest["steps"]["instruments"]
+    assert steps["GRA"]["dropped_nonfinite"] == 1 and steps["GRA"]["dropped_beyond_max_abs"] == 0
+    assert steps["MS"]["dropped_nonfinite"] == 1 and steps["MS"]["dropped_beyond_max_abs"] == 1
+    assert steps["NGR"]["dropped_nonfinite"] == 1 and steps["NGR"]["dropped_beyond_max_abs"] == 1
+    assert steps["GRA"]["dropped_outlier"] == 0  # inf is counted once, as non-finite
+    data = pd.read_parquet(result.path)
+    assert sorted(data["depth_m"]) == [0.0, 0.6]
+    assert np.isfinite(data[["GRA", "MS", "NGR"]].to_numpy(dtype=np.float64)).all()
+
+
+# --- 2. a feature column with no finite value is a one-line error ----------------------------
+
+@pytest.mark.parametrize("fill", ["", "NaN", "inf", "1e30"])
+def test_table_feature_column_without_a_finite_value_names_file_and_column(tmp_path, fill):
+    path = _table(tmp_path / "mine.csv", [("H1", 0.0, "clay", 1.6, fill), ("H1", 0.2, "clay", 1.7, fill)])
+    with pytest.raises(BuildError) as err:
+        TableSource(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(tmp_path / "data", log=_quiet)
+    message = str(err.value)
+    assert message == (f"{path}: column 'MS' has no finite value in 2 rows "
+                       "(all empty, NaN, inf or beyond ±1e+12)")
+    assert _no_dataset_written(tmp_path / "data")
+
+
+def test_lily_measurement_column_without_a_finite_value_names_file_and_column(tmp_path):
+    rows = [{"depth": d, "GRA": 1.6, "MS": 1, "NGR": 1, "R": 90, "G": 80, "B": ""} for d in (0.0, 0.2)]
+    raw = write_lily(tmp_path / "raw", {n: lily_frame(n, rows) for n in INSTRUMENTS})
+    with pytest.raises(BuildError) as err:
+        build_dataset(raw, tmp_path / "out", log=_quiet)
+    message = str(err.value)
+    assert message.startswith(f"{raw / 'RGB_DataLITH.csv'}: column 'B' has no finite value in 2 rows")
+    assert "\n" not in message
+    assert _no_dataset_written(tmp_path / "out")
+
+
+# --- 3. duplicate (borehole, depth) rows are averaged into one bin and counted ---------------
+
+def test_table_duplicate_depths_are_averaged_into_one_bin_and_counted(tmp_path):
+    path = _table(tmp_path / "mine.csv", [
+        ("H1", 0.0, "clay", 1.6, 10),
+        ("H1", 0.2, "silt", 1.5, 10),
+        ("H1", 0.2, "clay", 1.7, None),   # MS missing here: the mean is over the rows that have it
+        ("H1", 0.2, "clay", 1.9, 20),
+        ("H1", 0.4, "clay", 1.8, 30),
+        ("H2", 0.2, "basalt", 2.8, 900),  # same depth, other borehole: not a duplicate
+    ])
+    out, manifest = TableSource(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(
+        tmp_path / "data", log=_quiet)
+    data = pd.read_parquet(out)
+    assert not data.duplicated(["borehole_id", "depth_m"]).any()
+    assert len(data) == 4
+    bin_ = data[(data["borehole_id"] == "H1") & (data["depth_m"] == 0.2)].iloc[0]
+    assert bin_["GRA"] == pytest.approx((1.5 + 1.7 + 1.9) / 3, rel=1e-6)
+    assert bin_["MS"] == pytest.approx(15.0)
+    assert bin_["principal"] == "clay" and bin_["lithology_group"] == "Clay/Mud"  # 2 votes to 1
+    assert manifest["steps"]["duplicate_rows_averaged"] == 3
+    assert manifest["steps"]["duplicate_bins"] == 1
+    assert list(data["depth_m"][data["borehole_id"] == "H1"]) == [0.0, 0.2, 0.4]
+
+
+# --- 4. a file that is not UTF-8: data.encoding ------------------------------------------------
+
+def test_table_latin1_file_needs_data_encoding_and_reads_with_it(tmp_path):
+    rows = [("H1", 0.0, "Argile à silex", 1.6, 10), ("H1", 0.2, "Argile à silex", 1.7, 11)]
+    path = _table(tmp_path / "mine.csv", rows, encoding="latin-1")
+    with pytest.raises(BuildError) as err:
+        TableSource(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(tmp_path / "data", log=_quiet)
+    assert str(err.value) == (f"{path}: not utf-8 text (line 2, byte 0xe0); if it is Latin-1 set "
+                              "data.encoding=latin-1 (or data.encoding=<its encoding>, e.g. cp1252)")
+    assert _no_dataset_written(tmp_path / "data")
+
+    out, manifest = TableSource(str(path), features={"GRA": "GRA", "MS": "MS"},
+                                encoding="latin-1").prepare(tmp_path / "data", log=_quiet)
+    assert set(pd.read_parquet(out)["principal"]) == {"Argile à silex"}
+    assert manifest["options"]["encoding"] == "iso8859-1"
+    # the option is part of the output's name: another encoding never reuses this file
+    utf8 = _table(tmp_path / "mine.csv", [("H1", 0.0, "clay", 1.6, 10)])
+    other, _ = TableSource(str(utf8), features={"GRA": "GRA", "MS": "MS"}).prepare(
+        tmp_path / "data", log=_quiet)
+    assert other != out and other.parent == out.parent
+
+
+def test_table_latin1_header_needs_data_encoding(tmp_path):
+    columns = ("borehole_id", "depth_m", "lithologie", "densité")
+    path = _table(tmp_path / "mine.csv", [("H1", 0.0, "argile", 1.6)], columns, encoding="latin-1")
+    with pytest.raises(BuildError) as err:
+        TableSource(str(path), label="lithologie", features={"GRA": "densité"}).prepare(tmp_path / "data")
+    assert str(err.value).startswith(f"{path}: not utf-8 text (line 1, byte 0xe9); if it is Latin-1 set "
+                                     "data.encoding=latin-1")
+    out, _ = TableSource(str(path), label="lithologie", features={"GRA": "densité"},
+                         encoding="latin-1").prepare(tmp_path / "data", log=_quiet)
+    assert pd.read_parquet(out)["GRA"].tolist() == [pytest.approx(1.6)]
+
+
+def test_unknown_encoding_is_named():
+    with pytest.raises(BuildError, match=r"^data.encoding: unknown text encoding 'utf-42'"):
+        TableSource("x.csv", encoding="utf-42")
+    with pytest.raises(BuildError, match=r"^data.encoding: unknown text encoding 'utf-42'"):
+        LilySource("raw", encoding="utf-42")
+
+
+def test_lily_latin1_files_need_data_encoding_and_it_is_in_the_cache_key(tmp_path):
+    rows = [{"depth": d, "GRA": 1.6, "MS": 1, "NGR": 1, "principal": "Argile à silex"} for d in (0.0, 0.2)]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("GRA", "MS", "NGR"):
+        lily_frame(name, rows).to_csv(raw / INSTRUMENTS[name].filename, index=False, encoding="latin-1")
+    build = {"feature_set": "physical3"}
+    with pytest.raises(BuildError) as err:
+        LilySource(str(raw), build=build).prepare(tmp_path / "data", log=_quiet)
+    message = str(err.value)
+    assert message.startswith(f"{raw / 'GRA_DataLITH.csv'}: not utf-8 text (line 2, byte 0xe0)")
+    assert "data.encoding=latin-1" in message and "\n" not in message
+    assert _no_dataset_written(tmp_path / "data")
+
+    path, _ = LilySource(str(raw), build=build, encoding="latin-1").prepare(tmp_path / "data", log=_quiet)
+    assert set(pd.read_parquet(path)["principal"]) == {"Argile à silex"}
+    # ASCII files read the same in both encodings, but the option still keys the output
+    clay = [dict(r, principal="clay") for r in rows]
+    ascii_raw = write_lily(tmp_path / "ascii", {n: lily_frame(n, clay) for n in ("GRA", "MS", "NGR")})
+    a = build_dataset(ascii_raw, tmp_path / "out", BuildOptions(**build, encoding="latin-1"), log=_quiet)
+    b = build_dataset(ascii_raw, tmp_path / "out", BuildOptions(**build), log=_quiet)
+    assert b.rebuilt and a.path != b.path
+
+
+# --- the command line: one line, exit code 2, nothing written ---------------------------------
+
+@pytest.mark.parametrize("case", ["all_nan_column", "latin1"])
+def test_command_line_prints_one_error_line_and_exits_2(tmp_path, case):
+    columns = ("borehole_id", "depth_m", "principal", "GRA", "MS", "NGR", "R", "G", "B")  # the default
+    if case == "all_nan_column":
+        rows = [("H1", 0.0, "clay", 1.6, None, 5, 90, 80, 70), ("H1", 0.2, "clay", 1.7, "NaN", 6, 91, 81, 71)]
+        path = _table(tmp_path / "mine.csv", rows, columns)
+        expected = f"error: {path}: column 'MS' has no finite value in 2 rows"
+    else:
+        rows = [("H1", 0.0, "Argile à silex", 1.6, 1, 5, 90, 80, 70)]
+        path = _table(tmp_path / "mine.csv", rows, columns, encoding="latin-1")
+        expected = (f"error: {path}: not utf-8 text (line 2, byte 0xe0); "
+                    "if it is Latin-1 set data.encoding=latin-1")
+    proc = subprocess.run([sys.executable, "-m", "lithovae.data", "data=table", f"data.path={path}",
+                           f"paths.root_dir={tmp_path}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith(expected), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert _no_dataset_written(tmp_path / "outputs")
