@@ -2,10 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
+import threading
 
 EXIT_USER_ERROR = 2
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM (how SLURM preempts) or SIGINT (Ctrl-C) arrived. A BaseException, like
+    KeyboardInterrupt, so no ``except Exception`` swallows it; the exit code is 128 + signal."""
+
+    def __init__(self, signum: int, detail: str = ""):
+        self.signum = signum
+        self.signame = signal.Signals(signum).name
+        self.detail = detail
+        super().__init__(f"interrupted by {self.signame}" + (f"; {detail}" if detail else ""))
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def signals_interrupt():
+    """Within the block, SIGTERM and SIGINT raise :class:`RunInterrupted` (Lightning then stops
+    the trainer and keeps its own SIGTERM notice). Outside the main thread this is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise RunInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def user_error(exc: BaseException) -> str | None:
@@ -28,12 +65,16 @@ def user_error(exc: BaseException) -> str | None:
 
 
 def exits_cleanly(fn):
-    """Run ``fn``; print user errors as ``error: ...`` on stderr and exit 2."""
+    """Run ``fn``; print user errors as ``error: ...`` on stderr and exit 2 (128 + signal
+    for an interrupted run)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except RunInterrupted as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
         except Exception as exc:  # noqa: BLE001 - classified below
             message = user_error(exc)
             if message is None:
@@ -42,3 +83,12 @@ def exits_cleanly(fn):
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-error line, or the exception's type and first line for a bug."""
+    message = user_error(exc) if isinstance(exc, Exception) else None
+    if message is None:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        message = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return message

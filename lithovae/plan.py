@@ -34,6 +34,9 @@ class TrainingPlan(pl.LightningModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.reduce_on_plateau = reduce_on_plateau
         self.plateau_patience, self.plateau_factor = plateau_patience, plateau_factor
+        self.seed = seed
+        self.mlflow_run_id: str | None = None
+        self.history: dict[int, dict[str, float]] = {}
         self.mask_generator = torch.Generator().manual_seed(seed)
         self.automatic_optimization = False
         self._direct_step = True
@@ -66,6 +69,19 @@ class TrainingPlan(pl.LightningModule):
         for name, total in zip(names, totals / n):
             self.log(f"{stage}/{name}", total, on_step=False, on_epoch=True,
                      prog_bar=(name == "loss"), sync_dist=stage != "train")
+        if not self.trainer.sanity_checking:
+            for name, mean in zip(names, (totals / n).tolist()):  # one host sync per epoch
+                self.record(f"{stage}/{name}", mean)
+
+    def record(self, name: str, value: float) -> None:
+        """Keep an epoch-level value for the training-curve figure (this rank's value)."""
+        self.history.setdefault(self.current_epoch, {"epoch": self.current_epoch})[name] = float(value)
+
+    def history_frame(self):
+        """One row per epoch: loss terms per stage, beta, lr (None before the first epoch)."""
+        import pandas as pd
+
+        return pd.DataFrame([self.history[e] for e in sorted(self.history)]) if self.history else None
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -115,8 +131,11 @@ class TrainingPlan(pl.LightningModule):
         return self._step(batch, batch["observed"], "val")
 
     def on_train_epoch_start(self) -> None:
-        self.log("beta", float(self.beta_schedule(self.current_epoch)), on_epoch=True, on_step=False)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_epoch=True, on_step=False)
+        beta, lr = float(self.beta_schedule(self.current_epoch)), self.optimizers().param_groups[0]["lr"]
+        self.log("beta", beta, on_epoch=True, on_step=False)
+        self.log("lr", lr, on_epoch=True, on_step=False)
+        self.record("beta", beta)
+        self.record("lr", lr)
         self.model.on_train_epoch_start(self.current_epoch, self.embed_train)
 
     def embed_train(self) -> torch.Tensor:
@@ -127,6 +146,20 @@ class TrainingPlan(pl.LightningModule):
                       for x, o in zip(train["x"].split(8192), train["observed"].split(8192))]
         return torch.cat(chunks).cpu()
 
+    # A resumed run continues the random streams where the killed run left them, so it ends
+    # with the same weights as an uninterrupted run (dropout and sampling use torch's global RNG).
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "mask": self.mask_generator.get_state()}
+        checkpoint["lithovae"] = {"mlflow_run_id": self.mlflow_run_id}  # a resumed run names its origin
+        checkpoint["history"] = [self.history[e] for e in sorted(self.history)]  # curves from epoch 0
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if states is not None:
+            torch.set_rng_state(states["torch"])
+            self.mask_generator.set_state(states["mask"])
+        self.history = {row["epoch"]: dict(row) for row in checkpoint.get("history", [])}
+
     def configure_optimizers(self):
         opt = make_adam(self.model.parameters(), self.lr, self.weight_decay)
         if not self.reduce_on_plateau:
@@ -134,22 +167,3 @@ class TrainingPlan(pl.LightningModule):
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", patience=self.plateau_patience, factor=self.plateau_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}  # stepped by hand
-
-
-class EpochHistory(pl.Callback):
-    """Epoch-level logged metrics (loss terms, beta, lr), for the training-curve figure."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking:
-            return
-        row = {"epoch": trainer.current_epoch}
-        row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-        self.rows.append(row)
-
-    def frame(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.rows).drop_duplicates("epoch", keep="last") if self.rows else None

@@ -138,20 +138,57 @@ def log_artifacts(logger, paths: list[Path], folder: str | None = None) -> None:
             logger.experiment.log_artifact(logger.run_id, str(p), artifact_path=folder)
 
 
+def run_id(logger) -> str | None:
+    """The MLflow run id (rank 0 only; None without MLflow)."""
+    return logger.run_id if isinstance(logger, MLFlowLogger) else None
+
+
 @rank_zero_only
-def end_run(logger, failed: bool) -> None:
-    """Mark the run FINISHED or FAILED (never left RUNNING)."""
-    if isinstance(logger, MLFlowLogger) and logger._initialized:
-        logger.experiment.set_terminated(logger.run_id, "FAILED" if failed else "FINISHED")
+def set_tags(logger, tags: dict[str, str]) -> None:
+    if isinstance(logger, MLFlowLogger):
+        from mlflow.entities import RunTag
+
+        logger.experiment.log_batch(logger.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+
+@rank_zero_only
+def end_run(logger, status: str, tags: dict[str, str] | None = None) -> None:
+    """Mark the run FINISHED, FAILED or KILLED (never left RUNNING), with the reason as tags."""
+    if isinstance(logger, MLFlowLogger) and logger.run_id is not None:
+        if tags:
+            set_tags(logger, tags)
+        logger.experiment.set_terminated(logger.run_id, status)
+
+
+def mark_superseded(logger, old_run_id: str | None, new_run_id: str | None) -> None:
+    """A run that died without ending (SIGKILL, out of memory) stays RUNNING until resumed:
+    the resumed run then marks it KILLED and names itself on it."""
+    if not isinstance(logger, MLFlowLogger) or not old_run_id or old_run_id == new_run_id:
+        return
+    client = logger.experiment
+    try:
+        old = client.get_run(old_run_id)
+    except Exception:  # noqa: BLE001 - another store, or a deleted run: nothing to mark
+        return
+    if old.info.status == "RUNNING":
+        client.set_tag(old_run_id, "stop_reason", "process died; resumed as another run")
+        client.set_terminated(old_run_id, "KILLED")
+    client.set_tag(old_run_id, "resumed_by_run", str(new_run_id))
 
 
 @contextlib.contextmanager
 def tracked_run(logger, cfg: DictConfig, tags: dict[str, str]):
-    """Start the run; end it FINISHED, or FAILED if the block raises (no-op without MLflow)."""
-    failed = True
+    """Start the run; end it FINISHED, KILLED (SIGTERM/SIGINT) or FAILED, with ``stop_reason``
+    or ``error`` tags saying why (no-op without MLflow)."""
+    from lithovae.cli import RunInterrupted, one_line
+
+    start_run(logger, cfg, tags)
     try:
-        start_run(logger, cfg, tags)
         yield logger
-        failed = False
-    finally:
-        end_run(logger, failed)
+    except RunInterrupted as exc:
+        end_run(logger, "KILLED", {"stop_reason": exc.signame, "error": str(exc)[:5000]})
+        raise
+    except BaseException as exc:
+        end_run(logger, "FAILED", {"error": one_line(exc)[:5000]})
+        raise
+    end_run(logger, "FINISHED")

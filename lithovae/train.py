@@ -8,6 +8,7 @@ logs everything to MLflow. Returns ``ari_best`` (the sweep objective).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -17,47 +18,88 @@ from omegaconf import DictConfig, OmegaConf
 from lithovae import config as config_schema  # registers the train schema
 from lithovae.cli import exits_cleanly
 
+log = logging.getLogger("lithovae")
+
+
+SIDE_BY_SIDE = ["ari_best", "best_k", "best_method", "ari_kmeans_k12", "ari_gmm_k12"]
+SINGLE = ["ari_gain", "n_test", "silhouette", "r2_mean", "active_dims", "auc_pooled", "balanced_accuracy"]
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "null" if not math.isfinite(value) else f"{value:.4f}"
+    return "null" if value is None else str(value)
+
 
 def summary_table(metrics: dict, dataset: str, synthetic: bool) -> str:
-    keys = ["n_test", "ari_best", "best_k", "best_method", "ari_kmeans_k12", "ari_gmm_k12",
-            "silhouette", "r2_mean", "active_dims", "auc_pooled", "balanced_accuracy"]
-    keys += sorted(k for k in metrics if k.startswith("imputation_r2_"))
+    """The end-of-run table: which weights were scored, and each clustering score beside the
+    same score on the raw input features."""
     note = " (SYNTHETIC data, not a real-data result)" if synthetic else ""
-    lines = [f"test metrics on {dataset}{note}", "-" * 44]
+    lines = [f"test metrics on {dataset}{note}"]
+    if "evaluated_epoch" in metrics:
+        lines.append(f"scored weights: {metrics['evaluated_checkpoint']}, epoch {metrics['evaluated_epoch']} "
+                     f"(0-based; {metrics['epochs_trained']} trained), global step "
+                     f"{metrics['evaluated_global_step']}, checkpoint policy {metrics['checkpoint_policy']}")
+    lines += ["-" * 56, f"{'':<28}{'latent':>14}{'raw features':>14}"]
+    for k in SIDE_BY_SIDE:
+        if k in metrics:
+            lines.append(f"{k:<28}{_cell(metrics[k]):>14}{_cell(metrics.get('baseline_' + k)):>14}")
+    keys = SINGLE + sorted(k for k in metrics if k.startswith("imputation_r2_"))
     for k in keys:
         if k in metrics:
-            v = metrics[k]
-            text = f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else str(v)
-            lines.append(f"{k:<28}{text:>16}")
+            lines.append(f"{k:<28}{_cell(metrics[k]):>14}")
     return "\n".join(lines)
 
 
-def _jsonable(value):
-    """NaN (an undefined metric) becomes null: metrics.json stays strict JSON."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 @exits_cleanly
-def train(cfg: DictConfig, logger=None) -> dict:
-    """Train and evaluate one run; ``logger`` replaces the configured one (CV child runs)."""
+def train(cfg: DictConfig, logger=None, callbacks: tuple = ()) -> dict:
+    """Train and evaluate one run. ``logger`` replaces the configured one (CV child runs);
+    ``callbacks`` are added to the trainer's (library use and tests)."""
+    from lithovae import tracking
+    from lithovae.cli import signals_interrupt
+
+    if logger is None:
+        logger = _configured_logger(cfg)
+    with signals_interrupt(), tracking.tracked_run(logger, cfg, _early_tags(cfg)):
+        return _train(cfg, logger, callbacks)
+
+
+def _configured_logger(cfg: DictConfig):
+    """The configured logger, or None if its own config is broken (validation then names the key)."""
+    from hydra.utils import instantiate
+
+    try:
+        config_schema.check_target(cfg.logger, "logger")
+        return instantiate(cfg.logger)
+    except config_schema.ConfigError:
+        return None
+
+
+def _early_tags(cfg: DictConfig) -> dict:
+    from lithovae import tracking
+
+    model = str(cfg.model.get("_target_", "")) if isinstance(cfg.get("model"), DictConfig) else ""
+    return {"preset": cfg.get("preset") or "none", "model": model.rsplit(".", 1)[-1],
+            "git_commit": tracking.git_commit(), **tracking.job_tags()}
+
+
+def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
     config_schema.validate(cfg)
     import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.callbacks import EarlyStopping, TQDMProgressBar
 
     from lithovae import tracking
+    from lithovae.checkpointing import EpochEndCheckpoint, checkpoint_record
+    from lithovae.cli import RunInterrupted
     from lithovae.data.datamodule import LithoDataModule
-    from lithovae.files import file_digest
+    from lithovae.data.splits import label_entropy
     from lithovae.evaluation.evaluate import evaluate, split_eval_options
-    from lithovae.plan import EpochHistory, TrainingPlan
+    from lithovae.files import file_digest, load_checkpoint
+    from lithovae.plan import TrainingPlan
 
+    resumed = _resume_state(cfg.ckpt_path)
     torch.set_num_threads(cfg.threads)
     if "spawn" in str(cfg.trainer.get("strategy", "")):
         # tensors reach spawned ranks through files, not passed file descriptors (several
@@ -83,14 +125,11 @@ def train(cfg: DictConfig, logger=None) -> dict:
                         reduce_on_plateau=cfg.lr_scheduler.reduce_on_plateau,
                         plateau_patience=cfg.lr_scheduler.patience,
                         plateau_factor=cfg.lr_scheduler.factor, seed=cfg.seed)
+    plan.mlflow_run_id = tracking.run_id(logger)
 
-    from lithovae.data.splits import label_entropy
-
-    logger = logger if logger is not None else instantiate(cfg.logger)
-    history = EpochHistory()
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss",
-                                 mode="min", save_top_k=1, save_last=True)
-    callbacks = [checkpoint, history]
+    ckpt_dir = run_dir / "checkpoints"
+    policy = instantiate(cfg.checkpoint).bind(ckpt_dir)
+    callbacks = [policy, EpochEndCheckpoint(ckpt_dir), *extra_callbacks]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=20))  # redrawing every step costs more than a step
     if cfg.early_stopping.enabled:
@@ -98,38 +137,75 @@ def train(cfg: DictConfig, logger=None) -> dict:
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False,
                           callbacks=callbacks, default_root_dir=str(run_dir))
 
-    tags = {"preset": cfg.preset or "none", "dataset": source.name,
-            "dataset_checksum": file_digest(dataset_path)[:16], "synthetic": str(source.synthetic),
-            "model": cfg.model._target_.rsplit(".", 1)[-1], "git_commit": tracking.git_commit(),
-            **tracking.job_tags()}
-    with tracking.tracked_run(logger, cfg, tags):
-        trainer.fit(plan, datamodule=dm, ckpt_path=cfg.ckpt_path)
-        if checkpoint.best_model_path:
-            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
-            plan.load_state_dict(state["state_dict"])
-        model.cpu()
-        metrics, arrays = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
-                                   seed=cfg.seed, **score_options)
-        metrics.update({"dataset": source.name, "synthetic": source.synthetic,
-                        "preset": cfg.preset, "epochs_trained": trainer.current_epoch,
-                        "n_train": dm.stats["n_train"], "n_val": dm.stats["n_val"],
-                        "train_entropy": label_entropy(dm.frames["train"]["principal"].dropna()),
-                        "test_entropy": label_entropy(dm.frames["test"]["principal"].dropna()),
-                        "latent_dim": int(getattr(model, "latent_dim", 0)),
-                        "final_losses": {k: float(v) for k, v in trainer.callback_metrics.items()
-                                         if k.startswith(("train/", "val/"))}})
-        if trainer.is_global_zero:
-            files = _write_cluster_tables(run_dir, metrics, arrays, dm)  # adds hierarchy_ari
-            files += _write_run_files(run_dir, cfg, metrics, dm)
-            class_names = dm.encoding.vocabulary(model.class_target_name())
-            figures = (_write_figures(run_dir, arrays, dm, class_names, history.frame(), figure_options, cfg.seed)
-                       if figure_options["figures"] else [])
-            tracking.log_test_metrics(logger, metrics)
-            tracking.log_artifacts(logger, files + [Path(checkpoint.best_model_path or "")])
+    tags = {"dataset": source.name, "dataset_checksum": file_digest(dataset_path)[:16],
+            "synthetic": str(source.synthetic), "checkpoint_policy": policy.name}
+    if resumed is not None:
+        tags.update({"resumed_from_checkpoint": str(cfg.ckpt_path),
+                     "resumed_after_epoch": str(resumed["epoch"]),
+                     "resumed_from_run": str(resumed.get("mlflow_run_id"))})
+        tracking.mark_superseded(logger, resumed.get("mlflow_run_id"), tracking.run_id(logger))
+    tracking.set_tags(logger, tags)
+    try:
+        trainer.fit(plan, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
+    except RunInterrupted as exc:
+        last = ckpt_dir / "last.ckpt"
+        done = (f"{last} holds epoch {load_checkpoint(last)['epoch']} (0-based): resume with "
+                f"ckpt_path={last}") if last.exists() else "no epoch finished, nothing to resume"
+        raise RunInterrupted(exc.signum, done) from None
+
+    # score the weights the checkpoint policy chose, read back from disk
+    selected = policy.selected()
+    state = load_checkpoint(selected)
+    plan.load_state_dict(state["state_dict"])
+    tracking.log_artifacts(logger, [selected])  # kept even if evaluation fails
+    model.cpu()
+    metrics, arrays = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
+                               seed=cfg.seed, baseline_cache_dir=cfg.paths.data_dir, **score_options)
+    metrics.update(checkpoint_record(selected, state, policy))
+    metrics.update({"dataset": source.name, "synthetic": source.synthetic,
+                    "preset": cfg.preset, "epochs_trained": trainer.current_epoch,
+                    "n_train": dm.stats["n_train"], "n_val": dm.stats["n_val"],
+                    "train_entropy": label_entropy(dm.frames["train"]["principal"].dropna()),
+                    "test_entropy": label_entropy(dm.frames["test"]["principal"].dropna()),
+                    "latent_dim": int(getattr(model, "latent_dim", 0)),
+                    "final_losses": {k: float(v) for k, v in trainer.callback_metrics.items()
+                                     if k.startswith(("train/", "val/"))}})
+    if trainer.is_global_zero:
+        files = _guarded("cluster tables", lambda: _write_cluster_tables(run_dir, metrics, arrays, dm), [])
+        files += _write_run_files(run_dir, cfg, metrics, dm)  # metrics.json before figures
+        tracking.log_test_metrics(logger, metrics)
+        tracking.log_artifacts(logger, files)
+        class_names = dm.encoding.vocabulary(model.class_target_name())
+        if figure_options["figures"]:
+            figures = _write_figures(run_dir, arrays, dm, class_names, plan.history_frame(), figure_options, cfg.seed)
             tracking.log_artifacts(logger, figures, folder="figures")
-            print(summary_table(metrics, source.name, source.synthetic))
-            print(f"run dir: {run_dir}")
-        return metrics
+        print(summary_table(metrics, source.name, source.synthetic))
+        print(f"run dir: {run_dir}")
+    return metrics
+
+
+def _resume_state(ckpt_path) -> dict | None:
+    """The resumed checkpoint's epoch and MLflow run (None for a fresh run)."""
+    if ckpt_path is None:
+        return None
+    from lithovae.files import load_checkpoint
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise config_schema.ConfigError(f"ckpt_path: no checkpoint file at {path}")
+    state = load_checkpoint(path)
+    return {"epoch": state.get("epoch"), "mlflow_run_id": state.get("lithovae", {}).get("mlflow_run_id")}
+
+
+def _guarded(what: str, step, default):
+    """Run one optional output step; a failure is a one-line warning, never a lost run."""
+    try:
+        return step()
+    except Exception as exc:  # noqa: BLE001 - any failure of an optional output
+        from lithovae.cli import one_line
+
+        log.warning("%s not written: %s", what, one_line(exc))
+        return default
 
 
 def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm) -> list[Path]:
@@ -172,16 +248,15 @@ def _write_figures(run_dir: Path, arrays: dict, dm, class_names: list[str], hist
 
 
 def _write_run_files(run_dir: Path, cfg: DictConfig, metrics: dict, dm) -> list[Path]:
+    from lithovae.results import to_json, write_text
+
     files = {
-        "metrics.json": json.dumps(_jsonable(metrics), indent=1, allow_nan=False),
+        "metrics.json": to_json(metrics),
         "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
         "label_encoding.json": json.dumps(dm.encoding.to_dict(), indent=1),
         "split.json": json.dumps({"boreholes": dm.split_boreholes, "stats": dm.stats}, indent=1),
     }
-    paths = []
-    for name, text in files.items():
-        (run_dir / name).write_text(text)
-        paths.append(run_dir / name)
+    paths = [write_text(run_dir / name, text) for name, text in files.items()]
     dm.scaler.save(run_dir / "scaler.json")
     paths.append(run_dir / "scaler.json")
     return paths
@@ -199,14 +274,21 @@ def _in_optuna_search() -> bool:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train; return ``cfg.optimized_metric`` (the objective of a sweeper)."""
+    from lithovae.sweeps import in_multirun, mark_failed
+
     try:
         metrics = train(cfg)
     except SystemExit as exc:
-        if not _in_optuna_search():
+        if exc.code in (0, None) or exc.code >= 128:  # an interrupted job stops the sweep
             raise
-        # the sweeper records a raising job as a FAIL trial and goes on (max_failure_rate);
-        # a SystemExit would end the whole search instead
-        raise RuntimeError(f"trial failed with exit code {exc.code} (message above)") from None
+        if _in_optuna_search():
+            # the sweeper records a raising job as a FAIL trial and goes on (max_failure_rate)
+            raise RuntimeError(f"trial failed with exit code {exc.code} (message above)") from None
+        if not in_multirun():
+            raise
+        # one bad value fails its own job (one-line error above, FAILED MLflow run); the others run
+        mark_failed(cfg.paths.run_dir, exc.code)
+        return float("nan")
     value = metrics.get(cfg.optimized_metric)
     if value is None and cfg.optimized_metric not in metrics:
         raise config_schema.ConfigError(f"optimized_metric: '{cfg.optimized_metric}' is not a metric of this run")

@@ -39,7 +39,7 @@ def single_process_n_test(tmp_path_factory, shared_data_dir):
 
 
 def _check_run_dir(run_dir: Path, n_test: int) -> None:
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]  # policy final: no best.ckpt
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"ari_best", "ari_kmeans_k12", "ari_gmm_k20", "silhouette", "r2_mean", "active_dims"} <= set(metrics)
     assert metrics["n_test"] == n_test  # the full test set, not one rank's shard

@@ -45,7 +45,8 @@ def test_preset_trains_one_epoch_with_finite_losses_and_all_metric_keys(preset, 
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     features = ["GRA", "MS", "NGR"] if preset == "v1" else ["GRA", "MS", "NGR", "R", "G", "B"]
     keys = {"n_test", "ari_best", "silhouette", "r2_mean", "active_dims"}
-    keys |= {f"ari_{m}_k{k}" for m in ("kmeans", "gmm") for k in (10, 12, 15, 20)}
+    keys |= {f"{p}ari_{m}_k{k}" for p in ("", "baseline_") for m in ("kmeans", "gmm") for k in (10, 12, 15, 20)}
+    keys |= {"baseline_ari_best", "ari_gain", "evaluated_epoch", "evaluated_global_step", "checkpoint_policy"}
     keys |= {f"r2_{f}" for f in features}
     if preset in CLASSIFIERS:
         keys |= {"auc_pooled", "balanced_accuracy"}
@@ -55,6 +56,8 @@ def test_preset_trains_one_epoch_with_finite_losses_and_all_metric_keys(preset, 
     assert saved["n_test"] > 0 and saved["dataset"] == "synthetic-small-seed0" and saved["synthetic"]
     assert 0 <= saved["active_dims"] <= 36
     assert -1 <= saved["ari_best"] <= 1
+    assert saved["ari_gain"] == pytest.approx(saved["ari_best"] - saved["baseline_ari_best"])
+    assert saved["evaluated_epoch"] == saved["epochs_trained"] - 1 and saved["checkpoint_policy"] == "final"
     if preset in CLASSIFIERS:
         assert 0 <= saved["auc_pooled"] <= 1
 
@@ -83,7 +86,9 @@ def test_mlflow_run_has_params_tags_test_metrics_epoch_curves_and_artifacts(tmp_
     assert len(history) == 2
     assert {"train/recon", "train/class", "val/loss", "beta", "lr"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"metrics.json", "config.yaml", "scaler.json", "best.ckpt"} <= artifacts
+    assert {"metrics.json", "config.yaml", "scaler.json", "last.ckpt"} <= artifacts
+    assert run.data.metrics["test/evaluated_epoch"] == 1 and run.data.tags["checkpoint_policy"] == "final"
+    assert run.data.metrics["test/ari_gain"] == pytest.approx(metrics["ari_best"] - metrics["baseline_ari_best"])
 
 
 def test_a_run_that_raises_is_marked_failed(tmp_path, shared_data_dir, monkeypatch):
@@ -100,17 +105,6 @@ def test_a_run_that_raises_is_marked_failed(tmp_path, shared_data_dir, monkeypat
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
-def test_best_checkpoint_is_kept_and_ckpt_path_resumes(tmp_path, shared_data_dir):
-    cfg = compose_train(["trainer.max_epochs=2", "logger=none"], tmp_path, shared_data_dir)
-    train(cfg)
-    ckpts = tmp_path / "run" / "checkpoints"
-    assert (ckpts / "best.ckpt").exists() and (ckpts / "last.ckpt").exists()
-    resumed = compose_train(["trainer.max_epochs=3", "logger=none", f"ckpt_path={ckpts / 'last.ckpt'}"],
-                            tmp_path / "again", shared_data_dir)
-    metrics = train(resumed)
-    assert metrics["epochs_trained"] == 3
-
-
 @pytest.mark.parametrize("override, named", [
     ("model.latnet_dim=4", "latnet_dim"),
     ("experiment=no_such_preset", "no_such_preset"),
@@ -123,8 +117,9 @@ def test_bad_overrides_fail_fast_naming_the_key(tmp_path, override, named):
     elapsed = time.perf_counter() - started
     assert proc.returncode != 0
     assert named in proc.stderr
-    assert elapsed < 5, f"took {elapsed:.1f}s"
+    assert elapsed < 30, f"took {elapsed:.1f}s"  # a bound against training, not a speed test
     assert not (tmp_path / "outputs" / "data").exists()  # nothing was built
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 def test_an_unknown_log_borehole_fails_before_training(tmp_path, shared_data_dir, capsys):
@@ -190,6 +185,6 @@ def test_chunked_training_takes_one_optimizer_step_per_mini_batch(tmp_path, shar
     train(cfg)
     import torch
 
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     n_train = json.loads((tmp_path / "run" / "split.json").read_text())["stats"]["n_train"]
     assert state["global_step"] == -(-n_train // 64) - (1 if n_train % 64 == 1 else 0)

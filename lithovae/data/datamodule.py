@@ -213,6 +213,14 @@ class LithoDataModule(pl.LightningDataModule):
         state["tensors"], state["frames"] = {}, {}
         return state
 
+    # saved in checkpoints: a resumed run draws the same batch order as an uninterrupted one
+    def state_dict(self) -> dict:
+        return {"shuffle_generator": self.shuffle_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "shuffle_generator" in state_dict:
+            self.shuffle_generator.set_state(state_dict["shuffle_generator"])
+
     def data_spec(self):
         from lithovae.models.base import DataSpec
 

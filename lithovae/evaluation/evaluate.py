@@ -6,11 +6,16 @@ the scaled space, as in the study, over observed entries only.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from lithovae.evaluation.metrics import (active_dims, classification_scores, clustering_scores,
                                          imputation_r2, reconstruction_r2, silhouette)
+from lithovae.files import atomic_write
 from lithovae.masking import MaskStrategy
 from lithovae.models.base import LatentModel, inference
 
@@ -45,8 +50,14 @@ def model_outputs(model: LatentModel, tensors: dict[str, torch.Tensor], visible:
 def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names: list[str],
              mask: MaskStrategy | None = None, k=(10, 12, 15, 20), n_init: int = 10,
              gmm: bool = True, silhouette_samples: int = 10000, max_fit_samples: int | None = None,
-             seed: int = 0) -> tuple[dict, dict]:
-    """Metrics dict (keys of the study) and the arrays behind them."""
+             seed: int = 0, baseline: bool = True,
+             baseline_cache_dir: str | Path | None = None) -> tuple[dict, dict]:
+    """Metrics dict (keys of the study) and the arrays behind them.
+
+    With ``baseline``, the same clusterings of the scaled input features of the same rows
+    (``baseline_ari_*``) and ``ari_gain = ari_best - baseline_ari_best``: does the latent
+    space beat the raw features at all?
+    """
     observed = tensors["observed"]
     out = model_outputs(model, tensors, observed)
     x = tensors["x"].numpy()
@@ -57,6 +68,11 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
     clusters = clustering_scores(out["mu"], y, ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
                                  max_fit_samples=max_fit_samples)
     metrics.update(clusters.scores)
+    if baseline:
+        metrics.update(raw_feature_baseline(x, y, k=k, n_init=n_init, gmm=gmm,
+                                            max_fit_samples=max_fit_samples, seed=seed,
+                                            cache_dir=baseline_cache_dir))
+        metrics["ari_gain"] = metrics["ari_best"] - metrics["baseline_ari_best"]
     metrics["silhouette"] = (silhouette(out["mu"], clusters.assignment, silhouette_samples, seed)
                              if clusters.assignment is not None else float("nan"))
     metrics.update(reconstruction_r2(x, out["recon"], observed.numpy(), feature_names))
@@ -73,3 +89,29 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
     arrays = {"mu": out["mu"], "recon": out["recon"], "logits": out["logits"], "target": target,
               "assignment": clusters.assignment}
     return metrics, arrays
+
+
+def raw_feature_baseline(x: np.ndarray, y: np.ndarray, k=(10, 12, 15, 20), n_init: int = 10,
+                         gmm: bool = True, max_fit_samples: int | None = None, seed: int = 0,
+                         cache_dir: str | Path | None = None) -> dict:
+    """``baseline_ari_*``: :func:`clustering_scores` on the scaled input features (unobserved
+    entries at the scaled mean, 0), with the model's ks, initialisations and seed.
+
+    Every run of a sweep scores the same test rows, so the result is cached in ``cache_dir``
+    under a digest of the rows, labels and options.
+    """
+    options = {"k": list(k), "n_init": n_init, "gmm": gmm, "max_fit_samples": max_fit_samples,
+               "seed": seed, "version": 1}
+    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()
+                            + json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / "baselines" / f"{digest}.json" if cache_dir is not None else None
+    if path is not None and path.exists():
+        return {key: (float("nan") if value is None else value)
+                for key, value in json.loads(path.read_text()).items()}
+    scores = clustering_scores(x, y, ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
+                               max_fit_samples=max_fit_samples, prefix="baseline_").scores
+    if path is not None:
+        from lithovae.results import to_json
+
+        atomic_write(path, lambda tmp: Path(tmp).write_text(to_json(scores)))
+    return scores

@@ -6,6 +6,7 @@ state), so nothing stays registered after a figure is saved and memory does not 
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,8 @@ from matplotlib.patches import Patch
 
 from lithovae.evaluation.clusters import _names, assignment_with_names, latent_with_names
 from lithovae.evaluation.metrics import seeded_subsample
+
+log = logging.getLogger("lithovae")
 
 __all__ = [
     "umap_latent",
@@ -545,6 +548,16 @@ def _safe_name(value) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(value))
 
 
+def _draw(written: dict, name: str, figure, *args, **kwargs) -> None:
+    """Draw one figure; a failure (degenerate latent, too few rows) is a one-line warning and
+    the other figures are still drawn."""
+    try:
+        written[name] = figure(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - one figure must not cost the others
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        log.warning("figure %s not drawn: %s: %s", name, type(exc).__name__, first)
+
+
 def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_n: int = 12,
               seed: int = 0) -> dict[str, Path]:
     """Write every figure whose inputs are in ``run_outputs``; returns {name: path}.
@@ -567,22 +580,22 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
 
     history = get("history")
     if history is not None and len(history):
-        written["training_curves"] = training_curves(history, out_dir / "training_curves.png")
+        _draw(written, "training_curves", training_curves, history, out_dir / "training_curves.png")
     if mu is not None:
         if principal is not None:
-            written["umap"] = umap_latent(mu, principal, assignment, out_dir / "umap.png",
+            _draw(written, "umap", umap_latent, mu, principal, assignment, out_dir / "umap.png",
                                           top_n=umap_top_n, sample=umap_sample, seed=seed)
-        written["latent_qq"] = latent_qq(mu, out_dir / "latent_qq.png")
-        written["latent_correlation"] = latent_correlation(mu, out_dir / "latent_correlation.png")
+        _draw(written, "latent_qq", latent_qq, mu, out_dir / "latent_qq.png")
+        _draw(written, "latent_correlation", latent_correlation, mu, out_dir / "latent_correlation.png")
     if assignment is not None and principal is not None:
-        written["contingency"] = contingency_heatmap(assignment, principal, out_dir / "contingency.png")
+        _draw(written, "contingency", contingency_heatmap, assignment, principal, out_dir / "contingency.png")
     x, recon = get("x"), get("recon")
     if x is not None and recon is not None and feature_names is not None:
-        written["reconstruction"] = reconstruction_scatter(x, recon, get("observed"), feature_names,
+        _draw(written, "reconstruction", reconstruction_scatter, x, recon, get("observed"), feature_names,
                                                            out_dir / "reconstruction.png")
     logits, class_names, target = get("logits"), get("class_names"), get("target")
     if logits is not None and target is not None and class_names is not None:
-        written["roc"] = roc_curves(logits, target, class_names, out_dir / "roc.png")
+        _draw(written, "roc", roc_curves, logits, target, class_names, out_dir / "roc.png")
 
     x_raw = get("x_raw")
     if x_raw is None and get("scaler") is not None and x is not None:
@@ -594,7 +607,7 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
         if not boreholes:
             boreholes = [frame["borehole_id"].astype(str).value_counts().index[0]]
         for bh in boreholes:
-            written[f"borehole_log_{bh}"] = borehole_log(
+            _draw(written, f"borehole_log_{bh}", borehole_log, 
                 frame, x_raw, feature_names, assignment, bh,
                 out_dir / f"borehole_log_{_safe_name(bh)}.png")
     return written

@@ -7,6 +7,7 @@ NaN, never a stand-in number.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 DEFAULT_KS = (10, 12, 15, 20)
+GMM_REG_COVAR = (1e-6, 1e-4, 1e-2)  # sklearn's default first, then stronger regularisation
+log = logging.getLogger("lithovae")
 
 
 @dataclass
@@ -64,18 +67,49 @@ def seeded_subsample(n: int, size: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
+def _fit_predict(method: str, k: int, fit_rows: np.ndarray, latent: np.ndarray, seed: int,
+                 n_init: int, gmm_covariance: str) -> np.ndarray | None:
+    """Cluster codes of every row, or None (with a one-line warning) when the fit fails.
+
+    A Gaussian mixture on a collapsed latent (constant or duplicated dimensions) has singular
+    covariances; it is refitted with a larger ``reg_covar`` before giving up.
+    """
+    if method == "kmeans":
+        with warnings.catch_warnings():
+            # fewer distinct points than k: sklearn warns and still returns k labels
+            warnings.filterwarnings("ignore", message="Number of distinct clusters")
+            return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(fit_rows).predict(latent)
+    for reg_covar in GMM_REG_COVAR:
+        try:
+            model = GaussianMixture(n_components=k, covariance_type=gmm_covariance,
+                                    reg_covar=reg_covar, random_state=seed)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Number of distinct clusters")
+                model.fit(fit_rows)
+            return model.predict(latent)
+        except ValueError as exc:  # "ill-defined empirical covariance"
+            reason = str(exc).splitlines()[0]
+    log.warning("gmm k=%d: fit failed even with reg_covar=%g (%s); ari_gmm_k%d = null",
+                k, GMM_REG_COVAR[-1], reason[:120], k)
+    return None
+
+
 def clustering_scores(latent, labels, ks: Sequence[int] = DEFAULT_KS, seed: int = 0,
                       n_init: int = 10, gmm: bool = True, max_fit_samples: int | None = None,
-                      gmm_covariance: str = "full") -> ClusteringResult:
+                      gmm_covariance: str = "full", prefix: str = "") -> ClusteringResult:
     """Adjusted Rand index of k-means (and GMM) clusterings of ``latent`` against ``labels``.
 
     Clusterers are fitted on all rows (clustering uses no labels), or on a seeded
     subsample of ``max_fit_samples`` rows when set, and then predict every row;
     only rows with ``label >= 0`` are scored. KMeans uses ``n_init`` restarts;
     GaussianMixture uses ``covariance_type=gmm_covariance`` ("full", sklearn's
-    default, or "diag" for collapsed/degenerate latents) with one k-means-seeded
-    initialisation. A k larger than the number of fitted rows scores NaN.
+    default, or "diag") with one k-means-seeded initialisation, refitted with a
+    larger ``reg_covar`` if the covariances are singular.
+    Undefined scores are NaN (null in metrics.json), each with a one-line warning:
+    a k larger than the number of fitted rows, fewer than two labeled classes (ARI
+    has nothing to agree with), non-finite latents, or a fit that fails.
     The best run is the highest ARI; ties go to the first in (k, kmeans, gmm) order.
+    ``prefix`` names the keys (``baseline_`` for the raw-feature baseline).
     """
     latent = _as_2d("latent", latent)
     labels = np.asarray(labels).reshape(-1)
@@ -88,30 +122,37 @@ def clustering_scores(latent, labels, ks: Sequence[int] = DEFAULT_KS, seed: int 
 
     fit_rows = latent[seeded_subsample(latent.shape[0], max_fit_samples, seed)]
     labeled = labels >= 0
+    what = "raw features" if prefix else "latent means"
+    skip = None
+    if np.unique(labels[labeled]).size < 2:
+        skip = f"{int(labeled.sum())} labeled rows in {np.unique(labels[labeled]).size} class(es): ARI is undefined"
+    elif not np.isfinite(latent).all():
+        skip = f"the {what} have non-finite values"
+    if skip:
+        log.warning("%sclustering: %s; %sari_* = null", prefix, skip, prefix)
 
     methods = ["kmeans", "gmm"] if gmm else ["kmeans"]
     scores: dict[str, float | int | str | None] = {}
     best = (np.nan, None, None, None)  # (ari, k, method, assignment)
     for k in ks:
         for method in methods:
-            key = f"ari_{method}_k{k}"
-            if k > fit_rows.shape[0] or not labeled.any():
-                scores[key] = float("nan")
+            key = f"{prefix}ari_{method}_k{k}"
+            scores[key] = float("nan")
+            if skip:
                 continue
-            if method == "kmeans":
-                model = KMeans(n_clusters=k, n_init=n_init, random_state=seed)
-            else:
-                model = GaussianMixture(n_components=k, covariance_type=gmm_covariance,
-                                        random_state=seed)
-            model.fit(fit_rows)
-            assignment = model.predict(latent)
+            if k > fit_rows.shape[0]:
+                log.warning("%s k=%d: only %d rows to cluster; %s = null", method, k, fit_rows.shape[0], key)
+                continue
+            assignment = _fit_predict(method, k, fit_rows, latent, seed, n_init, gmm_covariance)
+            if assignment is None:
+                continue
             ari = float(adjusted_rand_score(labels[labeled], assignment[labeled]))
             scores[key] = ari
             if np.isnan(best[0]) or ari > best[0]:
                 best = (ari, k, method, assignment)
-    scores["ari_best"] = float(best[0])
-    scores["best_k"] = best[1]
-    scores["best_method"] = best[2]
+    scores[f"{prefix}ari_best"] = float(best[0])
+    scores[f"{prefix}best_k"] = best[1]
+    scores[f"{prefix}best_method"] = best[2]
     return ClusteringResult(scores=scores, assignment=best[3])
 
 

@@ -1,0 +1,199 @@
+"""Which weights a run scores, and the checkpoints that let a killed run resume exactly.
+
+Every run writes ``checkpoints/last.ckpt`` at the end of every epoch (:class:`EpochEndCheckpoint`),
+so ``ckpt_path=<run>/checkpoints/last.ckpt`` resumes from the next epoch. A
+:class:`CheckpointPolicy` (config group ``checkpoint``) chooses which weights are evaluated:
+
+- ``final`` (default): the weights at the end of training, i.e. ``last.ckpt`` (the last epoch,
+  or the early-stopping epoch);
+- ``val_loss``: lowest validation loss. With a rising beta, validation loss rises too, so
+  this picks an early epoch: use it with a fixed beta only;
+- ``val_recon``: lowest validation reconstruction error, which does not depend on beta;
+- ``val_ari``: highest k-means ARI of the validation boreholes' latent means, computed every
+  ``every_n_epochs`` epochs and at the last epoch.
+
+The monitored policies keep ``checkpoints/best.ckpt``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Checkpoint
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+BEST = "best.ckpt"
+
+
+def save_atomically(trainer: pl.Trainer, path: Path) -> None:
+    """``trainer.save_checkpoint`` to a temporary name, renamed into place: a run killed while
+    saving keeps the previous file. Called on every rank (the save is collective)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state: a resume needs the optimizer
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+    except BaseException:
+        if trainer.is_global_zero:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+class EpochEndCheckpoint(Checkpoint):
+    """``last.ckpt`` after every training epoch, validation included."""
+
+    def __init__(self, dirpath: str | Path):
+        self.path = Path(dirpath) / LAST
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        save_atomically(trainer, self.path)
+
+
+class CheckpointPolicy(Checkpoint):
+    """Chooses the evaluated weights. Subclasses with a ``monitor`` keep ``best.ckpt``."""
+
+    name = "final"
+    mode = "min"
+
+    def __init__(self):
+        self.dirpath: Path | None = None
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+
+    def bind(self, dirpath: str | Path) -> "CheckpointPolicy":
+        self.dirpath = Path(dirpath)
+        return self
+
+    def score(self, trainer, pl_module) -> float | None:
+        """This epoch's monitored value, or None when it was not measured."""
+        return None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        value = self.score(trainer, pl_module)
+        if value is None or not math.isfinite(value):
+            return
+        better = (self.best_score is None or
+                  (value < self.best_score if self.mode == "min" else value > self.best_score))
+        if better:
+            self.best_score, self.best_epoch = float(value), int(trainer.current_epoch)
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            save_atomically(trainer, self.dirpath / BEST)
+
+    def selected(self) -> Path:
+        """The checkpoint to evaluate. Read from disk after training, so it holds with spawned
+        DDP ranks too (whose callback state does not come back to this process)."""
+        if self.name == "final":
+            return self.dirpath / LAST
+        best = self.dirpath / BEST
+        if not best.exists():
+            log.warning("checkpoint=%s: no epoch was scored; evaluating the final weights (%s)",
+                        self.name, LAST)
+            return self.dirpath / LAST
+        return best
+
+    def state_dict(self) -> dict:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best_score = state_dict.get("best_score")
+        self.best_epoch = state_dict.get("best_epoch")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class FinalWeights(CheckpointPolicy):
+    name = "final"
+
+
+class LowestValidationMetric(CheckpointPolicy):
+    """The epoch with the lowest logged ``val/<metric>``."""
+
+    def __init__(self, metric: str = "loss"):
+        super().__init__()
+        self.metric = metric
+        self.name = f"val_{metric}"
+
+    def score(self, trainer, pl_module) -> float | None:
+        value = trainer.callback_metrics.get(f"val/{self.metric}")
+        return None if value is None else float(value)
+
+
+class HighestValidationARI(CheckpointPolicy):
+    """The epoch whose validation latent means cluster best: k-means ARI against the validation
+    boreholes' lithology, every ``every_n_epochs`` epochs and at the last epoch."""
+
+    name = "val_ari"
+    mode = "max"
+
+    def __init__(self, every_n_epochs: int = 5, k: int = 12, n_init: int = 3,
+                 max_rows: int = 20000):
+        super().__init__()
+        from lithovae.checks import integer_at_least
+
+        self.every_n_epochs = integer_at_least("checkpoint.every_n_epochs", every_n_epochs, 1)
+        self.k = integer_at_least("checkpoint.k", k, 2)
+        self.n_init = integer_at_least("checkpoint.n_init", n_init, 1)
+        self.max_rows = integer_at_least("checkpoint.max_rows", max_rows, 2)
+        self._epoch_score: tuple[int, float] | None = None
+
+    def _due(self, trainer) -> bool:
+        epoch = trainer.current_epoch
+        return (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 >= (trainer.max_epochs or 0)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self._due(trainer):
+            return
+        value = validation_ari(pl_module, trainer.datamodule, self.k, self.n_init, self.max_rows,
+                               seed=pl_module.seed)
+        self._epoch_score = (trainer.current_epoch, value)
+        if math.isfinite(value):
+            pl_module.log("val/ari", value, on_epoch=True, on_step=False)
+            pl_module.record("val/ari", value)
+
+    def score(self, trainer, pl_module) -> float | None:
+        if self._epoch_score is None or self._epoch_score[0] != trainer.current_epoch:
+            return None
+        return self._epoch_score[1]
+
+
+def validation_ari(pl_module, dm, k: int, n_init: int, max_rows: int, seed: int) -> float:
+    """k-means ARI of the validation latent means (NaN without labels or with one class)."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from lithovae.evaluation.metrics import seeded_subsample
+    from lithovae.models.base import inference
+
+    val = dm.tensors["val"]
+    rows = torch.from_numpy(seeded_subsample(len(val["x"]), max_rows, seed))
+    y = val["y"][rows.to(val["y"].device)].cpu().numpy()
+    labeled = y >= 0
+    if np.unique(y[labeled]).size < 2 or len(rows) < k:
+        return float("nan")
+    model = pl_module.model
+    device = next(model.parameters()).device
+    with inference(model):
+        mu = torch.cat([model.embed(x.to(device), o.to(device)).cpu() for x, o in
+                        zip(val["x"][rows].split(8192), val["observed"][rows].split(8192))]).numpy()
+    if not np.isfinite(mu).all():
+        return float("nan")
+    assignment = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(mu)
+    return float(adjusted_rand_score(y[labeled], assignment[labeled]))
+
+
+def checkpoint_record(path: Path, state: dict, policy: CheckpointPolicy) -> dict:
+    """What was scored: file, 0-based epoch, global step and policy (for metrics.json)."""
+    return {"checkpoint_policy": policy.name, "evaluated_checkpoint": path.name,
+            "evaluated_epoch": int(state["epoch"]), "evaluated_global_step": int(state["global_step"])}
