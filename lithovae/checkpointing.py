@@ -38,7 +38,8 @@ def save_atomically(trainer: pl.Trainer, path: Path) -> None:
     saving keeps the previous file. Called on every rank (the save is collective)."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        trainer.save_checkpoint(tmp, weights_only=False)  # the full state: a resume needs the optimizer
+        # second argument (weights_only) False: save the full training state, which a resume needs
+        trainer.save_checkpoint(tmp, False)
         if trainer.is_global_zero:
             os.replace(tmp, path)
     except BaseException:

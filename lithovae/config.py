@@ -1,6 +1,7 @@
 """Structured configs: a dataclass schema for the fixed parts of the train config,
-and a signature check for every ``_target_`` node, so a misspelt key or a wrong
-type fails at start with a message naming it."""
+a signature check for every ``_target_`` node and a table of option ranges
+(:data:`RANGES`), so a misspelt key, a wrong type or an out-of-range value fails
+at start, before any data is built, with a one-line message naming the key."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from lithovae.checks import integer_at_least, non_negative_number, probability
 
 
 class ConfigError(ValueError):
@@ -88,6 +92,7 @@ class TrainConfig:
     alpha: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
+    checkpoint: Any = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     datamodule: DataModuleConfig = field(default_factory=DataModuleConfig)
@@ -111,7 +116,7 @@ register()
 
 # keys the code passes itself when building these groups
 INJECTED = {"model": {"data"}, "trainer": {"logger", "callbacks", "default_root_dir"}}
-TARGET_GROUPS = ("data", "model", "beta", "mask", "alpha", "trainer", "logger")
+TARGET_GROUPS = ("data", "model", "beta", "mask", "alpha", "trainer", "logger", "checkpoint")
 _SIMPLE = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
 
 
@@ -170,8 +175,8 @@ def check_target(node: DictConfig, key: str) -> None:
     params, hints, open_ended = _parameters(obj)
     injected = INJECTED.get(key, set())
     for name in node:
-        if name.startswith("_"):
-            continue
+        if name.startswith("_") or OmegaConf.is_missing(node, name):
+            continue  # a "???" value is reported by the target itself (e.g. data.raw_dir)
         if (name not in params and not open_ended) or name in injected:
             known = sorted(p for p in params if p not in injected)
             raise ConfigError(f"{key}.{name}: unknown key for {target} (known: {', '.join(known)})")
@@ -180,8 +185,204 @@ def check_target(node: DictConfig, key: str) -> None:
             _check_value(f"{key}.{name}", value, hints[name])
 
 
+# -- option ranges ---------------------------------------------------------------------------
+# A check gets the dotted key and the value and raises ValueError with a message that
+# starts with "<key>: "; validate() turns it into a ConfigError.
+Check = Callable[[str, Any], None]
+
+
+def at_least(minimum: int) -> Check:
+    """An integer >= ``minimum``."""
+    def check(key: str, value) -> None:
+        integer_at_least(f"{key}:", value, minimum)
+    return check
+
+
+def non_negative(key: str, value) -> None:
+    """A finite number >= 0."""
+    non_negative_number(f"{key}:", value)
+
+
+def positive(key: str, value) -> None:
+    """A finite number > 0."""
+    if non_negative_number(f"{key}:", value) == 0:
+        raise ValueError(f"{key}: must be a finite number > 0, got {value!r}")
+
+
+def dropout(key: str, value) -> None:
+    """A probability in [0, 1)."""
+    probability(f"{key}:", value, allow_one=False)
+
+
+def unit_interval(key: str, value) -> None:
+    """A probability in [0, 1]."""
+    probability(f"{key}:", value, allow_one=True)
+
+
+def open_unit_interval(key: str, value) -> None:
+    """A number in (0, 1): a factor that must shrink, never zero."""
+    try:
+        ok = probability(f"{key}:", value, allow_one=False) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{key}: must be in (0, 1), got {value!r}")
+
+
+def half_open_unit_interval(key: str, value) -> None:
+    """A number in (0, 1]."""
+    try:
+        ok = probability(f"{key}:", value, allow_one=True) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{key}: must be in (0, 1], got {value!r}")
+
+
+def seed(key: str, value) -> None:
+    """A seed numpy accepts: an integer in [0, 2**32 - 1]."""
+    integer_at_least(f"{key}:", value, 0)
+    if value > 2**32 - 1:
+        raise ValueError(f"{key}: must be an integer <= {2**32 - 1}, got {value!r}")
+
+
+def optional(check: Check) -> Check:
+    """null, or what ``check`` accepts."""
+    def check_optional(key: str, value) -> None:
+        if value is not None:
+            try:
+                check(key, value)
+            except ValueError as exc:
+                raise ValueError(str(exc).replace(": must be ", ": must be null or ", 1)) from None
+    return check_optional
+
+
+def each(check: Check, *, non_empty: bool = False) -> Check:
+    """A list whose every entry passes ``check`` (a bad entry is named ``key[i]``)."""
+    def check_each(key: str, value) -> None:
+        if not isinstance(value, (list, tuple)) or (non_empty and not value):
+            kind = "a non-empty list" if non_empty else "a list"
+            raise ValueError(f"{key}: must be {kind}, got {value!r}")
+        for i, item in enumerate(value):
+            check(f"{key}[{i}]", item)
+    return check_each
+
+
+def split_fractions(key: str, value) -> None:
+    """train/val/test fractions: three numbers >= 0 summing to 1 (as borehole_split wants)."""
+    ok = isinstance(value, (list, tuple)) and len(value) == 3
+    if ok:
+        try:
+            numbers = [non_negative_number(key, v) for v in value]
+        except ValueError:
+            ok = False
+        else:
+            ok = abs(sum(numbers) - 1) <= 1e-6
+    if not ok:
+        raise ValueError(f"{key}: must be three numbers >= 0 summing to 1, got {value!r}")
+
+
+# dotted key -> check; keys absent from a config (another model, beta schedule, ...) are skipped
+RANGES: dict[str, Check] = {
+    "seed": seed,
+    "threads": at_least(1),
+    # trainer (Lightning: max_epochs -1 would train forever)
+    "trainer.max_epochs": at_least(1),
+    "trainer.log_every_n_steps": at_least(1),
+    # data
+    "data.seed": seed,
+    "data.build.bin_size": positive,
+    "data.build.depth_tolerance": non_negative,
+    "datamodule.batch_size": at_least(2),  # BatchNorm needs two rows
+    "datamodule.eval_batch_size": at_least(1),
+    "datamodule.steps_per_batch": at_least(1),
+    "datamodule.fractions": split_fractions,
+    "datamodule.context": at_least(0),
+    "datamodule.n_folds": optional(at_least(2)),
+    "datamodule.fold": optional(at_least(0)),
+    # model (each key applies to the models that have it)
+    "model.latent_dim": at_least(1),
+    "model.hidden": each(at_least(1)),
+    "model.dropout": dropout,
+    "model.classifier_hidden": each(at_least(1)),
+    "model.classifier_dropout": dropout,
+    "model.branch_hidden": each(at_least(1)),
+    "model.fusion_hidden": each(at_least(1)),
+    "model.decoder_hidden": each(at_least(1)),
+    "model.vae_epochs": at_least(0),
+    "model.n_components": at_least(1),
+    "model.init_epoch": at_least(0),
+    "model.n_pseudo_inputs": at_least(1),
+    "model.n_clusters": at_least(2),
+    "model.refresh_every": at_least(1),
+    "model.gamma": non_negative,
+    "model.temperature": positive,
+    "model.seed": seed,
+    # beta schedule, masking, classification weight
+    "beta.value": non_negative,
+    "beta.start": non_negative,
+    "beta.end": non_negative,
+    "beta.epochs": at_least(1),
+    "beta.period": at_least(1),
+    "beta.ratio": half_open_unit_interval,
+    "mask.prob": unit_interval,  # RandomMask further excludes 1
+    "mask.masked_weight": non_negative,
+    "alpha.value": non_negative,
+    "alpha.base": non_negative,
+    # optimisation
+    "optimizer.lr": positive,
+    "optimizer.weight_decay": non_negative,
+    "lr_scheduler.patience": at_least(0),
+    "lr_scheduler.factor": open_unit_interval,
+    "early_stopping.patience": at_least(0),
+    # evaluation
+    "eval.k": each(at_least(2), non_empty=True),
+    "eval.n_init": at_least(1),
+    "eval.silhouette_samples": at_least(2),
+    "eval.max_fit_samples": optional(at_least(1)),
+    "eval.umap_sample": at_least(1),
+    "eval.umap_top_n": at_least(1),
+    "cv.folds": at_least(2),
+    "checkpoint.every_n_epochs": at_least(1),
+    "checkpoint.k": at_least(2),
+    "checkpoint.n_init": at_least(1),
+    "checkpoint.max_rows": at_least(2),
+}
+
+_ABSENT = object()
+
+
+def _lookup(cfg: DictConfig, key: str):
+    """The (resolved, plain) value at ``key``, or _ABSENT when the key is not set."""
+    try:
+        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
+    except MissingMandatoryValue:
+        return _ABSENT
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def check_ranges(cfg: DictConfig, ranges: dict[str, Check] = RANGES) -> None:
+    """Every key of ``ranges`` that ``cfg`` sets must pass its check."""
+    for key, check in ranges.items():
+        value = _lookup(cfg, key)
+        if value is _ABSENT:
+            continue
+        try:
+            check(key, value)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    fold, n_folds = _lookup(cfg, "datamodule.fold"), _lookup(cfg, "datamodule.n_folds")
+    if n_folds not in (None, _ABSENT) and fold not in (None, _ABSENT) and fold >= n_folds:
+        raise ConfigError(f"datamodule.fold: must be < datamodule.n_folds ({n_folds}), got {fold!r}")
+
+
 def validate(cfg: DictConfig) -> None:
     for group in TARGET_GROUPS:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and "_target_" in node:
             check_target(node, group)
+    check_ranges(cfg)

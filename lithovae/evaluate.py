@@ -17,18 +17,27 @@ from lithovae.cli import exits_cleanly
 from lithovae.data.errors import BuildError
 
 
-def load_run_model(run_dir: Path, spec, checkpoint: str = "best"):
-    import torch
+def load_run_model(run_dir: Path, spec, checkpoint: str = "scored"):
+    """The run's model with the chosen checkpoint's weights, and which weights those are."""
     from hydra.utils import instantiate
 
+    from lithovae.files import load_checkpoint
+
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    if checkpoint == "scored":  # the checkpoint the run's own metrics came from
+        metrics_path = run_dir / "metrics.json"
+        scored = json.loads(metrics_path.read_text()).get("evaluated_checkpoint") if metrics_path.exists() else None
+        checkpoint = Path(scored).stem if scored else "last"
     path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not path.exists():
         raise BuildError(f"{path}: checkpoint not found")
     model = instantiate(run_cfg.model, _partial_=True, _convert_="all")(data=spec)
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    checkpoint_state = load_checkpoint(path)  # weights_only: a pickled payload is refused, never run
+    state = checkpoint_state["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-    return model
+    scored = {"evaluated_checkpoint": path.name, "evaluated_epoch": checkpoint_state.get("epoch"),
+              "evaluated_global_step": checkpoint_state.get("global_step")}
+    return model, scored
 
 
 @exits_cleanly
@@ -40,7 +49,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
     from lithovae.data.datamodule import SPLITS, LabelEncoding, LithoDataModule
     from lithovae.data.scaler import DistributionAwareScaler
     from lithovae.evaluation.evaluate import evaluate, split_eval_options
-    from lithovae.train import _jsonable
+    from lithovae.results import write_json
 
     run_dir = Path(cfg.run_dir)
     needed = ["config.yaml", "scaler.json", "label_encoding.json"]
@@ -58,19 +67,20 @@ def evaluate_run(cfg: DictConfig) -> dict:
                          scaler=DistributionAwareScaler.load(run_dir / "scaler.json"), encoding=encoding,
                          **OmegaConf.to_container(run_cfg.datamodule))
     dm.setup()
-    model = load_run_model(run_dir, dm.data_spec(), cfg.checkpoint)
+    model, scored = load_run_model(run_dir, dm.data_spec(), cfg.weights)
     if cfg.split == "all":
         tensors = {k: torch.cat([dm.tensors[s][k] for s in SPLITS]) for k in dm.tensors["test"]}
     else:
         tensors = dm.tensors[cfg.split]
     mask = instantiate(run_cfg.mask, _convert_="all").bind(dm.feature_names)
     score_options, _ = split_eval_options(OmegaConf.to_container(run_cfg.eval))
-    metrics, _ = evaluate(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed, **score_options)
+    metrics, _ = evaluate(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed,
+                          baseline_cache_dir=cfg.paths.data_dir, **score_options)
+    metrics.update(scored)
     metrics.update({"dataset": source.name, "synthetic": source.synthetic, "split": cfg.split,
                     "run_dir": str(run_dir), "preset": run_cfg.get("preset")})
     out = run_dir / "evaluations" / f"{source.name}-{cfg.split}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1, allow_nan=False))
+    write_json(out / "metrics.json", metrics)
     if cfg.log_mlflow:
         logger = tracking.mlflow_logger("lithovae-evaluate", cfg.paths.mlflow_dir,
                                         run_name=f"{run_cfg.get('preset') or 'run'}@{source.name}-{cfg.split}")
@@ -80,7 +90,9 @@ def evaluate_run(cfg: DictConfig) -> dict:
             tracking.log_test_metrics(logger, metrics)
             tracking.log_artifacts(logger, [out / "metrics.json"])
     print(f"{source.name} [{cfg.split}]: " + ", ".join(
-        f"{k}={metrics[k]:.4f}" for k in ("ari_best", "r2_mean", "auc_pooled") if isinstance(metrics.get(k), float)))
+        f"{k}={metrics[k]:.4f}" for k in ("ari_best", "baseline_ari_best", "r2_mean", "auc_pooled")
+        if isinstance(metrics.get(k), float)) + f" ({scored['evaluated_checkpoint']}, epoch "
+        f"{scored['evaluated_epoch']})")
     print(out / "metrics.json")
     return metrics
 

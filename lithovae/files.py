@@ -44,3 +44,40 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint (or any ``torch.save`` file) read with ``weights_only=True`` onto the CPU:
+    tensors, numbers, strings and containers only, so no pickled code ever runs. Raises a
+    one-line ``BuildError`` naming the file when it is missing, unreadable, or holds anything
+    else (a pickled object: a planted payload, or a checkpoint written by other code)."""
+    import pickle
+    import re
+
+    import torch
+
+    from lithovae.data.errors import BuildError
+
+    path = Path(path)
+    if not path.is_file():
+        raise BuildError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch names a refused global: "... unsupported GLOBAL posix.system whose module ..."
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise BuildError(f"{path}: not a safe checkpoint: it holds pickled {found.group(1)}, which would "
+                             f"run code when loaded; refusing it (only tensors and plain data are read)") from None
+        raise BuildError(f"{path}: not a loadable safe checkpoint ({_first_sentence(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated, foreign or corrupt file
+        raise BuildError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {_first_sentence(exc)})") from None
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The informative line of a torch.load error, cut at its first sentence."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for i, line in enumerate(lines[:-1]):
+        if line.endswith("WeightsUnpickler error:"):
+            return lines[i + 1]
+    return lines[0].split(". ")[0] if lines else type(exc).__name__

@@ -149,6 +149,13 @@ def test_evaluate_reproduces_the_run_metrics_from_the_run_dir_alone(tmp_path, sh
         assert again[key] == pytest.approx(trained[key]), key
     saved = json.loads((tmp_path / "run" / "evaluations" / "synthetic-small-seed0-test" / "metrics.json").read_text())
     assert saved["split"] == "test"
+    assert saved["evaluated_checkpoint"] == "last.ckpt" and saved["evaluated_epoch"] == trained["evaluated_epoch"]
+    assert saved["baseline_ari_best"] == pytest.approx(trained["baseline_ari_best"])
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        explicit = compose(config_name="evaluate", overrides=[
+            f"run_dir={tmp_path / 'run'}", f"paths.root_dir={tmp_path}", f"paths.data_dir={shared_data_dir}",
+            "weights=last", "log_mlflow=false"])
+    assert evaluate_run(explicit)["ari_best"] == pytest.approx(trained["ari_best"])
 
 
 def test_a_run_writes_every_figure_and_cluster_tables_and_logs_them(tmp_path, shared_data_dir):

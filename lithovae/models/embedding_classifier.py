@@ -14,6 +14,8 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
+from lithovae.data.errors import BuildError
+from lithovae.files import load_checkpoint
 from lithovae.models.base import DataSpec, LossContext, ModelOutput
 from lithovae.models.heads import ClassifierHeadMixin
 from lithovae.models.vae import VAE
@@ -35,17 +37,24 @@ class EmbeddingClassifier(ClassifierHeadMixin, VAE):
         self.set_frozen(self.in_classifier_stage(0))
 
     def load_vae(self, path: str) -> None:
-        """Encoder and decoder weights from a checkpoint whose ``state_dict`` keys start with ``model.``."""
-        # weights_only=False: Lightning checkpoints also pickle the run's hyperparameters
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        state = checkpoint.get("state_dict", checkpoint)
+        """Encoder and decoder weights from a checkpoint whose ``state_dict`` keys start with ``model.``
+        (a Lightning checkpoint of a VAE run) or from a bare state dict. Read with
+        ``weights_only=True``: a file holding pickled objects is refused, never executed."""
+        checkpoint = load_checkpoint(path)
+        state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+        if not isinstance(state, dict):
+            raise BuildError(f"{path}: model.pretrained: not a checkpoint with a state_dict")
         vae_state = {key.removeprefix("model."): value for key, value in state.items()
-                     if key.removeprefix("model.").startswith(("encoder.", "decoder."))}
+                     if isinstance(key, str) and key.removeprefix("model.").startswith(("encoder.", "decoder."))}
         own = {k for k in self.state_dict() if k.startswith(("encoder.", "decoder."))}
         if missing := sorted(own - vae_state.keys()):
-            raise ValueError(f"{path}: checkpoint lacks VAE weights {missing[:5]}"
+            raise BuildError(f"{path}: model.pretrained: checkpoint lacks VAE weights {missing[:5]}"
                              f"{' ...' if len(missing) > 5 else ''}")
-        self.load_state_dict(vae_state, strict=False)
+        try:
+            self.load_state_dict(vae_state, strict=False)
+        except RuntimeError as exc:  # same names, other shapes: another architecture
+            raise BuildError(f"{path}: model.pretrained: weights do not fit this model "
+                             f"({str(exc).splitlines()[-1].strip()})") from None
 
     def in_classifier_stage(self, epoch: int) -> bool:
         return epoch >= self.first_classifier_epoch

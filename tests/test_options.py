@@ -1,0 +1,187 @@
+"""Option ranges (lithovae.config.RANGES): an out-of-range value fails at start, before any
+data is built, with one ``error:`` line naming the key and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from lithovae.config import RANGES, ConfigError, validate
+from lithovae.train import train
+from tests.conftest import CONF_DIR, compose_train
+
+PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+# (overrides, the key the error line must name)
+BAD = [
+    (["trainer.max_epochs=-1"], "trainer.max_epochs"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs"),
+    (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps"),
+    (["datamodule.batch_size=0"], "datamodule.batch_size"),
+    (["datamodule.batch_size=1"], "datamodule.batch_size"),
+    (["datamodule.eval_batch_size=0"], "datamodule.eval_batch_size"),
+    (["datamodule.steps_per_batch=0"], "datamodule.steps_per_batch"),
+    (["datamodule.context=-1"], "datamodule.context"),
+    (["datamodule.fractions=[0.8,0.15,0.15]"], "datamodule.fractions"),
+    (["datamodule.fractions=[1.2,-0.1,-0.1]"], "datamodule.fractions"),
+    (["datamodule.fractions=[0.5,0.5]"], "datamodule.fractions"),
+    (["datamodule.n_folds=1", "datamodule.fold=0"], "datamodule.n_folds"),
+    (["datamodule.n_folds=3", "datamodule.fold=3"], "datamodule.fold"),
+    (["datamodule.n_folds=3", "datamodule.fold=-1"], "datamodule.fold"),
+    (["data.build.bin_size=0"], "data.build.bin_size"),
+    (["data.build.depth_tolerance=-0.1"], "data.build.depth_tolerance"),
+    (["data.seed=-1"], "data.seed"),
+    (["seed=-1"], "seed"),
+    (["threads=0"], "threads"),
+    (["model.latent_dim=0"], "model.latent_dim"),
+    (["model.hidden=[32,0]"], "model.hidden"),
+    (["model.hidden=32"], "model.hidden"),
+    (["model.dropout=1.0"], "model.dropout"),
+    (["model.dropout=-0.1"], "model.dropout"),
+    (["model=semisup", "model.classifier_hidden=[0]"], "model.classifier_hidden"),
+    (["model=semisup", "model.classifier_dropout=1.0"], "model.classifier_dropout"),
+    (["model=direct_classifier", "model.hidden=[64,-1]"], "model.hidden"),
+    (["model=dual_encoder", "model.latent_dim=0"], "model.latent_dim"),
+    (["model=dual_encoder", "model.branch_hidden=[16,0]"], "model.branch_hidden"),
+    (["model=dual_encoder", "model.fusion_hidden=[0]"], "model.fusion_hidden"),
+    (["model=dual_encoder", "model.decoder_hidden=[0,32]"], "model.decoder_hidden"),
+    (["model=embedding_classifier", "model.vae_epochs=-1"], "model.vae_epochs"),
+    (["model=vade", "model.n_components=0"], "model.n_components"),
+    (["model=vade", "model.init_epoch=-1"], "model.init_epoch"),
+    (["model=vampprior", "model.n_pseudo_inputs=0"], "model.n_pseudo_inputs"),
+    (["model=contrastive", "model.n_clusters=1"], "model.n_clusters"),
+    (["model=contrastive", "model.refresh_every=0"], "model.refresh_every"),
+    (["model=contrastive", "model.temperature=0"], "model.temperature"),
+    (["model=contrastive", "model.gamma=-1"], "model.gamma"),
+    (["beta=fixed", "beta.value=-1"], "beta.value"),
+    (["beta=anneal", "beta.start=-1"], "beta.start"),
+    (["beta=anneal", "beta.end=-1"], "beta.end"),
+    (["beta=anneal", "beta.epochs=0"], "beta.epochs"),
+    (["beta=cyclical", "beta.period=0"], "beta.period"),
+    (["beta=cyclical", "beta.ratio=0"], "beta.ratio"),
+    (["mask=random", "mask.prob=1.5"], "mask.prob"),
+    (["mask=random", "mask.masked_weight=-1"], "mask.masked_weight"),
+    (["alpha=fixed", "alpha.value=-0.5"], "alpha.value"),
+    (["alpha=adaptive", "alpha.base=-0.5"], "alpha.base"),
+    (["optimizer.lr=0"], "optimizer.lr"),
+    (["optimizer.lr=-0.001"], "optimizer.lr"),
+    (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay"),
+    (["lr_scheduler.patience=-1"], "lr_scheduler.patience"),
+    (["lr_scheduler.factor=1.0"], "lr_scheduler.factor"),
+    (["lr_scheduler.factor=0"], "lr_scheduler.factor"),
+    (["early_stopping.patience=-1"], "early_stopping.patience"),
+    (["eval.n_init=0"], "eval.n_init"),
+    (["eval.k=[1,12]"], "eval.k"),
+    (["eval.k=[]"], "eval.k"),
+    (["eval.silhouette_samples=1"], "eval.silhouette_samples"),
+    (["eval.max_fit_samples=0"], "eval.max_fit_samples"),
+    (["eval.umap_sample=0"], "eval.umap_sample"),
+    (["eval.umap_top_n=0"], "eval.umap_top_n"),
+    (["cv.folds=1"], "cv.folds"),
+]
+
+
+@pytest.fixture
+def no_data_build(monkeypatch):
+    """Building the dataset means validation let a bad value through: fail at once, rather
+    than train (with trainer.max_epochs=-1, forever)."""
+    from lithovae.data.sources import SyntheticSource
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("the dataset build started: the bad option passed validation")
+
+    monkeypatch.setattr(SyntheticSource, "prepare", refuse)
+
+
+@pytest.mark.parametrize("overrides, key", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_an_out_of_range_option_fails_fast_naming_the_key(tmp_path, capsys, no_data_build, overrides, key):
+    cfg = compose_train([*overrides, "logger=none"], tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        train(cfg)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {key}"), lines[0]
+    assert not (tmp_path / "data").exists()  # no dataset was built
+    assert not (tmp_path / "run").exists()   # nor the run started
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer.max_epochs=-1"], "trainer.max_epochs: must be an integer >= 1, got -1"),
+    (["datamodule.batch_size=0"], "datamodule.batch_size: must be an integer >= 2, got 0"),
+    (["eval.k=[1,12]"], "eval.k[0]: must be an integer >= 2, got 1"),
+    (["eval.max_fit_samples=0"], "eval.max_fit_samples: must be null or an integer >= 1, got 0"),
+    (["optimizer.lr=0"], "optimizer.lr: must be a finite number > 0, got 0.0"),
+    (["lr_scheduler.factor=1.0"], "lr_scheduler.factor: must be in (0, 1), got 1.0"),
+    (["model.dropout=1.0"], "model.dropout: must be in [0, 1), got 1.0"),
+    (["datamodule.fractions=[0.8,0.15,0.15]"],
+     "datamodule.fractions: must be three numbers >= 0 summing to 1, got [0.8, 0.15, 0.15]"),
+])
+def test_the_messages_name_the_range(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_train(overrides, tmp_path))
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("overrides", [
+    ["datamodule.batch_size=2", "datamodule.eval_batch_size=1", "datamodule.steps_per_batch=1"],
+    ["trainer.max_epochs=1", "lr_scheduler.factor=0.99", "lr_scheduler.patience=0", "early_stopping.patience=0"],
+    ["model.dropout=0.0", "model.hidden=[]", "model.latent_dim=1", "optimizer.weight_decay=0"],
+    ["eval.k=[2]", "eval.n_init=1", "eval.silhouette_samples=2", "eval.max_fit_samples=null",
+     "eval.max_fit_samples=1", "eval.umap_sample=1", "eval.umap_top_n=1"],
+    ["datamodule.fractions=[1.0,0,0]", "datamodule.context=0", "cv.folds=2", "threads=1"],
+    ["datamodule.n_folds=2", "datamodule.fold=1", "seed=4294967295"],
+    ["model=dual_encoder", "model.fusion_hidden=[]"],
+    ["mask=block", "mask.prob=1.0"],
+    ["beta=cyclical", "beta.ratio=1.0"],
+])
+def test_boundary_values_are_accepted(tmp_path, overrides):
+    validate(compose_train(overrides, tmp_path))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_passes_the_checks(tmp_path, preset):
+    validate(compose_train([f"experiment={preset}"], tmp_path))
+
+
+def test_the_cv_config_passes_the_checks(tmp_path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        validate(compose(config_name="cv", overrides=[f"paths.root_dir={tmp_path}"]))
+
+
+def _keys(node, prefix="") -> set[str]:
+    if not OmegaConf.is_dict(node):
+        return {prefix}
+    keys = {prefix} if prefix else set()
+    for name in node:
+        keys |= _keys(node._get_node(name), f"{prefix}.{name}" if prefix else str(name))
+    return keys
+
+
+def test_every_checked_key_exists_in_some_config(tmp_path):
+    """A misspelt key in RANGES would silently check nothing."""
+    groups = {g: sorted(p.stem for p in (Path(CONF_DIR) / g).glob("*.yaml"))
+              for g in ("model", "beta", "mask", "alpha", "checkpoint")}
+    seen: set[str] = set()
+    for group, options in groups.items():
+        for option in options:
+            seen |= _keys(compose_train([f"{group}={option}"], tmp_path))
+    seen |= {"datamodule.n_folds", "datamodule.fold"}  # null by default, still keys
+    assert not set(RANGES) - seen, sorted(set(RANGES) - seen)
+
+
+def test_the_command_line_exits_2_with_one_error_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lithovae.train", "trainer.max_epochs=-1",
+                           f"paths.root_dir={tmp_path}", "logger=none"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["error: trainer.max_epochs: must be an integer >= 1, got -1"], proc.stderr
+    assert not (tmp_path / "outputs" / "data").exists()
