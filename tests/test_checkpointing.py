@@ -133,6 +133,8 @@ def test_sigterm_marks_the_mlflow_run_killed_and_a_resume_names_it(tmp_path, sha
     assert killed.info.status == "KILLED" and killed.data.tags["stop_reason"] == "SIGTERM"
     assert "resume with ckpt_path=" in killed.data.tags["error"]
 
+    # a SIGKILLed run cannot end itself and stays RUNNING: the resume marks it KILLED
+    client.update_run(killed.info.run_id, status="RUNNING")
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     train(compose_train([*common, f"ckpt_path={last}", f"paths.run_dir={tmp_path / 'again'}"],
                         tmp_path, shared_data_dir))
@@ -141,6 +143,15 @@ def test_sigterm_marks_the_mlflow_run_killed_and_a_resume_names_it(tmp_path, sha
     assert new.info.status == "FINISHED" and new.data.tags["resumed_from_run"] == killed.info.run_id
     assert new.data.tags["resumed_after_epoch"] == "1"
     assert runs[killed.info.run_id].data.tags["resumed_by_run"] == new.info.run_id
+    assert runs[killed.info.run_id].info.status == "KILLED"
+
+
+def test_a_missing_ckpt_path_is_one_line_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        train(compose_train([f"ckpt_path={tmp_path / 'nope.ckpt'}", "logger=none"], tmp_path))
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: ckpt_path: no checkpoint file at {tmp_path / 'nope.ckpt'}"
+    assert not (tmp_path / "data").exists()
 
 
 def test_a_degenerate_latent_still_ends_with_metrics_and_a_finished_run(tmp_path, shared_data_dir, monkeypatch):
