@@ -70,11 +70,6 @@ class EvalConfig:
 
 
 @dataclass
-class CVConfig:
-    folds: int = 5
-
-
-@dataclass
 class PathsConfig:
     root_dir: str = MISSING
     output_dir: str = MISSING
@@ -93,13 +88,13 @@ class TrainConfig:
     trainer: Any = MISSING
     logger: Any = MISSING
     checkpoint: Any = MISSING
+    study: Any = None  # set by conf/study/*: how the multirun's summary is drawn
     eval: EvalConfig = field(default_factory=EvalConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     datamodule: DataModuleConfig = field(default_factory=DataModuleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     lr_scheduler: LRSchedulerConfig = field(default_factory=LRSchedulerConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    cv: CVConfig = field(default_factory=CVConfig)
     task_name: str = "train"
     preset: Optional[str] = None
     seed: int = 0
@@ -342,7 +337,6 @@ RANGES: dict[str, Check] = {
     "eval.max_fit_samples": optional(at_least(1)),
     "eval.umap_sample": at_least(1),
     "eval.umap_top_n": at_least(1),
-    "cv.folds": at_least(2),
     "checkpoint.every_n_epochs": at_least(1),
     "checkpoint.k": at_least(2),
     "checkpoint.n_init": at_least(1),

@@ -31,14 +31,19 @@ def _hydra_job():
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def sweep_experiment_name(base: str) -> str:
-    """In a Hydra multirun every job goes to one experiment named after the sweep."""
-    from hydra.types import RunMode
+PARENT_RUN_FILE = "parent_run_id"  # in a study's sweep directory: the study's MLflow parent run
 
-    hc = _hydra_job()
-    if hc is None or hc.mode != RunMode.MULTIRUN:
-        return base
-    return f"{base}-sweep-{Path(hc.sweep.dir).name}"
+
+def sweep_experiment_name(base: str, sweep_dir: str | Path | None = None) -> str:
+    """In a Hydra multirun every job goes to one experiment named after the sweep."""
+    if sweep_dir is None:
+        from hydra.types import RunMode
+
+        hc = _hydra_job()
+        if hc is None or hc.mode != RunMode.MULTIRUN:
+            return base
+        sweep_dir = hc.sweep.dir
+    return f"{base}-sweep-{Path(sweep_dir).name}"
 
 
 def default_run_name() -> str | None:
@@ -49,12 +54,15 @@ def default_run_name() -> str | None:
 
 
 def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "outputs/mlruns",
-                  run_name: str | None = None) -> MLFlowLogger:
+                  run_name: str | None = None, sweep_suffix: bool = True) -> MLFlowLogger:
+    """An MLFlowLogger on the local store; in a multirun, in the sweep's experiment
+    (``sweep_suffix=False``: ``experiment_name`` is already the full name)."""
     import mlflow
 
     from lithovae.files import file_lock
 
-    experiment_name = sweep_experiment_name(experiment_name)
+    if sweep_suffix:
+        experiment_name = sweep_experiment_name(experiment_name)
     run_name = run_name or default_run_name()
     uri = tracking_uri(tracking_dir)
     artifacts = str((Path(tracking_dir) / "artifacts" / experiment_name).resolve())
@@ -93,6 +101,9 @@ def job_tags() -> dict[str, str]:
     tags = {"overrides": " ".join(hc.overrides.task)[:5000]}
     if hc.job.get("num") is not None:
         tags["sweep_job"] = str(hc.job.num)
+        parent = Path(hc.sweep.dir) / PARENT_RUN_FILE
+        if parent.exists():  # a study: the job is a child of the study's parent run
+            tags["mlflow.parentRunId"] = parent.read_text().strip()
     return tags
 
 
@@ -121,10 +132,10 @@ def start_run(logger, cfg: DictConfig, tags: dict[str, str]) -> None:
 
 
 @rank_zero_only
-def log_test_metrics(logger, metrics: dict) -> None:
+def log_test_metrics(logger, metrics: dict, prefix: str = "test/") -> None:
     if not isinstance(logger, MLFlowLogger):
         return
-    numeric = {f"test/{k}": float(v) for k, v in metrics.items()
+    numeric = {f"{prefix}{k}": float(v) for k, v in metrics.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}  # NaN: undefined
     logger.log_metrics(numeric)
 

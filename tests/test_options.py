@@ -16,6 +16,7 @@ from lithovae.config import RANGES, ConfigError, validate
 from lithovae.train import train
 from tests.conftest import CONF_DIR, compose_train
 
+STUDIES = sorted(p.stem for p in (Path(CONF_DIR) / "study").glob("*.yaml"))
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
 # (overrides, the key the error line must name)
@@ -83,7 +84,6 @@ BAD = [
     (["eval.max_fit_samples=0"], "eval.max_fit_samples"),
     (["eval.umap_sample=0"], "eval.umap_sample"),
     (["eval.umap_top_n=0"], "eval.umap_top_n"),
-    (["cv.folds=1"], "cv.folds"),
 ]
 
 
@@ -135,7 +135,7 @@ def test_the_messages_name_the_range(tmp_path, overrides, message):
     ["model.dropout=0.0", "model.hidden=[]", "model.latent_dim=1", "optimizer.weight_decay=0"],
     ["eval.k=[2]", "eval.n_init=1", "eval.silhouette_samples=2", "eval.max_fit_samples=null",
      "eval.max_fit_samples=1", "eval.umap_sample=1", "eval.umap_top_n=1"],
-    ["datamodule.fractions=[1.0,0,0]", "datamodule.context=0", "cv.folds=2", "threads=1"],
+    ["datamodule.fractions=[1.0,0,0]", "datamodule.context=0", "threads=1"],
     ["datamodule.n_folds=2", "datamodule.fold=1", "seed=4294967295"],
     ["model=dual_encoder", "model.fusion_hidden=[]"],
     ["mask=block", "mask.prob=1.0"],
@@ -150,10 +150,9 @@ def test_every_preset_passes_the_checks(tmp_path, preset):
     validate(compose_train([f"experiment={preset}"], tmp_path))
 
 
-def test_the_cv_config_passes_the_checks(tmp_path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        validate(compose(config_name="cv", overrides=[f"paths.root_dir={tmp_path}"]))
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_study_config_passes_the_checks(tmp_path, study):
+    validate(compose_train([f"study={study}"], tmp_path))
 
 
 def _keys(node, prefix="") -> set[str]:
