@@ -26,8 +26,12 @@ if step == "generate":
     from lithovae.data.synthetic import generate_raw
     info = generate_raw(out / "raw", scale=scale, seed=seed)
 else:
-    from lithovae.data.builder import build_dataset
-    info = build_dataset(out / "raw", out / "built", log=lambda *a: None, force=True).manifest
+    import lithovae
+    from omegaconf import OmegaConf
+    from lithovae.data.builder import BuildOptions, build_dataset
+    synthetic = OmegaConf.load(Path(lithovae.__file__).parent / "conf" / "data" / "synthetic.yaml")
+    options = BuildOptions.from_config(OmegaConf.to_container(synthetic.build))
+    info = build_dataset(out / "raw", out / "built", options, log=lambda *a: None, force=True).manifest
     info = {"rows": info["rows"], "boreholes": info["boreholes"]}
 print(json.dumps({"seconds": time.perf_counter() - started,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -1,11 +1,11 @@
 """Wall time of the study's masking sweep with the joblib launcher on this machine.
 
-The full sweep is 51 runs (mask_prob 0.00-0.50) x 50 epochs of v2_14_2 on the
-default dataset, two jobs at a time with one torch thread each (target: under
-60 minutes on 2 cores). ``--probs``/``--epochs`` run a smaller sweep. The baseline,
+The full sweep (``study=masking_sweep``) is 51 runs (mask_prob 0.00-0.50) x 50 epochs of
+v2_14_2 on the default dataset, two jobs at a time with one torch thread each (target: under
+60 minutes on 2 cores); it ends with the study's summary.csv and figure. ``--probs``/``--epochs`` run a smaller sweep. The baseline,
 in the same process, is the same runs one after another with the basic launcher.
 
-    python benchmarks/bench_sweep.py                  # the full sweep (37 min on 2 cores)
+    python benchmarks/bench_sweep.py                  # the full sweep
     python benchmarks/bench_sweep.py --probs 4 --epochs 5 --baseline
 """
 
@@ -19,7 +19,7 @@ import time
 
 
 def sweep(probs: list[str], epochs: int, launcher: list[str], root: str, data_dir: str) -> float:
-    cmd = [sys.executable, "-m", "lithovae.train", "-m", *launcher, "experiment=v2_14_2",
+    cmd = [sys.executable, "-m", "lithovae.train", "-m", "study=masking_sweep", *launcher,
            f"trainer.max_epochs={epochs}", f"mask.prob={','.join(probs)}", "eval.figures=false",
            "trainer.enable_progress_bar=false", f"paths.root_dir={root}", f"paths.data_dir={data_dir}"]
     started = time.perf_counter()

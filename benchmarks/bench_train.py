@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 
+import lithovae
 from lithovae.alpha import NoAlpha
 from lithovae.data.datamodule import LithoDataModule
 from lithovae.data.sources import SyntheticSource
@@ -89,12 +91,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (training default: 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    source = SyntheticSource(scale=args.scale, seed=0)
+    conf = Path(lithovae.__file__).parent / "conf"  # the defaults, as `python -m lithovae.train` has them
+    train_yaml, data_yaml = OmegaConf.load(conf / "train.yaml"), OmegaConf.load(conf / "data" / "synthetic.yaml")
+    source = SyntheticSource(scale=args.scale, seed=data_yaml.seed, build=OmegaConf.to_container(data_yaml.build))
     path, _ = source.prepare(Path(args.data_dir), log=lambda *a: None)
-    dm = LithoDataModule(path, batch_size=512, seed=0)
+    dm = LithoDataModule(path, seed=train_yaml.seed, **OmegaConf.to_container(train_yaml.datamodule))
     dm.setup()
     n = dm.stats["n_train"]
-    print(f"v2_6_7 VAE, {source.name}: {n:,} training bins, batch 512, {args.epochs} timed epochs, "
+    print(f"v2_6_7 VAE, {source.name}: {n:,} training bins, batch {dm.batch_size}, {args.epochs} timed epochs, "
           f"{torch.get_num_threads()} torch threads")
     plain, framework = [], []
     for r in range(args.rounds):

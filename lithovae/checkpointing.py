@@ -121,7 +121,7 @@ class FinalWeights(CheckpointPolicy):
 class LowestValidationMetric(CheckpointPolicy):
     """The epoch with the lowest logged ``val/<metric>``."""
 
-    def __init__(self, metric: str = "loss"):
+    def __init__(self, *, metric: str):
         super().__init__()
         self.metric = metric
         self.name = f"val_{metric}"
@@ -138,8 +138,7 @@ class HighestValidationARI(CheckpointPolicy):
     name = "val_ari"
     mode = "max"
 
-    def __init__(self, every_n_epochs: int = 5, k: int = 12, n_init: int = 3,
-                 max_rows: int = 20000):
+    def __init__(self, *, every_n_epochs: int, k: int, n_init: int, max_rows: int):
         super().__init__()
         from lithovae.checks import integer_at_least
 

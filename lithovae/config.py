@@ -22,51 +22,54 @@ class ConfigError(ValueError):
     pass
 
 
+# The schema carries types only: every value, default included, is written once, in the
+# YAML (lithovae/conf/train.yaml, conf/eval/default.yaml, conf/paths/default.yaml). A
+# field left MISSING here and unset in the YAML fails at composition.
 @dataclass
 class DataModuleConfig:
-    batch_size: int = 512
-    eval_batch_size: int = 8192
-    fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
-    n_folds: Optional[int] = None
-    fold: Optional[int] = None
-    standardize: bool = True
-    context: int = 0
-    engineered: bool = False
-    impute_rgb: bool = False
-    steps_per_batch: int = 8
-    keep_on_device: bool = True
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    fractions: list[float] = MISSING
+    n_folds: Optional[int] = MISSING
+    fold: Optional[int] = MISSING
+    standardize: bool = MISSING
+    context: int = MISSING
+    engineered: bool = MISSING
+    impute_rgb: bool = MISSING
+    steps_per_batch: int = MISSING
+    keep_on_device: bool = MISSING
 
 
 @dataclass
 class OptimizerConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = MISSING
+    weight_decay: float = MISSING
 
 
 @dataclass
 class LRSchedulerConfig:
-    reduce_on_plateau: bool = False
-    patience: int = 5
-    factor: float = 0.5
+    reduce_on_plateau: bool = MISSING
+    patience: int = MISSING
+    factor: float = MISSING
 
 
 @dataclass
 class EarlyStoppingConfig:
-    enabled: bool = False
-    patience: int = 10
+    enabled: bool = MISSING
+    patience: int = MISSING
 
 
 @dataclass
 class EvalConfig:
-    k: list[int] = field(default_factory=lambda: [10, 12, 15, 20])
-    n_init: int = 10
-    gmm: bool = True
-    silhouette_samples: int = 10000
-    max_fit_samples: Optional[int] = None
-    figures: bool = True
-    umap_sample: int = 20000
-    umap_top_n: int = 12
-    log_boreholes: list[str] = field(default_factory=list)
+    k: list[int] = MISSING
+    n_init: int = MISSING
+    gmm: bool = MISSING
+    silhouette_samples: int = MISSING
+    max_fit_samples: Optional[int] = MISSING
+    figures: bool = MISSING
+    umap_sample: int = MISSING
+    umap_top_n: int = MISSING
+    log_boreholes: list[str] = MISSING
 
 
 @dataclass
@@ -88,19 +91,19 @@ class TrainConfig:
     trainer: Any = MISSING
     logger: Any = MISSING
     checkpoint: Any = MISSING
-    study: Any = None  # set by conf/study/*: how the multirun's summary is drawn
+    study: Any = None  # set by conf/study/*: how the multirun's summary is drawn (no YAML value)
     eval: EvalConfig = field(default_factory=EvalConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     datamodule: DataModuleConfig = field(default_factory=DataModuleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     lr_scheduler: LRSchedulerConfig = field(default_factory=LRSchedulerConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    task_name: str = "train"
-    preset: Optional[str] = None
-    seed: int = 0
-    threads: int = 1
-    optimized_metric: str = "ari_best"
-    ckpt_path: Optional[str] = None
+    task_name: str = MISSING
+    preset: Optional[str] = MISSING
+    seed: int = MISSING
+    threads: int = MISSING
+    optimized_metric: str = MISSING
+    ckpt_path: Optional[str] = MISSING
 
 
 def register() -> None:

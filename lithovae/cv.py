@@ -1,5 +1,5 @@
 """python -m lithovae.cv [OVERRIDE ...]: an alias of ``python -m lithovae.train -m study=cv ...``,
-the study's entropy-balanced K-fold over boreholes (``conf/study/cv.yaml``)."""
+the study's entropy-balanced K-fold over boreholes (``lithovae/conf/study/cv.yaml``)."""
 
 from __future__ import annotations
 

@@ -40,6 +40,15 @@ def load_run_model(run_dir: Path, spec, checkpoint: str = "scored"):
     return model, scored
 
 
+def _with_current_defaults(run_cfg: DictConfig) -> DictConfig:
+    """A run's saved config, with the ``datamodule`` and ``eval`` keys added since it was
+    made (e.g. datamodule.steps_per_batch) at their defaults, read from the packaged YAML."""
+    conf = Path(__file__).parent / "conf"
+    train_yaml = OmegaConf.load(conf / "train.yaml")
+    current = {"datamodule": train_yaml.datamodule, "eval": OmegaConf.load(conf / "eval" / "default.yaml")}
+    return OmegaConf.merge(current, run_cfg)
+
+
 @exits_cleanly
 def evaluate_run(cfg: DictConfig) -> dict:
     import torch
@@ -58,7 +67,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
         raise BuildError(f"{run_dir}: not a lithovae run directory (missing {missing[0]})")
     if cfg.split not in (*SPLITS, "all"):
         raise BuildError(f"split: unknown '{cfg.split}', choose one of {[*SPLITS, 'all']}")
-    run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    run_cfg = _with_current_defaults(OmegaConf.load(run_dir / "config.yaml"))
     torch.set_num_threads(run_cfg.get("threads", 1))
     source = instantiate(cfg.data if cfg.get("data") else run_cfg.data, _convert_="all")
     dataset_path, _ = source.prepare(cfg.paths.data_dir)
@@ -97,7 +106,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate_run(cfg)
 

@@ -39,32 +39,36 @@ class TrainingPlan(pl.LightningModule):
         self.history: dict[int, dict[str, float]] = {}
         self.mask_generator = torch.Generator().manual_seed(seed)
         self.automatic_optimization = False  # one optimizer step per mini-batch of a chunk
-        self._epoch_sums: dict[str, tuple[tuple[str, ...], torch.Tensor]] = {}
-        self._epoch_counts: dict[str, int] = {}
+        self._epoch_terms: dict[str, list[tuple[int, list[torch.Tensor]]]] = {}  # per stage, per step
+        self._epoch_names: dict[str, tuple[str, ...]] = {}
+        self._beta: tuple[int | None, float] = (None, 0.0)  # (epoch, beta) of the current epoch
 
     def context(self, batch: dict[str, torch.Tensor]) -> LossContext:
-        return LossContext(beta=float(self.beta_schedule(self.current_epoch)),
-                           alpha=self.alpha(self.model.class_target(batch)),
-                           masked_weight=self.mask.masked_weight, epoch=self.current_epoch)
+        epoch = self.current_epoch
+        if self._beta[0] != epoch:  # the schedule is per epoch: computed once, not per step
+            self._beta = (epoch, float(self.beta_schedule(epoch)))
+        return LossContext(beta=self._beta[1], alpha=self.alpha(self.model.class_target(batch)),
+                           masked_weight=self.mask.masked_weight, epoch=epoch)
 
     def _step(self, batch, visible, stage: str):
         out = self.model(batch["x"], visible)
         terms = self.model.loss(batch, out, visible, self.context(batch))
-        # sum detached terms on the device; logged once per epoch (self.log per step costs
-        # more than the step itself for models this small)
-        n = batch["x"].shape[0]
-        names = tuple(terms)
-        stacked = torch.stack([terms[k].detach() for k in names]) * n
-        prev = self._epoch_sums.get(stage)
-        self._epoch_sums[stage] = (names, stacked if prev is None else prev[1] + stacked)
-        self._epoch_counts[stage] = self._epoch_counts.get(stage, 0) + n
+        # keep the detached terms and sum them once per epoch: self.log, or even a stack and an
+        # add per step, costs a visible share of a step for models this small
+        self._epoch_terms.setdefault(stage, []).append(
+            (batch["x"].shape[0], [v.detach() for v in terms.values()]))
+        self._epoch_names[stage] = tuple(terms)
         return terms["loss"]
 
     def _log_epoch(self, stage: str) -> None:
-        entry, n = self._epoch_sums.pop(stage, None), self._epoch_counts.pop(stage, 0)
-        if entry is None:
+        steps, names = self._epoch_terms.pop(stage, None), self._epoch_names.pop(stage, None)
+        if not steps:
             return
-        names, totals = entry
+        totals, n = None, 0
+        for size, values in steps:  # in step order: the same sums as a running total per step
+            weighted = torch.stack(values) * size
+            totals = weighted if totals is None else totals + weighted
+            n += size
         for name, total in zip(names, totals / n):
             self.log(f"{stage}/{name}", total, on_step=False, on_epoch=True,
                      prog_bar=(name == "loss"), sync_dist=stage != "train")

@@ -1,6 +1,6 @@
 """Studies as Hydra multiruns: ``python -m lithovae.train -m study=NAME [overrides]``.
 
-A study config (``conf/study/NAME.yaml``) sets the sweep (``hydra.sweeper.params``) and
+A study config (``lithovae/conf/study/NAME.yaml``) sets the sweep (``hydra.sweeper.params``) and
 describes its summary (``study.*``), so every launcher runs it unchanged: basic, joblib, SLURM.
 :class:`StudySummary`, a Hydra callback, opens the study's MLflow parent run when the multirun
 starts (each job's run is its child) and, when it ends, writes ``summary.csv``, the figure and,

@@ -131,7 +131,7 @@ def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
     policy = instantiate(cfg.checkpoint).bind(ckpt_dir)
     callbacks = [policy, EpochEndCheckpoint(ckpt_dir), *extra_callbacks]
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(TQDMProgressBar(refresh_rate=20))  # redrawing every step costs more than a step
+        callbacks.append(TQDMProgressBar(refresh_rate=1))  # a step is a chunk of 32 mini-batches
     if cfg.early_stopping.enabled:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=cfg.early_stopping.patience))
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False,
@@ -271,7 +271,7 @@ def _in_optuna_search() -> bool:
         return False
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train; return ``cfg.optimized_metric`` (the objective of a sweeper)."""
     from lithovae.sweeps import in_multirun, mark_failed

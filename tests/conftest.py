@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 import lithovae.config  # noqa: F401 - registers the train schema the configs compose with
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "lithovae" / "conf")
 # fast evaluation for tests: every metric key, fewer k-means initialisations
 FAST_EVAL = ["eval.n_init=1", "eval.silhouette_samples=500", "eval.figures=false"]
 
@@ -23,6 +24,18 @@ def compose_train(overrides: list[str], tmp: Path, data_dir: Path | None = None,
             "data.scale=small", f"paths.root_dir={tmp}", f"paths.run_dir={tmp / 'run'}",
             f"paths.data_dir={data_dir or tmp / 'data'}", "trainer.enable_progress_bar=false",
             *FAST_EVAL, *overrides])
+
+
+def config_defaults(*overrides: str) -> dict:
+    """The composed train config (``lithovae/conf/train.yaml`` and its group defaults, plus
+    ``overrides``) as plain containers, interpolations unresolved: where a test takes the
+    values a constructor does not default, e.g.
+    ``LithoDataModule(path, seed=d["seed"], **d["datamodule"])`` or
+    ``BuildOptions(**d["data"]["build"], encoding="utf-8")``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=False)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 
 from lithovae.data.builder import BuildError, BuildOptions, bin_index, build_dataset
 from lithovae.data.schema import DATASET_KEY_COLUMNS, INSTRUMENTS
+from tests.conftest import config_defaults
 from tests.lily_files import lily_frame, random_lily, write_lily
 
 SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lily_sample" / "AVS_DataLITH.csv"
@@ -21,6 +22,11 @@ AVS_COLUMN = "Vane shear strength (kN/m^2)"
 
 def _quiet(*_a, **_k):
     pass
+
+
+def _options(**overrides) -> BuildOptions:
+    """The ``data.build`` defaults of lithovae/conf/data/synthetic.yaml, ``overrides`` on top."""
+    return BuildOptions(**{**config_defaults()["data"]["build"], "encoding": "utf-8", **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +59,7 @@ def _real_rows_as_instruments(sample: pd.DataFrame, raw_dir: Path) -> Path:
 
 def test_real_sample_builds_with_real_ids_bins_and_modal_lithology(sample, tmp_path):
     raw = _real_rows_as_instruments(sample, tmp_path / "raw")
-    opts = BuildOptions(outlier_filter=False)  # vane shear values are not densities
+    opts = _options(outlier_filter=False)  # vane shear values are not densities
     result = build_dataset(raw, tmp_path / "out", opts, log=_quiet)
     data = pd.read_parquet(result.path)
     assert list(data.columns[:7]) == DATASET_KEY_COLUMNS
@@ -79,7 +85,7 @@ def test_duplicate_depths_average_and_votes_pick_the_mode(tmp_path):
             {"depth": 1.0, "GRA": 1.7, "MS": 3, "NGR": 20, "principal": "clay"},
             {"depth": 1.05, "GRA": 1.9, "MS": 5, "NGR": 30, "principal": "silty clay"}]
     raw = write_lily(tmp_path / "raw", {n: lily_frame(n, rows) for n in ("GRA", "MS", "NGR")})
-    result = build_dataset(raw, tmp_path / "out", BuildOptions(feature_set="physical3"), log=_quiet)
+    result = build_dataset(raw, tmp_path / "out", _options(feature_set="physical3"), log=_quiet)
     data = pd.read_parquet(result.path)
     assert len(data) == 1
     row = data.iloc[0]
@@ -98,7 +104,7 @@ def test_expedition_codes_with_letters_and_negative_ms_are_kept(tmp_path):
     rows = [{"exp": "368X", "site": "U1503", "hole": "A", "depth": d, "GRA": 1.6, "MS": -4.5,
              "NGR": 5.0, "R": 90, "G": 85, "B": 80, "principal": "nannofossil ooze"} for d in (0.0, 0.2)]
     raw = write_lily(tmp_path / "raw", {n: lily_frame(n, rows) for n in INSTRUMENTS})
-    data = pd.read_parquet(build_dataset(raw, tmp_path / "out", log=_quiet).path)
+    data = pd.read_parquet(build_dataset(raw, tmp_path / "out", _options(), log=_quiet).path)
     assert set(data["borehole_id"]) == {"368X-U1503-A"}
     assert (data["MS"] == -4.5).all()
     assert (data["lithology_group"] == "Carbonate").all()
@@ -110,7 +116,7 @@ def test_nan_measurements_and_outliers_are_dropped_and_counted(tmp_path):
             {"depth": 0.4, "GRA": 9.0, "MS": 1, "NGR": 1, "R": 300, "G": 1, "B": 1},
             {"depth": 0.6, "GRA": 1.7, "MS": 1, "NGR": 1, "R": 1, "G": 1, "B": 1}]
     raw = write_lily(tmp_path / "raw", {n: lily_frame(n, rows) for n in INSTRUMENTS})
-    result = build_dataset(raw, tmp_path / "out", log=_quiet)
+    result = build_dataset(raw, tmp_path / "out", _options(), log=_quiet)
     steps = result.manifest["steps"]["instruments"]
     assert steps["GRA"]["dropped_nan_measurement"] == 1
     assert steps["GRA"]["dropped_outlier"] == 1
@@ -126,13 +132,13 @@ def test_keep_incomplete_and_fuzzy_tolerance(tmp_path):
     ngr = [{"depth": d, "NGR": 7.0, "principal": "clay"} for d in (0.0, 0.4)]  # gaps at 0.2, 0.6
     raw = write_lily(tmp_path / "raw", {"GRA": lily_frame("GRA", gra), "MS": lily_frame("MS", ms),
                                         "NGR": lily_frame("NGR", ngr)})
-    strict = build_dataset(raw, tmp_path / "a", BuildOptions(feature_set="physical3"), log=_quiet)
+    strict = build_dataset(raw, tmp_path / "a", _options(feature_set="physical3"), log=_quiet)
     assert strict.manifest["rows"] == 2
-    fuzzy = build_dataset(raw, tmp_path / "b", BuildOptions(feature_set="physical3", depth_tolerance=0.2),
+    fuzzy = build_dataset(raw, tmp_path / "b", _options(feature_set="physical3", depth_tolerance=0.2),
                           log=_quiet)
     assert fuzzy.manifest["rows"] == 4
     assert fuzzy.manifest["steps"]["join"]["fuzzy_filled_NGR"] == 2
-    loose = build_dataset(raw, tmp_path / "c", BuildOptions(feature_set="physical3", keep_incomplete=True,
+    loose = build_dataset(raw, tmp_path / "c", _options(feature_set="physical3", keep_incomplete=True,
                                                             require=["GRA"]), log=_quiet)
     data = pd.read_parquet(loose.path)
     assert len(data) == 4 and data["NGR"].isna().sum() == 2
@@ -141,15 +147,15 @@ def test_keep_incomplete_and_fuzzy_tolerance(tmp_path):
 
 def test_rebuilds_only_when_inputs_or_options_change(tmp_path):
     raw = random_lily(tmp_path / "raw", n_boreholes=3, bins_per_borehole=10)
-    first = build_dataset(raw, tmp_path / "out", log=_quiet)
+    first = build_dataset(raw, tmp_path / "out", _options(), log=_quiet)
     assert first.rebuilt
-    again = build_dataset(raw, tmp_path / "out", log=_quiet)
+    again = build_dataset(raw, tmp_path / "out", _options(), log=_quiet)
     assert not again.rebuilt and again.path == first.path
-    other = build_dataset(raw, tmp_path / "out", BuildOptions(bin_size=0.4), log=_quiet)
+    other = build_dataset(raw, tmp_path / "out", _options(bin_size=0.4), log=_quiet)
     assert other.rebuilt and other.path != first.path
     with open(raw / "MS_DataLITH.csv", "a") as fh:  # a changed input
         fh.write(lily_frame("MS", [{"depth": 50.0, "MS": 3.0}]).to_csv(header=False, index=False))
-    assert build_dataset(raw, tmp_path / "out", log=_quiet).rebuilt
+    assert build_dataset(raw, tmp_path / "out", _options(), log=_quiet).rebuilt
 
 
 def test_a_touched_input_with_the_same_content_is_hashed_once_and_reused(tmp_path, monkeypatch):
@@ -158,14 +164,14 @@ def test_a_touched_input_with_the_same_content_is_hashed_once_and_reused(tmp_pat
     import lithovae.data.builder as builder
 
     raw = random_lily(tmp_path / "raw", n_boreholes=3, bins_per_borehole=10)
-    first = build_dataset(raw, tmp_path / "out", log=_quiet)
+    first = build_dataset(raw, tmp_path / "out", _options(), log=_quiet)
     ms = raw / "MS_DataLITH.csv"
     os.utime(ms, ns=(ms.stat().st_atime_ns, ms.stat().st_mtime_ns + 10**9))  # a copy or a checkout
     hashed = []
     real_digest = builder.file_digest
     monkeypatch.setattr(builder, "file_digest", lambda p: hashed.append(Path(p).name) or real_digest(p))
-    assert not build_dataset(raw, tmp_path / "out", log=_quiet).rebuilt
-    assert not build_dataset(raw, tmp_path / "out", log=_quiet).rebuilt
+    assert not build_dataset(raw, tmp_path / "out", _options(), log=_quiet).rebuilt
+    assert not build_dataset(raw, tmp_path / "out", _options(), log=_quiet).rebuilt
     assert hashed == ["MS_DataLITH.csv"]  # the manifest now holds the new mtime
     assert json.loads(first.manifest_path.read_text())["inputs"]["MS_DataLITH.csv"]["mtime_ns"] == ms.stat().st_mtime_ns
 
@@ -202,7 +208,7 @@ def test_bad_input_fails_naming_file_and_column_leaving_nothing(tmp_path, breaka
         gra.write_text("")
     out = tmp_path / "out"
     with pytest.raises(BuildError) as err:
-        build_dataset(raw, out, log=_quiet)
+        build_dataset(raw, out, _options(), log=_quiet)
     message = str(err.value)
     assert str(gra) in message and expected in message and "\n" not in message
     assert not out.exists() or not any(out.iterdir())
@@ -217,7 +223,7 @@ def test_bad_input_fails_naming_file_and_column_leaving_nothing(tmp_path, breaka
 
 def test_manifest_records_steps_and_input_checksums(tmp_path):
     raw = random_lily(tmp_path / "raw", n_boreholes=4, bins_per_borehole=12)
-    result = build_dataset(raw, tmp_path / "out", log=_quiet)
+    result = build_dataset(raw, tmp_path / "out", _options(), log=_quiet)
     manifest = json.loads(result.manifest_path.read_text())
     assert set(manifest["inputs"]) == {i.filename for i in INSTRUMENTS.values()}
     assert all(len(v["sha256"]) == 64 for v in manifest["inputs"].values())

@@ -179,12 +179,17 @@ def test_baseline_is_the_same_clustering_of_the_scaled_input_features(tmp_path, 
 
     cfg = compose_train(["trainer.max_epochs=1", "logger=none"], tmp_path, shared_data_dir)
     metrics = train(cfg)
+    from omegaconf import OmegaConf
+
     from lithovae.data.datamodule import LithoDataModule
 
-    dm = LithoDataModule(next((shared_data_dir).rglob("*.parquet")), seed=0)
+    dm = LithoDataModule(next((shared_data_dir).rglob("*.parquet")), seed=cfg.seed,
+                         **OmegaConf.to_container(cfg.datamodule))
     dm.setup()
     test = dm.tensors["test"]
-    direct = clustering_scores(test["x"].numpy(), test["y"].numpy(), ks=(10, 12, 15, 20), seed=0, n_init=1)
+    direct = clustering_scores(test["x"].numpy(), test["y"].numpy(), ks=tuple(cfg.eval.k), seed=cfg.seed,
+                               n_init=cfg.eval.n_init, gmm=cfg.eval.gmm,
+                               max_fit_samples=cfg.eval.max_fit_samples)
     assert metrics["baseline_ari_kmeans_k12"] == pytest.approx(direct.scores["ari_kmeans_k12"])
     assert metrics["baseline_ari_best"] == pytest.approx(direct.scores["ari_best"])
     assert metrics["ari_gain"] == pytest.approx(metrics["ari_best"] - metrics["baseline_ari_best"])

@@ -16,10 +16,16 @@ import pytest
 from lithovae.data.builder import BuildError, BuildOptions, build_dataset
 from lithovae.data.sources import LilySource, TableSource
 from lithovae.data.schema import INSTRUMENTS
+from tests.conftest import config_defaults
 from tests.lily_files import lily_frame, write_lily
 
 def _quiet(*_a, **_k):
     pass
+
+
+def _options(**overrides) -> BuildOptions:
+    """The ``data.build`` defaults of lithovae/conf/data/synthetic.yaml, ``overrides`` on top."""
+    return BuildOptions(**{**config_defaults()["data"]["build"], "encoding": "utf-8", **overrides})
 
 
 def _table(path: Path, rows: list[tuple], columns=("borehole_id", "depth_m", "principal", "GRA", "MS"),
@@ -67,7 +73,7 @@ def test_lily_inf_and_absurd_values_are_dropped_and_counted(tmp_path, outlier_fi
             {"depth": 0.4, "GRA": 1.7, "MS": 1e30, "NGR": "inf"},
             {"depth": 0.6, "GRA": 1.8, "MS": 2, "NGR": 3}]
     raw = write_lily(tmp_path / "raw", {n: lily_frame(n, rows) for n in ("GRA", "MS", "NGR")})
-    opts = BuildOptions(feature_set="physical3", outlier_filter=outlier_filter)
+    opts = _options(feature_set="physical3", outlier_filter=outlier_filter)
     result = build_dataset(raw, tmp_path / "out", opts, log=_quiet)
     steps = result.manifest["steps"]["instruments"]
     assert steps["GRA"]["dropped_nonfinite"] == 1 and steps["GRA"]["dropped_beyond_max_abs"] == 0
@@ -96,7 +102,7 @@ def test_lily_measurement_column_without_a_finite_value_names_file_and_column(tm
     rows = [{"depth": d, "GRA": 1.6, "MS": 1, "NGR": 1, "R": 90, "G": 80, "B": ""} for d in (0.0, 0.2)]
     raw = write_lily(tmp_path / "raw", {n: lily_frame(n, rows) for n in INSTRUMENTS})
     with pytest.raises(BuildError) as err:
-        build_dataset(raw, tmp_path / "out", log=_quiet)
+        build_dataset(raw, tmp_path / "out", _options(), log=_quiet)
     message = str(err.value)
     assert message.startswith(f"{raw / 'RGB_DataLITH.csv'}: column 'B' has no finite value in 2 rows")
     assert "\n" not in message
@@ -166,7 +172,7 @@ def test_unknown_encoding_is_named():
     with pytest.raises(BuildError, match=r"^data.encoding: unknown text encoding 'utf-42'"):
         TableSource("x.csv", encoding="utf-42")
     with pytest.raises(BuildError, match=r"^data.encoding: unknown text encoding 'utf-42'"):
-        LilySource("raw", encoding="utf-42")
+        LilySource("raw", build=config_defaults("data=lily")["data"]["build"], encoding="utf-42")
 
 
 def test_lily_latin1_files_need_data_encoding_and_it_is_in_the_cache_key(tmp_path):
@@ -175,7 +181,7 @@ def test_lily_latin1_files_need_data_encoding_and_it_is_in_the_cache_key(tmp_pat
     raw.mkdir()
     for name in ("GRA", "MS", "NGR"):
         lily_frame(name, rows).to_csv(raw / INSTRUMENTS[name].filename, index=False, encoding="latin-1")
-    build = {"feature_set": "physical3"}
+    build = {**config_defaults("data=lily")["data"]["build"], "feature_set": "physical3"}
     with pytest.raises(BuildError) as err:
         LilySource(str(raw), build=build).prepare(tmp_path / "data", log=_quiet)
     message = str(err.value)
@@ -188,8 +194,8 @@ def test_lily_latin1_files_need_data_encoding_and_it_is_in_the_cache_key(tmp_pat
     # ASCII files read the same in both encodings, but the option still keys the output
     clay = [dict(r, principal="clay") for r in rows]
     ascii_raw = write_lily(tmp_path / "ascii", {n: lily_frame(n, clay) for n in ("GRA", "MS", "NGR")})
-    a = build_dataset(ascii_raw, tmp_path / "out", BuildOptions(**build, encoding="latin-1"), log=_quiet)
-    b = build_dataset(ascii_raw, tmp_path / "out", BuildOptions(**build), log=_quiet)
+    a = build_dataset(ascii_raw, tmp_path / "out", _options(**build, encoding="latin-1"), log=_quiet)
+    b = build_dataset(ascii_raw, tmp_path / "out", _options(**build), log=_quiet)
     assert b.rebuilt and a.path != b.path
 
 

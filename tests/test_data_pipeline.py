@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from lithovae.data.builder import BuildError, build_dataset
+from lithovae.data.builder import BuildError, BuildOptions, build_dataset
 from lithovae.data.datamodule import LithoDataModule
 from lithovae.data.scaler import DistributionAwareScaler
 from lithovae.data.sources import TableSource
 from lithovae.data.splits import (borehole_split, check_disjoint, entropy_balanced_folds,
                                   label_entropy)
+from tests.conftest import config_defaults
 from tests.lily_files import random_lily
 
 FEATURES = ["GRA", "MS", "NGR", "R", "G", "B"]
@@ -72,14 +73,30 @@ def test_entropy_balanced_folds_match_a_hand_computed_allocation():
 
 
 @pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory):
+def defaults() -> dict:
+    """The train config's defaults (lithovae/conf/train.yaml, conf/data/synthetic.yaml)."""
+    return config_defaults()
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory, defaults):
     tmp = tmp_path_factory.mktemp("dm")
     raw = random_lily(tmp / "raw", n_boreholes=12, bins_per_borehole=30, seed=3)
-    return build_dataset(raw, tmp / "out", log=lambda *a: None).path
+    options = BuildOptions(**defaults["data"]["build"], encoding="utf-8")
+    return build_dataset(raw, tmp / "out", options, log=lambda *a: None).path
 
 
-def test_datamodule_batches_are_whole_tensors_indexed_at_once(small_dataset):
-    dm = LithoDataModule(small_dataset, batch_size=64, steps_per_batch=1, seed=0)
+@pytest.fixture(scope="module")
+def datamodule(defaults):
+    """``datamodule(path, **overrides)``: a LithoDataModule with the config's seed and
+    ``datamodule`` options, ``overrides`` on top."""
+    def make(path, **overrides) -> LithoDataModule:
+        return LithoDataModule(path, **{"seed": defaults["seed"], **defaults["datamodule"], **overrides})
+    return make
+
+
+def test_datamodule_batches_are_whole_tensors_indexed_at_once(small_dataset, datamodule):
+    dm = datamodule(small_dataset, batch_size=64, steps_per_batch=1)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"x", "observed", "y", "y_group", "index", "borehole", "depth"}
@@ -95,13 +112,13 @@ def test_datamodule_batches_are_whole_tensors_indexed_at_once(small_dataset):
     test_idx = torch.cat([b["index"] for b in dm.test_dataloader()])
     assert torch.equal(test_idx, torch.arange(len(test_idx)))
     # chunks of several mini-batches: one Lightning step, batch_size rows per optimizer step
-    chunked = LithoDataModule(small_dataset, batch_size=64, steps_per_batch=3, seed=0)
+    chunked = datamodule(small_dataset, batch_size=64, steps_per_batch=3)
     chunked.setup()
     assert len(next(iter(chunked.train_dataloader()))["x"]) == 192
 
 
-def test_datamodule_fits_the_scaler_on_train_boreholes_only(small_dataset):
-    dm = LithoDataModule(small_dataset, seed=0)
+def test_datamodule_fits_the_scaler_on_train_boreholes_only(small_dataset, datamodule):
+    dm = datamodule(small_dataset)
     dm.setup()
     frame = pd.read_parquet(small_dataset)
     train = frame[frame["borehole_id"].isin(dm.split_boreholes["train"])]
@@ -114,8 +131,8 @@ def test_datamodule_fits_the_scaler_on_train_boreholes_only(small_dataset):
     assert sum(spec.class_counts) == dm.stats["n_train"]
 
 
-def test_datamodule_context_and_engineered_features(small_dataset):
-    dm = LithoDataModule(small_dataset, context=1, engineered=True, seed=0)
+def test_datamodule_context_and_engineered_features(small_dataset, datamodule):
+    dm = datamodule(small_dataset, context=1, engineered=True)
     dm.setup()
     assert len(dm.feature_names) == 12 * 3
     assert "GRA_above1" in dm.feature_names and "lightness" in dm.feature_names
@@ -125,18 +142,18 @@ def test_datamodule_context_and_engineered_features(small_dataset):
     assert not dm.tensors["train"]["observed"][first_rows, col].any()
 
 
-def test_cv_fold_datamodule_uses_the_fold_as_test(small_dataset):
+def test_cv_fold_datamodule_uses_the_fold_as_test(small_dataset, datamodule, defaults):
     frame = pd.read_parquet(small_dataset)
-    folds = entropy_balanced_folds(frame["borehole_id"], frame["principal"], 3, seed=0)
-    dm = LithoDataModule(small_dataset, n_folds=3, fold=1, seed=0)
+    folds = entropy_balanced_folds(frame["borehole_id"], frame["principal"], 3, seed=defaults["seed"])
+    dm = datamodule(small_dataset, n_folds=3, fold=1)
     dm.setup()
     assert sorted(dm.split_boreholes["test"]) == sorted(folds[1])
 
 
 @pytest.mark.parametrize("n_folds, fold", [(3, None), (3, 3), (1, 0)])
-def test_a_fold_outside_n_folds_is_named(small_dataset, n_folds, fold):
+def test_a_fold_outside_n_folds_is_named(small_dataset, datamodule, n_folds, fold):
     with pytest.raises(BuildError, match=f"datamodule.fold: .* got n_folds={n_folds}, fold={fold}"):
-        LithoDataModule(small_dataset, n_folds=n_folds, fold=fold, seed=0)
+        datamodule(small_dataset, n_folds=n_folds, fold=fold)
 
 
 def test_tables_of_the_same_name_in_two_folders_do_not_share_a_cache(tmp_path):

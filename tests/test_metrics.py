@@ -94,7 +94,7 @@ def test_clustering_diag_gmm_differs_from_full(blobs):
     assert diag.scores["ari_gmm_k12"] == pytest.approx(
         adjusted_rand_score(labels[scored], gm.predict(latent)[scored]), abs=1e-12)
     with pytest.raises(ValueError, match="gmm_covariance"):
-        clustering_scores(latent, labels, gmm_covariance="tied")
+        clustering_scores(latent, labels, ks=(12,), gmm_covariance="tied")
 
 
 def test_silhouette_against_sklearn_and_nan(blobs):

@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lithovae.study import run_study
-from tests.conftest import FAST_EVAL
-
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+from tests.test_study import _multirun
 
 
 def _free_port() -> int:
@@ -32,10 +29,7 @@ def _post(url: str, payload: dict) -> dict:
 
 
 def test_mlflow_server_finds_a_studys_runs_with_metrics(tmp_path, shared_data_dir):
-    run_study(EXPERIMENTS / "alpha_grid.yaml",
-              ["data.scale=small", "trainer.max_epochs=1", f"paths.root_dir={tmp_path}",
-               f"paths.data_dir={shared_data_dir}", "trainer.enable_progress_bar=false", *FAST_EVAL],
-              grid_override=["alpha.value=0.1,1.0"])
+    _multirun(["study=alpha_grid", "trainer.max_epochs=1", "alpha.value=0.1,1.0"], tmp_path, shared_data_dir)
     store = tmp_path / "outputs" / "mlruns" / "mlflow.db"
     port = _free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
@@ -57,9 +51,9 @@ def test_mlflow_server_finds_a_studys_runs_with_metrics(tmp_path, shared_data_di
             time.sleep(0.5)
         exp = _post(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 100})
         ids = {e["name"]: e["experiment_id"] for e in exp["experiments"]}
-        assert "study-alpha_grid" in ids
+        (name,) = [n for n in ids if n.startswith("alpha_grid-sweep-")]
         runs = _post(f"{base}/api/2.0/mlflow/runs/search",
-                     {"experiment_ids": [ids["study-alpha_grid"]], "filter": "metrics.`test/ari_best` > -1"})
+                     {"experiment_ids": [ids[name]], "filter": "metrics.`test/ari_best` > -1"})
         found = runs["runs"]
         assert len(found) == 2
         for run in found:

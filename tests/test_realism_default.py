@@ -11,13 +11,14 @@ import pytest
 from lithovae.data import reference
 from lithovae.data.report import realism_report
 from lithovae.data.sources import SyntheticSource
+from tests.conftest import config_defaults
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["seed0", "seed1"])
 def built(request, tmp_path_factory):
-    source = SyntheticSource(scale="default", seed=request.param)
+    source = SyntheticSource(scale="default", seed=request.param, build=config_defaults()["data"]["build"])
     path, manifest = source.prepare(tmp_path_factory.mktemp(f"default{request.param}"), log=lambda *a: None)
     frame = pd.read_parquet(path)
     _, figures = realism_report(frame, source.name, synthetic=True)

@@ -25,7 +25,7 @@ def build(cfg: DictConfig) -> str:
     return str(path)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="build")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="build")
 def main(cfg: DictConfig) -> None:
     build(cfg)
 

@@ -25,7 +25,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -45,32 +45,42 @@ BUILDER_VERSION = 2  # bump when the output of the same inputs and options chang
 _SEP = "\x1f"  # joins the four label strings into one vote key
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BuildOptions:
-    feature_set: str = "complete6"
-    bin_size: float = 0.2
+    """The ``data.build`` options (and ``data.encoding``). The options the YAML sets are
+    required keywords: their defaults are written once, in ``lithovae/conf/data/*.yaml``;
+    only the options no YAML sets (the physical ranges, the block size) have one here."""
+
+    feature_set: str
+    bin_size: float
     # fill a missing instrument from the nearest bin within this distance (m); v2.6.8 used 0.2
-    depth_tolerance: float = 0.0
+    depth_tolerance: float
     # keep bins lacking some features, as NaN (v2.15); `require` lists those that must be present
-    keep_incomplete: bool = False
-    require: list[str] = field(default_factory=list)
+    keep_incomplete: bool
+    require: list[str]
     # the study's outlier filter on raw rows
-    outlier_filter: bool = True
+    outlier_filter: bool
     gra_range: tuple[float, float] = (0.3, 4.0)
     rgb_range: tuple[float, float] = (0.0, 255.0)
     block_size_mb: int = 32
     # text encoding of the raw CSV files; set from ``data.encoding`` (not a data.build key)
-    encoding: str = "utf-8"
+    encoding: str
 
     @classmethod
     def from_config(cls, build: dict | None, encoding: str = "utf-8") -> "BuildOptions":
-        """Options from the ``data.build`` config and ``data.encoding``; an unknown key is
-        named in the error."""
+        """Options from the ``data.build`` config and ``data.encoding``; an unknown or a
+        missing key is named in the error."""
+        build = build or {}
         known = [f.name for f in fields(cls) if f.name != "encoding"]
-        for key in build or {}:
+        for key in build:
             if key not in known:
                 raise BuildError(f"data.build.{key}: unknown key (known: {', '.join(known)})")
-        return cls(**(build or {}), encoding=encoding)
+        missing = [f.name for f in fields(cls) if f.name != "encoding" and f.name not in build
+                   and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise BuildError(f"data.build: missing {', '.join(missing)} "
+                             f"(the defaults are in lithovae/conf/data/*.yaml)")
+        return cls(**build, encoding=encoding)
 
     def __post_init__(self):
         try:
@@ -374,14 +384,14 @@ def _cached(manifest_path: Path, out_path: Path, inputs: dict, raw_dir: Path) ->
     return old
 
 
-def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOptions | None = None,
+def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOptions,
                   *, name: str = "lily", force: bool = False, log=print) -> BuildResult:
     """Build (or reuse) the binned dataset of the raw files in ``raw_dir``.
 
     Writes ``{out_dir}/{name}_{feature_set}_{key}.parquet`` and a ``.manifest.json``
     beside it; rebuilds only when the inputs or the options change.
     """
-    opts = options or BuildOptions()
+    opts = options
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise BuildError(f"{raw_dir}: raw data directory not found")

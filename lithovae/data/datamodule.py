@@ -107,16 +107,19 @@ class LithoDataModule(pl.LightningDataModule):
 
     ``fold``/``n_folds`` select an entropy-balanced CV fold as the test set
     (validation is then carved from the remaining boreholes).
+
+    The options of the ``datamodule`` config and ``seed`` are required keywords: their
+    defaults are written once, in ``lithovae/conf/train.yaml``. ``transforms`` (from the
+    data source), ``scaler`` and ``encoding`` (a trained run's) are None when not used.
     """
 
-    def __init__(self, dataset_path: str | Path, batch_size: int = 512,
-                 fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0,
-                 n_folds: int | None = None, fold: int | None = None,
-                 transforms: dict[str, str] | None = None, standardize: bool = True,
-                 context: int = 0, engineered: bool = False, impute_rgb: bool = False,
-                 eval_batch_size: int = 8192,
-                 scaler: DistributionAwareScaler | None = None, encoding: LabelEncoding | None = None,
-                 steps_per_batch: int = 8, keep_on_device: bool = True):
+    def __init__(self, dataset_path: str | Path, *, batch_size: int,
+                 fractions: tuple[float, float, float], seed: int,
+                 n_folds: int | None, fold: int | None,
+                 standardize: bool, context: int, engineered: bool, impute_rgb: bool,
+                 eval_batch_size: int, steps_per_batch: int, keep_on_device: bool,
+                 transforms: dict[str, str] | None = None,
+                 scaler: DistributionAwareScaler | None = None, encoding: LabelEncoding | None = None):
         super().__init__()
         self.dataset_path = Path(dataset_path)
         self.batch_size = batch_size

@@ -47,12 +47,15 @@ def model_outputs(model: LatentModel, tensors: dict[str, torch.Tensor], visible:
             "logits": torch.cat(logits).numpy() if logits else None}
 
 
-def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names: list[str],
-             mask: MaskStrategy | None = None, k=(10, 12, 15, 20), n_init: int = 10,
-             gmm: bool = True, silhouette_samples: int = 10000, max_fit_samples: int | None = None,
-             seed: int = 0, baseline: bool = True,
+def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names: list[str], *,
+             k, n_init: int, gmm: bool, silhouette_samples: int, max_fit_samples: int | None,
+             seed: int, mask: MaskStrategy | None = None, baseline: bool = True,
              baseline_cache_dir: str | Path | None = None) -> tuple[dict, dict]:
     """Metrics dict (keys of the study) and the arrays behind them.
+
+    The scoring options of the ``eval`` config (:func:`split_eval_options`) and ``seed``
+    are required keywords: their defaults are written once, in
+    ``lithovae/conf/eval/default.yaml`` and ``lithovae/conf/train.yaml``.
 
     With ``baseline``, the same clusterings of the scaled input features of the same rows
     (``baseline_ari_*``) and ``ari_gain = ari_best - baseline_ari_best``: does the latent
@@ -91,8 +94,8 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
     return metrics, arrays
 
 
-def raw_feature_baseline(x: np.ndarray, y: np.ndarray, k=(10, 12, 15, 20), n_init: int = 10,
-                         gmm: bool = True, max_fit_samples: int | None = None, seed: int = 0,
+def raw_feature_baseline(x: np.ndarray, y: np.ndarray, *, k, n_init: int, gmm: bool,
+                         max_fit_samples: int | None, seed: int,
                          cache_dir: str | Path | None = None) -> dict:
     """``baseline_ari_*``: :func:`clustering_scores` on the scaled input features (unobserved
     entries at the scaled mean, 0), with the model's ks, initialisations and seed.

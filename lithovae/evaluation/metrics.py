@@ -34,7 +34,6 @@ __all__ = [
     "active_dims",
 ]
 
-DEFAULT_KS = (10, 12, 15, 20)
 GMM_REG_COVAR = (1e-6, 1e-4, 1e-2)  # sklearn's default first, then stronger regularisation
 log = logging.getLogger("lithovae")
 
@@ -94,7 +93,7 @@ def _fit_predict(method: str, k: int, fit_rows: np.ndarray, latent: np.ndarray, 
     return None
 
 
-def clustering_scores(latent, labels, ks: Sequence[int] = DEFAULT_KS, seed: int = 0,
+def clustering_scores(latent, labels, ks: Sequence[int], seed: int = 0,
                       n_init: int = 10, gmm: bool = True, max_fit_samples: int | None = None,
                       gmm_covariance: str = "full", prefix: str = "") -> ClusteringResult:
     """Adjusted Rand index of k-means (and GMM) clusterings of ``latent`` against ``labels``.

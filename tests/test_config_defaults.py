@@ -1,0 +1,216 @@
+"""Every default is written once, in the YAML under ``lithovae/conf``.
+
+- a preset (``conf/experiment/*.yaml``) sets only what differs from what it composes;
+- the dataclass schema (``lithovae/config.py``) carries types, not values;
+- the constructors built from the config restate no value of the YAML;
+- every model YAML composes and builds.
+
+Presets, data sources and models are discovered by glob: a new YAML is checked without
+editing this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+import lithovae.config as config_module
+from lithovae.config import TrainConfig, validate
+from lithovae.data.builder import BuildOptions
+from lithovae.data.datamodule import LithoDataModule
+from lithovae.evaluation.evaluate import evaluate, raw_feature_baseline, split_eval_options
+from lithovae.evaluation.metrics import clustering_scores
+from lithovae.models.base import DataSpec
+from tests.conftest import CONF_DIR
+
+CONF = Path(CONF_DIR)
+PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+DATA_WITH_BUILD = sorted(p.stem for p in (CONF / "data").glob("*.yaml") if "build" in OmegaConf.load(p))
+_ABSENT = object()
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def _leaves(node, prefix: str = ""):
+    """(dotted key, value) of every leaf of a plain dict; lists and empty dicts are leaves."""
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _lookup(node, key: str):
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+def _same(a, b) -> bool:
+    """Equal and of the same type (1 is not 1.0, nor True): what a YAML dump would show."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def _preset(name: str) -> tuple[list[str], dict]:
+    """A preset's group choices (as overrides) and its body (without defaults and preset)."""
+    body = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{name}.yaml"), resolve=False)
+    choices = []
+    for entry in body.pop("defaults", []):
+        (group, option), = entry.items()
+        choices.append(f"{group.removeprefix('override ').lstrip('/')}={option}")
+    body.pop("preset", None)
+    return choices, body
+
+
+def _restated(choices: list[str], body: dict) -> list[str]:
+    """The leaves of ``body`` equal to what the config composes without them: train.yaml
+    with the preset's own group choices."""
+    base = OmegaConf.to_container(_compose(choices), resolve=False)
+    return [f"{key}: {value!r}" for key, value in _leaves(body) if _same(_lookup(base, key), value)]
+
+
+# -- (1) presets set only what differs ---------------------------------------------------------
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_preset_restates_no_value_it_composes(name):
+    choices, body = _preset(name)
+    restated = _restated(choices, body)
+    assert not restated, (f"conf/experiment/{name}.yaml sets values it gets anyway from "
+                          f"train.yaml and {choices}: {restated}; remove them (and cite them "
+                          f"in the preset's header comment)")
+
+
+def test_the_preset_check_finds_a_restated_value():
+    choices, body = _preset("v2_6_7")
+    body = {**body, "trainer": {"max_epochs": _compose(choices).trainer.max_epochs}}
+    assert _restated(choices, body) == ["trainer.max_epochs: 100"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_preset_composes_to_its_choices_plus_its_body(name):
+    """The body is applied on top of the group choices (nothing else in the preset)."""
+    choices, body = _preset(name)
+    composed = OmegaConf.to_container(_compose([f"experiment={name}"]), resolve=False)
+    for key, value in _leaves(body):
+        assert _same(_lookup(composed, key), value), key
+    assert composed["preset"] == name
+
+
+# -- (2) no YAML value restated in Python ------------------------------------------------------
+
+def _schema_classes() -> dict[type, str]:
+    """Each dataclass of the schema and its dotted place in the train config ("" for the root)."""
+    places: dict[type, str] = {}
+
+    def walk(cls, prefix):
+        places[cls] = prefix
+        for f in dataclasses.fields(cls):
+            if isinstance(f.type, str):
+                annotation = inspect.get_annotations(cls, eval_str=True)[f.name]
+            else:
+                annotation = f.type
+            if dataclasses.is_dataclass(annotation):
+                walk(annotation, f"{prefix}{f.name}.")
+    walk(TrainConfig, "")
+    return places
+
+
+def _raw_yaml_keys() -> set[str]:
+    """The dotted keys train.yaml and the default eval/paths groups write themselves."""
+    keys = {k for k, _ in _leaves(OmegaConf.to_container(OmegaConf.load(CONF / "train.yaml")))}
+    for group in ("eval", "paths"):
+        node = OmegaConf.to_container(OmegaConf.load(CONF / group / "default.yaml"))
+        keys |= {f"{group}.{k}" for k, _ in _leaves(node)}
+    return keys
+
+
+def test_every_schema_dataclass_is_reached_from_the_train_config():
+    declared = {obj for _, obj in inspect.getmembers(config_module, dataclasses.is_dataclass)
+                if inspect.isclass(obj) and obj.__module__ == config_module.__name__}
+    assert declared == set(_schema_classes())
+
+
+@pytest.mark.parametrize("cls, prefix", list(_schema_classes().items()),
+                         ids=lambda v: v.__name__ if isinstance(v, type) else v or "root")
+def test_the_schema_carries_types_not_values(cls, prefix):
+    written = _raw_yaml_keys()
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.default_factory is not dataclasses.MISSING:
+            assert dataclasses.is_dataclass(f.default_factory), f"{key}: a value in the schema"
+            continue
+        if f.default is None:  # a node no YAML writes (study: set by conf/study/*)
+            assert key not in written and not any(k.startswith(f"{key}.") for k in written), \
+                f"{key}: None in the schema, a value in the YAML"
+            continue
+        assert f.default == MISSING, f"{key}: default {f.default!r} in the schema; write it in the YAML"
+
+
+def _config_defaults(defaults: dict, names) -> list[str]:
+    """Parameters of a constructor that the YAML sets and that still have a Python default."""
+    return [f"{name}={p.default!r}" for name, p in names.items()
+            if name in defaults and p.default is not inspect.Parameter.empty]
+
+
+def test_the_data_module_restates_no_datamodule_default():
+    cfg = OmegaConf.to_container(_compose([]), resolve=False)
+    params = inspect.signature(LithoDataModule.__init__).parameters
+    yaml_values = {**cfg["datamodule"], "seed": cfg["seed"]}
+    assert set(cfg["datamodule"]) <= set(params)
+    assert not _config_defaults(yaml_values, params), "set in lithovae/conf/train.yaml"
+
+
+@pytest.mark.parametrize("data", DATA_WITH_BUILD)
+def test_build_options_restate_no_data_build_default(data):
+    cfg = OmegaConf.to_container(_compose([f"data={data}"]), resolve=False)
+    params = inspect.signature(BuildOptions).parameters
+    yaml_values = {**cfg["data"]["build"], **({"encoding": cfg["data"]["encoding"]}
+                                              if "encoding" in cfg["data"] else {})}
+    assert set(cfg["data"]["build"]) <= set(params)
+    assert not _config_defaults(yaml_values, params), f"set in lithovae/conf/data/{data}.yaml"
+
+
+@pytest.mark.parametrize("function", [evaluate, raw_feature_baseline], ids=lambda f: f.__name__)
+def test_evaluation_restates_no_eval_default(function):
+    cfg = OmegaConf.to_container(_compose([]), resolve=False)
+    params = inspect.signature(function).parameters
+    scores, _ = split_eval_options(cfg["eval"])
+    if function is evaluate:  # evaluate() takes every scoring option (**score_options)
+        assert set(scores) <= set(params)
+    restated = _config_defaults({**scores, "seed": cfg["seed"]}, params)
+    assert not restated, "set in lithovae/conf/eval/default.yaml (seed: train.yaml)"
+
+
+def test_the_k_list_has_no_python_default():
+    assert inspect.signature(clustering_scores).parameters["ks"].default is inspect.Parameter.empty
+
+
+# -- (3) every model YAML composes and builds ---------------------------------------------------
+
+SPEC = DataSpec(6, ("GRA", "MS", "NGR", "R", "G", "B"), 139, 14, tuple(range(1, 140)), tuple(range(1, 15)))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_yaml_composes_and_builds(model):
+    cfg = _compose([f"model={model}"])
+    validate(cfg)
+    built = instantiate(cfg.model, _partial_=True, _convert_="all")(data=SPEC)
+    assert sum(p.numel() for p in built.parameters()) > 0
