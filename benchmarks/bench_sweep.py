@@ -34,11 +34,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--data-dir", default="outputs/data")
     parser.add_argument("--baseline", action="store_true", help="also time the sequential basic launcher")
+    parser.add_argument("--keep", default=None, help="keep the sweep's outputs (summary.csv, figure, MLflow) here")
     args = parser.parse_args()
     probs = [f"{p / 100:.2f}" for p in range(51)][:args.probs]
     subprocess.run([sys.executable, "-m", "lithovae.data", "report=false",
                     f"paths.data_dir={args.data_dir}"], check=True, stdout=subprocess.DEVNULL)
-    with tempfile.TemporaryDirectory() as root:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or tmp
         joblib = sweep(probs, args.epochs, ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"],
                        root, args.data_dir)
     print(f"masking sweep, {len(probs)} runs x {args.epochs} epochs (v2_14_2, default dataset), "

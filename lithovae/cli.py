@@ -1,4 +1,6 @@
-"""Shared command-line behaviour: user errors become one line and a non-zero exit."""
+"""Command-line behaviour, used by the entry points only: a user error (a
+:class:`lithovae.errors.LithovaeError`) becomes one ``error:`` line and exit code 2, an
+interrupted run exit code 128 + signal. The library raises; it never exits."""
 
 from __future__ import annotations
 
@@ -49,18 +51,14 @@ def user_error(exc: BaseException) -> str | None:
     """The one-line message for a user error, or None for a bug (which keeps its traceback)."""
     from hydra.errors import InstantiationException
 
-    from lithovae.data.errors import BuildError
+    from lithovae.errors import LithovaeError
 
     while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__
-    if isinstance(exc, (BuildError, FileNotFoundError)):
-        return str(exc)
+    if isinstance(exc, (LithovaeError, FileNotFoundError)):
+        return str(exc).splitlines()[0]
     if isinstance(exc, InstantiationException):
         return str(exc).replace("\n", " ")
-    from lithovae.config import ConfigError
-
-    if isinstance(exc, ConfigError):
-        return str(exc).splitlines()[0]
     return None
 
 

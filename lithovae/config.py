@@ -16,10 +16,9 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from lithovae.checks import integer_at_least, non_negative_number, probability
+from lithovae.errors import ConfigError  # re-exported: lithovae.config.ConfigError
 
 
-class ConfigError(ValueError):
-    pass
 
 
 # The schema carries types only: every value, default included, is written once, in the
@@ -217,24 +216,22 @@ def unit_interval(key: str, value) -> None:
     probability(f"{key}:", value, allow_one=True)
 
 
-def open_unit_interval(key: str, value) -> None:
-    """A number in (0, 1): a factor that must shrink, never zero."""
+def _positive_fraction(key: str, value, allow_one: bool) -> None:
+    """A number in (0, 1), or (0, 1] with ``allow_one``: a factor that must shrink, never zero."""
     try:
-        ok = probability(f"{key}:", value, allow_one=False) > 0
+        ok = probability(f"{key}:", value, allow_one=allow_one) > 0
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(f"{key}: must be in (0, 1), got {value!r}")
+        raise ValueError(f"{key}: must be in (0, 1{']' if allow_one else ')'}, got {value!r}")
+
+
+def open_unit_interval(key: str, value) -> None:
+    _positive_fraction(key, value, allow_one=False)
 
 
 def half_open_unit_interval(key: str, value) -> None:
-    """A number in (0, 1]."""
-    try:
-        ok = probability(f"{key}:", value, allow_one=True) > 0
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"{key}: must be in (0, 1], got {value!r}")
+    _positive_fraction(key, value, allow_one=True)
 
 
 def seed(key: str, value) -> None:

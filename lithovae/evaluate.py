@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lithovae.cli import exits_cleanly
-from lithovae.data.errors import BuildError
+from lithovae.errors import CheckpointError, ConfigError, RunDirError
 
 
 def load_run_model(run_dir: Path, spec, checkpoint: str = "scored"):
@@ -30,7 +30,7 @@ def load_run_model(run_dir: Path, spec, checkpoint: str = "scored"):
         checkpoint = Path(scored).stem if scored else "last"
     path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not path.exists():
-        raise BuildError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: checkpoint not found")
     model = instantiate(run_cfg.model, _partial_=True, _convert_="all")(data=spec)
     checkpoint_state = load_checkpoint(path)  # weights_only: a pickled payload is refused, never run
     state = checkpoint_state["state_dict"]
@@ -49,7 +49,6 @@ def _with_current_defaults(run_cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(current, run_cfg)
 
 
-@exits_cleanly
 def evaluate_run(cfg: DictConfig) -> dict:
     import torch
     from hydra.utils import instantiate
@@ -57,16 +56,16 @@ def evaluate_run(cfg: DictConfig) -> dict:
     from lithovae import tracking
     from lithovae.data.datamodule import SPLITS, LabelEncoding, LithoDataModule
     from lithovae.data.scaler import DistributionAwareScaler
-    from lithovae.evaluation.evaluate import evaluate, split_eval_options
+    from lithovae.evaluation.scoring import evaluate, split_eval_options
     from lithovae.results import write_json
 
     run_dir = Path(cfg.run_dir)
     needed = ["config.yaml", "scaler.json", "label_encoding.json"]
     missing = [n for n in needed if not (run_dir / n).exists()]
     if missing:
-        raise BuildError(f"{run_dir}: not a lithovae run directory (missing {missing[0]})")
+        raise RunDirError(f"{run_dir}: not a lithovae run directory (missing {missing[0]})")
     if cfg.split not in (*SPLITS, "all"):
-        raise BuildError(f"split: unknown '{cfg.split}', choose one of {[*SPLITS, 'all']}")
+        raise ConfigError(f"split: unknown '{cfg.split}', choose one of {[*SPLITS, 'all']}")
     run_cfg = _with_current_defaults(OmegaConf.load(run_dir / "config.yaml"))
     torch.set_num_threads(run_cfg.get("threads", 1))
     source = instantiate(cfg.data if cfg.get("data") else run_cfg.data, _convert_="all")
@@ -108,7 +107,7 @@ def evaluate_run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    evaluate_run(cfg)
+    exits_cleanly(evaluate_run)(cfg)  # one `error:` line and exit 2 for bad input
 
 
 if __name__ == "__main__":

@@ -49,29 +49,29 @@ def file_digest(path: Path) -> str:
 def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint (or any ``torch.save`` file) read with ``weights_only=True`` onto the CPU:
     tensors, numbers, strings and containers only, so no pickled code ever runs. Raises a
-    one-line ``BuildError`` naming the file when it is missing, unreadable, or holds anything
+    one-line ``CheckpointError`` naming the file when it is missing, unreadable, or holds anything
     else (a pickled object: a planted payload, or a checkpoint written by other code)."""
     import pickle
     import re
 
     import torch
 
-    from lithovae.data.errors import BuildError
+    from lithovae.errors import CheckpointError
 
     path = Path(path)
     if not path.is_file():
-        raise BuildError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch names a refused global: "... unsupported GLOBAL posix.system whose module ..."
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found:
-            raise BuildError(f"{path}: not a safe checkpoint: it holds pickled {found.group(1)}, which would "
+            raise CheckpointError(f"{path}: not a safe checkpoint: it holds pickled {found.group(1)}, which would "
                              f"run code when loaded; refusing it (only tensors and plain data are read)") from None
-        raise BuildError(f"{path}: not a loadable safe checkpoint ({_first_sentence(exc)})") from None
+        raise CheckpointError(f"{path}: not a loadable safe checkpoint ({_first_sentence(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - a truncated, foreign or corrupt file
-        raise BuildError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {_first_sentence(exc)})") from None
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {_first_sentence(exc)})") from None
 
 
 def _first_sentence(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lithovae import config as config_schema  # registers the train schema
-from lithovae.cli import exits_cleanly
+from lithovae.cli import EXIT_USER_ERROR, RunInterrupted, exits_cleanly
 
 log = logging.getLogger("lithovae")
 
@@ -51,10 +51,10 @@ def summary_table(metrics: dict, dataset: str, synthetic: bool) -> str:
     return "\n".join(lines)
 
 
-@exits_cleanly
 def train(cfg: DictConfig, logger=None, callbacks: tuple = ()) -> dict:
-    """Train and evaluate one run. ``logger`` replaces the configured one (CV child runs);
-    ``callbacks`` are added to the trainer's (library use and tests)."""
+    """Train and evaluate one run; returns its metrics. ``logger`` replaces the configured one;
+    ``callbacks`` are added to the trainer's. Raises :class:`lithovae.errors.LithovaeError` for
+    bad input and :class:`lithovae.cli.RunInterrupted` on SIGTERM/SIGINT; never exits."""
     from lithovae import tracking
     from lithovae.cli import signals_interrupt
 
@@ -95,7 +95,7 @@ def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
     from lithovae.cli import RunInterrupted
     from lithovae.data.datamodule import LithoDataModule
     from lithovae.data.splits import label_entropy
-    from lithovae.evaluation.evaluate import evaluate, split_eval_options
+    from lithovae.evaluation.scoring import evaluate, split_eval_options
     from lithovae.files import file_digest, load_checkpoint
     from lithovae.plan import TrainingPlan
 
@@ -262,6 +262,10 @@ def _write_run_files(run_dir: Path, cfg: DictConfig, metrics: dict, dm) -> list[
     return paths
 
 
+# train as the command line runs it: one `error:` line and exit code 2 (143/130 when stopped)
+run = exits_cleanly(train)
+
+
 def _in_optuna_search() -> bool:
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -274,24 +278,31 @@ def _in_optuna_search() -> bool:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train; return ``cfg.optimized_metric`` (the objective of a sweeper)."""
+    import sys
+
+    from lithovae.cli import one_line
+    from lithovae.errors import LithovaeError
     from lithovae.sweeps import in_multirun, mark_failed
 
-    try:
-        metrics = train(cfg)
-    except SystemExit as exc:
-        if exc.code in (0, None) or exc.code >= 128:  # an interrupted job stops the sweep
-            raise
-        if _in_optuna_search():
-            # the sweeper records a raising job as a FAIL trial and goes on (max_failure_rate)
-            raise RuntimeError(f"trial failed with exit code {exc.code} (message above)") from None
-        if not in_multirun():
-            raise
-        # one bad value fails its own job (one-line error above, FAILED MLflow run); the others run
-        mark_failed(cfg.paths.run_dir, exc.code)
-        return float("nan")
+    if _in_optuna_search():
+        metrics = train(cfg)  # the sweeper records a raising trial as FAIL and goes on
+    elif in_multirun():
+        try:
+            metrics = train(cfg)
+        except LithovaeError as exc:
+            # one bad value fails its own job (FAILED MLflow run); the others run
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            mark_failed(cfg.paths.run_dir, EXIT_USER_ERROR)
+            return float("nan")
+        except RunInterrupted as exc:  # a stopped job stops the sweep
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+    else:
+        metrics = run(cfg)
     value = metrics.get(cfg.optimized_metric)
     if value is None and cfg.optimized_metric not in metrics:
-        raise config_schema.ConfigError(f"optimized_metric: '{cfg.optimized_metric}' is not a metric of this run")
+        print(f"error: optimized_metric: '{cfg.optimized_metric}' is not a metric of this run", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     return float(value) if value is not None else float("nan")
 
 

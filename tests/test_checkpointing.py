@@ -14,7 +14,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lithovae.train import train
+from lithovae.train import run, train
 from tests.conftest import compose_train
 
 
@@ -85,7 +85,7 @@ class _KillDuring(pl.Callback):
 
 def test_ctrl_c_stops_with_exit_130_and_keeps_the_last_complete_epoch(tmp_path, shared_data_dir):
     with pytest.raises(SystemExit) as stopped:
-        train(compose_train(["trainer.max_epochs=5", "logger=none"], tmp_path, shared_data_dir),
+        run(compose_train(["trainer.max_epochs=5", "logger=none"], tmp_path, shared_data_dir),
               callbacks=[_KillDuring(2, signal.SIGINT)])
     assert stopped.value.code == 130
     assert _ckpt(tmp_path / "run" / "checkpoints" / "last.ckpt")["epoch"] == 1
@@ -106,7 +106,7 @@ def test_a_run_killed_partway_resumes_from_last_ckpt_and_matches_an_uninterrupte
     full = train(compose_train(common, tmp_path / "full", shared_data_dir))
 
     with pytest.raises(SystemExit) as stopped:
-        train(compose_train(common, tmp_path / "killed", shared_data_dir), callbacks=[_KillDuring(6)])
+        run(compose_train(common, tmp_path / "killed", shared_data_dir), callbacks=[_KillDuring(6)])
     assert stopped.value.code == 128 + signal.SIGTERM
     last = tmp_path / "killed" / "run" / "checkpoints" / "last.ckpt"
     assert _ckpt(last)["epoch"] == 5  # epoch 6 was cut short: the last complete one is kept
@@ -125,7 +125,7 @@ def test_a_run_killed_partway_resumes_from_last_ckpt_and_matches_an_uninterrupte
 def test_sigterm_marks_the_mlflow_run_killed_and_a_resume_names_it(tmp_path, shared_data_dir):
     common = ["trainer.max_epochs=4"]
     with pytest.raises(SystemExit) as stopped:
-        train(compose_train(common, tmp_path, shared_data_dir), callbacks=[_KillDuring(2)])
+        run(compose_train(common, tmp_path, shared_data_dir), callbacks=[_KillDuring(2)])
     assert stopped.value.code == 143
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lithovae")
@@ -148,7 +148,7 @@ def test_sigterm_marks_the_mlflow_run_killed_and_a_resume_names_it(tmp_path, sha
 
 def test_a_missing_ckpt_path_is_one_line_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
-        train(compose_train([f"ckpt_path={tmp_path / 'nope.ckpt'}", "logger=none"], tmp_path))
+        run(compose_train([f"ckpt_path={tmp_path / 'nope.ckpt'}", "logger=none"], tmp_path))
     assert stopped.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: ckpt_path: no checkpoint file at {tmp_path / 'nope.ckpt'}"
     assert not (tmp_path / "data").exists()

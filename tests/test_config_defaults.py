@@ -25,7 +25,7 @@ import lithovae.config as config_module
 from lithovae.config import TrainConfig, validate
 from lithovae.data.builder import BuildOptions
 from lithovae.data.datamodule import LithoDataModule
-from lithovae.evaluation.evaluate import evaluate, raw_feature_baseline, split_eval_options
+from lithovae.evaluation.scoring import evaluate, raw_feature_baseline, split_eval_options
 from lithovae.evaluation.metrics import clustering_scores
 from lithovae.models.base import DataSpec
 from tests.conftest import CONF_DIR

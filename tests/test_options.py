@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from lithovae.config import RANGES, ConfigError, validate
-from lithovae.train import train
+from lithovae.train import run, train
 from tests.conftest import CONF_DIR, compose_train
 
 STUDIES = sorted(p.stem for p in (Path(CONF_DIR) / "study").glob("*.yaml"))
@@ -103,7 +103,7 @@ def no_data_build(monkeypatch):
 def test_an_out_of_range_option_fails_fast_naming_the_key(tmp_path, capsys, no_data_build, overrides, key):
     cfg = compose_train([*overrides, "logger=none"], tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        train(cfg)
+        run(cfg)
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
@@ -184,3 +184,8 @@ def test_the_command_line_exits_2_with_one_error_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines == ["error: trainer.max_epochs: must be an integer >= 1, got -1"], proc.stderr
     assert not (tmp_path / "outputs" / "data").exists()
+
+
+def test_the_library_raises_a_typed_error_and_never_exits(tmp_path, no_data_build):
+    with pytest.raises(ConfigError, match="trainer.max_epochs"):
+        train(compose_train(["trainer.max_epochs=-1", "logger=none"], tmp_path))

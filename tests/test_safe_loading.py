@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lithovae.data.errors import BuildError
+from lithovae.errors import CheckpointError
 from lithovae.files import load_checkpoint
 from lithovae.models.base import DataSpec
 from lithovae.models.embedding_classifier import EmbeddingClassifier
-from lithovae.train import train
+from lithovae.train import run, train
 from tests.conftest import compose_train
 
 FEATURES = ("GRA", "MS", "NGR", "R", "G", "B")
@@ -72,7 +72,7 @@ def test_load_checkpoint_refuses_a_pickle_payload_in_one_line(tmp_path, trained_
     marker = tmp_path / "pwned"
     genuine = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")
     path = plant(tmp_path / "evil.ckpt", marker, base=genuine)  # a real checkpoint plus the payload
-    with pytest.raises(BuildError) as error:
+    with pytest.raises(CheckpointError) as error:
         load_checkpoint(path)
     message = str(error.value)
     assert len(message.splitlines()) == 1
@@ -90,7 +90,7 @@ def test_load_checkpoint_names_a_missing_or_corrupt_file(tmp_path, content, expe
     path = tmp_path / "x.ckpt"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(BuildError, match=expected) as error:
+    with pytest.raises(CheckpointError, match=expected) as error:
         load_checkpoint(path)
     assert str(error.value).startswith(str(path)) and len(str(error.value).splitlines()) == 1
 
@@ -130,7 +130,7 @@ def test_evaluate_refuses_a_planted_run_checkpoint(tmp_path, trained_run, shared
 def test_the_embedding_classifier_refuses_a_planted_pretrained_encoder(tmp_path):
     marker = tmp_path / "pwned"
     evil = plant(tmp_path / "vae.ckpt", marker)
-    with pytest.raises(BuildError) as error:
+    with pytest.raises(CheckpointError) as error:
         EmbeddingClassifier(SPEC, pretrained=str(evil))
     assert str(error.value).startswith(f"{evil}: not a safe checkpoint")
     assert not marker.exists()
@@ -150,7 +150,7 @@ def test_training_with_a_planted_pretrained_encoder_exits_2_in_one_line(tmp_path
     cfg = compose_train(["model=embedding_classifier", f"model.pretrained={evil}", "trainer.max_epochs=1",
                          "logger=none"], tmp_path, shared_data_dir)
     with pytest.raises(SystemExit) as exit_info:
-        train(cfg)
+        run(cfg)
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {evil}: not a safe checkpoint"), lines

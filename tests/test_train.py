@@ -13,7 +13,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from lithovae.train import train
+from lithovae.train import run, train
 from tests.conftest import CONF_DIR, compose_train
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -92,7 +92,7 @@ def test_mlflow_run_has_params_tags_test_metrics_epoch_curves_and_artifacts(tmp_
 
 
 def test_a_run_that_raises_is_marked_failed(tmp_path, shared_data_dir, monkeypatch):
-    import lithovae.evaluation.evaluate as evaluation
+    import lithovae.evaluation.scoring as evaluation
 
     def broken(*args, **kwargs):
         raise RuntimeError("evaluation exploded")
@@ -125,7 +125,7 @@ def test_bad_overrides_fail_fast_naming_the_key(tmp_path, override, named):
 def test_an_unknown_log_borehole_fails_before_training(tmp_path, shared_data_dir, capsys):
     cfg = compose_train(["eval.log_boreholes=[U9999Z]", "logger=none"], tmp_path, shared_data_dir)
     with pytest.raises(SystemExit) as exit_info:
-        train(cfg)
+        run(cfg)
     assert exit_info.value.code == 2
     assert "eval.log_boreholes: 'U9999Z' is not a test borehole" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -225,7 +225,7 @@ class LithoDataModule(pl.LightningDataModule):
             self.shuffle_generator.set_state(state_dict["shuffle_generator"])
 
     def data_spec(self):
-        from lithovae.models.base import DataSpec
+        from lithovae.spec import DataSpec
 
         train = self.tensors["train"]
         return DataSpec(

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
+from lithovae.errors import DataError as BuildError  # the data layer's name for DataError
 
-class BuildError(ValueError):
-    """Bad input data or data options: the message names the file, column or key."""
+__all__ = ["BuildError"]

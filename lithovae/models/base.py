@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from lithovae.models.losses import class_loss, gaussian_kl, masked_sse
+from lithovae.spec import DataSpec  # re-exported: the models' view of the data
 
 
 @contextlib.contextmanager
@@ -35,18 +36,6 @@ def inference(model: nn.Module):
             yield model
     finally:
         model.train(was_training)
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a model needs to know about the data it is built for."""
-
-    n_features: int
-    feature_names: tuple[str, ...]
-    n_classes: int  # principal lithologies
-    n_groups: int  # expert groups
-    class_counts: tuple[int, ...] = ()  # training-set count per principal code
-    group_counts: tuple[int, ...] = ()  # training-set count per group code
 
 
 @dataclass

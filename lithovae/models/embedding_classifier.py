@@ -14,7 +14,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from lithovae.data.errors import BuildError
+from lithovae.errors import CheckpointError
 from lithovae.files import load_checkpoint
 from lithovae.models.base import DataSpec, LossContext, ModelOutput
 from lithovae.models.heads import ClassifierHeadMixin
@@ -43,17 +43,17 @@ class EmbeddingClassifier(ClassifierHeadMixin, VAE):
         checkpoint = load_checkpoint(path)
         state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
         if not isinstance(state, dict):
-            raise BuildError(f"{path}: model.pretrained: not a checkpoint with a state_dict")
+            raise CheckpointError(f"{path}: model.pretrained: not a checkpoint with a state_dict")
         vae_state = {key.removeprefix("model."): value for key, value in state.items()
                      if isinstance(key, str) and key.removeprefix("model.").startswith(("encoder.", "decoder."))}
         own = {k for k in self.state_dict() if k.startswith(("encoder.", "decoder."))}
         if missing := sorted(own - vae_state.keys()):
-            raise BuildError(f"{path}: model.pretrained: checkpoint lacks VAE weights {missing[:5]}"
+            raise CheckpointError(f"{path}: model.pretrained: checkpoint lacks VAE weights {missing[:5]}"
                              f"{' ...' if len(missing) > 5 else ''}")
         try:
             self.load_state_dict(vae_state, strict=False)
         except RuntimeError as exc:  # same names, other shapes: another architecture
-            raise BuildError(f"{path}: model.pretrained: weights do not fit this model "
+            raise CheckpointError(f"{path}: model.pretrained: weights do not fit this model "
                              f"({str(exc).splitlines()[-1].strip()})") from None
 
     def in_classifier_stage(self, epoch: int) -> bool:

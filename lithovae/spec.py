@@ -1,0 +1,17 @@
+"""What a model needs to know about its data: built by the data module, read by the models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about the data it is built for."""
+
+    n_features: int
+    feature_names: tuple[str, ...]
+    n_classes: int  # principal lithologies
+    n_groups: int  # expert groups
+    class_counts: tuple[int, ...] = ()  # training-set count per principal code
+    group_counts: tuple[int, ...] = ()  # training-set count per group code
