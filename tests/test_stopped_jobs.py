@@ -58,3 +58,16 @@ def test_a_multirun_with_one_bad_value_leaves_a_failed_run_beside_the_finished_o
     runs = {r.data.tags["overrides"].split("mask.prob=")[1].split()[0]: r for r in _runs(tmp_path)}
     assert {k: r.info.status for k, r in runs.items()} == {"0.1": "FINISHED", "1.5": "FAILED", "0.2": "FINISHED"}
     assert runs["1.5"].data.tags["error"] == "mask.prob: must be in [0, 1], got 1.5"
+
+
+def test_a_single_run_with_a_bad_value_leaves_a_failed_run_with_its_overrides_and_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lithovae.train", "trainer.max_epochs=-1", f"paths.root_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: trainer.max_epochs: must be an integer >= 1, got -1"
+    (run,) = _runs(tmp_path)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "trainer.max_epochs: must be an integer >= 1, got -1"
+    assert "trainer.max_epochs=-1" in run.data.tags["overrides"]
+    assert not (tmp_path / "outputs" / "data").exists()  # failed before any work
