@@ -30,7 +30,9 @@ else:
     from omegaconf import OmegaConf
     from lithovae.data.builder import BuildOptions, build_dataset
     synthetic = OmegaConf.load(Path(lithovae.__file__).parent / "conf" / "data" / "synthetic.yaml")
-    options = BuildOptions.from_config(OmegaConf.to_container(synthetic.build))
+    from lithovae.data.sources import SyntheticSource
+    options = BuildOptions.from_config(OmegaConf.to_container(synthetic.build),
+                                       encoding=SyntheticSource.RAW_ENCODING)
     info = build_dataset(out / "raw", out / "built", options, log=lambda *a: None, force=True).manifest
     info = {"rows": info["rows"], "boreholes": info["boreholes"]}
 print(json.dumps({"seconds": time.perf_counter() - started,

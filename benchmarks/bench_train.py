@@ -17,29 +17,38 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 import lithovae
+import lithovae.config  # noqa: F401 - registers the train schema the config composes with
 from lithovae.alpha import NoAlpha
 from lithovae.data.datamodule import LithoDataModule
-from lithovae.data.sources import SyntheticSource
 from lithovae.masking import NoMask
 from lithovae.models.base import LossContext
 from lithovae.models.vae import VAE
 from lithovae.plan import TrainingPlan, make_adam
-from lithovae.schedules import LinearAnneal
 
 
-def make_model(spec) -> VAE:
+def preset_config(scale: str) -> DictConfig:
+    """The v2_6_7 preset, as ``python -m lithovae.train experiment=v2_6_7`` composes it: the
+    model, beta schedule, data and datamodule options (the constructors have no defaults)."""
+    conf = Path(lithovae.__file__).parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose(config_name="train", overrides=["experiment=v2_6_7", f"data.scale={scale}"])
+
+
+def make_model(cfg: DictConfig, spec) -> VAE:
     torch.manual_seed(0)
-    return VAE(spec, latent_dim=10, hidden=[32, 16], dropout=0.1)
+    return instantiate(cfg.model, _partial_=True, _convert_="all")(data=spec)
 
 
-def plain_loop(dm: LithoDataModule, epochs: int) -> float:
+def plain_loop(cfg: DictConfig, dm: LithoDataModule, epochs: int) -> float:
     """Samples/s of a hand-written loop: randperm, index, forward, loss, step."""
-    model = make_model(dm.data_spec())
-    opt = make_adam(model.parameters(), lr=1e-3)
-    beta = LinearAnneal(1e-10, 0.75, 100)
+    model = make_model(cfg, dm.data_spec())
+    opt = make_adam(model.parameters(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
+    beta = instantiate(cfg.beta, _convert_="all")
     train = dm.tensors["train"]
     n = len(train["x"])
     timed, seconds = 0, 0.0
@@ -71,9 +80,13 @@ class EpochTimer(pl.Callback):
             self.samples += len(trainer.datamodule.tensors["train"]["x"])
 
 
-def framework_loop(dm: LithoDataModule, epochs: int) -> float:
+def framework_loop(cfg: DictConfig, dm: LithoDataModule, epochs: int) -> float:
     """Samples/s of lithovae's TrainingPlan under a Lightning Trainer."""
-    plan = TrainingPlan(make_model(dm.data_spec()), LinearAnneal(1e-10, 0.75, 100), NoMask(), NoAlpha())
+    plan = TrainingPlan(make_model(cfg, dm.data_spec()), instantiate(cfg.beta, _convert_="all"),
+                        NoMask(), NoAlpha(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay,
+                        reduce_on_plateau=False,  # no validation in the timed loop: nothing to step on
+                        plateau_patience=cfg.lr_scheduler.patience, plateau_factor=cfg.lr_scheduler.factor,
+                        seed=cfg.seed)
     timer = EpochTimer()
     trainer = pl.Trainer(max_epochs=epochs + 1, accelerator="cpu", devices=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -91,19 +104,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (training default: 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    conf = Path(lithovae.__file__).parent / "conf"  # the defaults, as `python -m lithovae.train` has them
-    train_yaml, data_yaml = OmegaConf.load(conf / "train.yaml"), OmegaConf.load(conf / "data" / "synthetic.yaml")
-    source = SyntheticSource(scale=args.scale, seed=data_yaml.seed, build=OmegaConf.to_container(data_yaml.build))
+    cfg = preset_config(args.scale)  # the defaults, as `python -m lithovae.train` has them
+    source = instantiate(cfg.data, _convert_="all")
     path, _ = source.prepare(Path(args.data_dir), log=lambda *a: None)
-    dm = LithoDataModule(path, seed=train_yaml.seed, **OmegaConf.to_container(train_yaml.datamodule))
+    dm = LithoDataModule(path, seed=cfg.seed, **OmegaConf.to_container(cfg.datamodule))
     dm.setup()
     n = dm.stats["n_train"]
     print(f"v2_6_7 VAE, {source.name}: {n:,} training bins, batch {dm.batch_size}, {args.epochs} timed epochs, "
           f"{torch.get_num_threads()} torch threads")
     plain, framework = [], []
     for r in range(args.rounds):
-        plain.append(plain_loop(dm, args.epochs))
-        framework.append(framework_loop(dm, args.epochs))
+        plain.append(plain_loop(cfg, dm, args.epochs))
+        framework.append(framework_loop(cfg, dm, args.epochs))
         print(f"round {r + 1}: plain {plain[-1]:10,.0f}  lithovae {framework[-1]:10,.0f} samples/s")
     baseline, ours = statistics.median(plain), statistics.median(framework)
     print(f"plain PyTorch loop : {baseline:12,.0f} samples/s (median of {args.rounds})")

@@ -5,7 +5,8 @@ returns a float (the same weight for every sample) or a float tensor [B]
 (per-sample weights), which goes to ``LossContext.alpha``.
 
 Strategies are built by Hydra, then ``bind(class_counts)`` (training-set count
-per class code) returns a ready strategy.
+per class code) returns a ready strategy. Their parameters are required keywords: the
+defaults are in ``lithovae/conf/alpha/*.yaml``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class NoAlpha(AlphaStrategy):
 class FixedAlpha(AlphaStrategy):
     """The same weight for every sample (v2.14: 0.1; hybrid: 0.5)."""
 
-    def __init__(self, value: float):
+    def __init__(self, *, value: float):
         self.value = non_negative_number("value", value)
 
     def __call__(self, target: Tensor) -> float:
@@ -62,7 +63,7 @@ class AdaptiveAlpha(AlphaStrategy):
     weights are always finite.
     """
 
-    def __init__(self, base: float):
+    def __init__(self, *, base: float):
         self.base = non_negative_number("base", base)
         self._table: Tensor | None = None  # float32 [n_classes] on the CPU, set by bind()
         self._device_tables: dict[torch.device, Tensor] = {}  # _table copied to each device used

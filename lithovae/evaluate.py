@@ -40,12 +40,31 @@ def load_run_model(run_dir: Path, spec, checkpoint: str = "scored"):
     return model, scored
 
 
+def _option_yaml(conf: Path, group: str, target) -> DictConfig | None:
+    """The packaged ``conf/<group>/*.yaml`` whose ``_target_`` is ``target`` (its defaults
+    list merged in), or None when no option, or more than one, builds that target."""
+    def load(path: Path) -> DictConfig:
+        node = OmegaConf.load(path)
+        parents = [e for e in node.pop("defaults", []) if e != "_self_"]
+        return OmegaConf.merge(*[load(path.parent / f"{p}.yaml") for p in parents], node)
+
+    nodes = [n for n in map(load, sorted((conf / group).glob("*.yaml"))) if n.get("_target_") == target]
+    return nodes[0] if len(nodes) == 1 else None
+
+
 def _with_current_defaults(run_cfg: DictConfig) -> DictConfig:
-    """A run's saved config, with the ``datamodule`` and ``eval`` keys added since it was
-    made (e.g. datamodule.steps_per_batch) at their defaults, read from the packaged YAML."""
+    """A run's saved config, with the keys added since it was made at their defaults, read
+    from the packaged YAML: ``datamodule`` and ``eval`` (e.g. datamodule.steps_per_batch),
+    and the ``model`` and ``data`` keys of the option that builds the run's ``_target_``
+    (e.g. model.init_epoch of VaDE, data.encoding: the constructors have no defaults)."""
     conf = Path(__file__).parent / "conf"
     train_yaml = OmegaConf.load(conf / "train.yaml")
     current = {"datamodule": train_yaml.datamodule, "eval": OmegaConf.load(conf / "eval" / "default.yaml")}
+    for group in ("model", "data"):
+        node = run_cfg.get(group)
+        option = _option_yaml(conf, group, node.get("_target_")) if isinstance(node, DictConfig) else None
+        if option is not None:
+            current[group] = option
     return OmegaConf.merge(current, run_cfg)
 
 

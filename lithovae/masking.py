@@ -7,7 +7,8 @@ The reconstruction error on hidden entries is weighted by ``masked_weight``
 ``observed`` to the encoder directly, so strategies only act in training.
 
 Strategies are built by Hydra, then ``bind(feature_names)`` resolves feature
-names to column indices and returns a ready strategy.
+names to column indices and returns a ready strategy. Their parameters are required
+keywords: the defaults are in ``lithovae/conf/mask/*.yaml``.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class RandomMask(MaskStrategy):
     The seeds' ``apply_mask`` (v2.14.2: prob 0.3); hybrid: prob 0.1, masked_weight 0.5.
     """
 
-    def __init__(self, prob: float, masked_weight: float = 0.0):
+    def __init__(self, *, prob: float, masked_weight: float):
         self.prob = probability("prob", prob, allow_one=False)
         self.masked_weight = non_negative_number("masked_weight", masked_weight)
 
@@ -103,12 +104,11 @@ class RandomMask(MaskStrategy):
 class BlockMask(MaskStrategy):
     """Per row, with probability ``prob`` hide all of ``features`` together.
 
-    Mimics the realistic pattern where one instrument (by default the colour
+    Mimics the realistic pattern where one instrument (in ``mask/block.yaml`` the colour
     camera: R, G, B) is missing as a whole.
     """
 
-    def __init__(self, prob: float, features: Sequence[str] = ("R", "G", "B"),
-                 masked_weight: float = 0.0):
+    def __init__(self, *, prob: float, features: Sequence[str], masked_weight: float):
         self.prob = probability("prob", prob, allow_one=True)
         if isinstance(features, str):
             raise ValueError(f"features must be a list of feature names, got the string {features!r}")

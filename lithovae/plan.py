@@ -16,16 +16,15 @@ from lithovae.models.base import LatentModel, LossContext, inference
 from lithovae.schedules import BetaSchedule
 
 
-def make_adam(params, lr: float = 1e-3, weight_decay: float = 0.0) -> torch.optim.Adam:
+def make_adam(params, *, lr: float, weight_decay: float) -> torch.optim.Adam:
     # the fused kernel cuts the per-step cost of many tiny parameter tensors by about a quarter
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 class TrainingPlan(pl.LightningModule):
     def __init__(self, model: LatentModel, beta: BetaSchedule, mask: MaskStrategy,
-                 alpha: AlphaStrategy, lr: float = 1e-3, weight_decay: float = 0.0,
-                 reduce_on_plateau: bool = False, plateau_patience: int = 5,
-                 plateau_factor: float = 0.5, seed: int = 0):
+                 alpha: AlphaStrategy, *, lr: float, weight_decay: float, reduce_on_plateau: bool,
+                 plateau_patience: int, plateau_factor: float, seed: int):
         super().__init__()
         self.model = model
         self.beta_schedule = beta
@@ -159,7 +158,7 @@ class TrainingPlan(pl.LightningModule):
         self.history = {row["epoch"]: dict(row) for row in checkpoint.get("history", [])}
 
     def configure_optimizers(self):
-        opt = make_adam(self.model.parameters(), self.lr, self.weight_decay)
+        opt = make_adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         if not self.reduce_on_plateau:
             return opt
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(

@@ -8,7 +8,8 @@ Built by Hydra from YAML, e.g.::
       end: 0.75
       epochs: 100
 
-Epochs are 0-based: the first training epoch is epoch 0.
+Epochs are 0-based: the first training epoch is epoch 0. The parameters are required
+keywords: their defaults are in ``lithovae/conf/beta/*.yaml``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class BetaSchedule:
 class FixedBeta(BetaSchedule):
     """The same beta every epoch (v2.5: 0.5; the standard VAE: 1.0)."""
 
-    def __init__(self, value: float):
+    def __init__(self, *, value: float):
         self.value = non_negative_number("value", value)
 
     def value_at(self, epoch: int) -> float:
@@ -48,7 +49,7 @@ class LinearAnneal(BetaSchedule):
     (1e-10 -> 0.75 over 100), hybrid (1e-6 -> 0.5 over 30).
     """
 
-    def __init__(self, start: float, end: float, epochs: int):
+    def __init__(self, *, start: float, end: float, epochs: int):
         self.start = non_negative_number("start", start)
         self.end = non_negative_number("end", end)
         self.epochs = integer_at_least("epochs", epochs, 1)
@@ -70,7 +71,7 @@ class CyclicalAnneal(BetaSchedule):
     ``end`` until the next cycle restarts at ``start``.
     """
 
-    def __init__(self, start: float, end: float, period: int, ratio: float = 0.5):
+    def __init__(self, *, start: float, end: float, period: int, ratio: float):
         self.start = non_negative_number("start", start)
         self.end = non_negative_number("end", end)
         self.period = integer_at_least("period", period, 1)

@@ -2,11 +2,13 @@
 
 - a preset (``conf/experiment/*.yaml``) sets only what differs from what it composes;
 - the dataclass schema (``lithovae/config.py``) carries types, not values;
-- the constructors built from the config restate no value of the YAML;
-- every model YAML composes and builds.
+- the constructors built from the config restate no value of the YAML: every key a
+  ``model``/``beta``/``mask``/``alpha``/``data``/``checkpoint`` YAML sets is a required
+  keyword of its ``_target_`` (no Python default);
+- every YAML of those groups composes and builds.
 
-Presets, data sources and models are discovered by glob: a new YAML is checked without
-editing this file.
+Presets, group options (data sources, models, schedules, ...) are discovered by glob: a new
+YAML is checked without editing this file.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 import lithovae.config as config_module
@@ -34,6 +36,9 @@ CONF = Path(CONF_DIR)
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATA_WITH_BUILD = sorted(p.stem for p in (CONF / "data").glob("*.yaml") if "build" in OmegaConf.load(p))
+# the groups whose YAML is a ``_target_`` node the code builds (trainer and logger: library classes)
+TARGET_GROUPS = ("model", "beta", "mask", "alpha", "data", "checkpoint")
+GROUP_OPTIONS = [(group, p.stem) for group in TARGET_GROUPS for p in sorted((CONF / group).glob("*.yaml"))]
 _ABSENT = object()
 
 
@@ -203,6 +208,69 @@ def test_the_k_list_has_no_python_default():
     assert inspect.signature(clustering_scores).parameters["ks"].default is inspect.Parameter.empty
 
 
+def _target_parameters(target) -> dict[str, inspect.Parameter]:
+    """The keywords a ``_target_`` class accepts: its ``__init__``'s, then, while a signature
+    takes ``**kwargs`` (e.g. a VAE variant's ``**vae_kwargs``), those of the classes above it."""
+    params: dict[str, inspect.Parameter] = {}
+    for owner in [c for c in inspect.getmro(target) if "__init__" in vars(c)]:
+        signature = inspect.signature(owner.__init__)
+        for name, p in signature.parameters.items():
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                params.setdefault(name, p)
+        if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+            break
+    return params
+
+
+def _signature_restates(target, keys) -> list[str]:
+    """The ``keys`` (set by a YAML) that ``target`` does not take as a required keyword."""
+    params = _target_parameters(target)
+    problems = []
+    for key in keys:
+        p = params.get(key)
+        if p is None:
+            problems.append(f"{key}: not a parameter")
+        elif p.default is not inspect.Parameter.empty:
+            problems.append(f"{key}={p.default!r}: a Python default")
+        elif p.kind is not p.KEYWORD_ONLY:
+            problems.append(f"{key}: not keyword-only")
+    return problems
+
+
+def _group_node(group: str, option: str) -> dict:
+    """The composed ``group`` node of ``conf/<group>/<option>.yaml`` (its defaults list applied)."""
+    return OmegaConf.to_container(_compose([f"{group}={option}"])[group], resolve=False)
+
+
+@pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=lambda v: v)
+def test_no_target_restates_a_value_its_yaml_sets(group, option):
+    node = _group_node(group, option)
+    keys = [k for k in node if not k.startswith("_")]
+    restated = _signature_restates(get_object(node["_target_"]), keys)
+    assert not restated, (f"{node['_target_']}: set in lithovae/conf/{group}/{option}.yaml, so a "
+                          f"required keyword without a default: {restated}")
+
+
+def test_the_signature_check_finds_a_restated_default():
+    class Base:
+        def __init__(self, data, *, width: int, depth: int = 2):
+            pass
+
+    class Variant(Base):
+        def __init__(self, data, size: int, *, gain: float = 0.5, **base_kwargs):
+            super().__init__(data, **base_kwargs)
+
+    assert _signature_restates(Variant, ["width", "depth", "size", "gain", "colour"]) == [
+        "depth=2: a Python default", "size: not keyword-only", "gain=0.5: a Python default",
+        "colour: not a parameter"]
+    assert _signature_restates(Variant, ["width"]) == []
+
+
+def test_build_options_take_data_encoding_without_a_default():
+    encoding = inspect.signature(BuildOptions.from_config).parameters["encoding"]
+    assert encoding.default is inspect.Parameter.empty and encoding.kind is encoding.KEYWORD_ONLY
+
+
 # -- (3) every model YAML composes and builds ---------------------------------------------------
 
 SPEC = DataSpec(6, ("GRA", "MS", "NGR", "R", "G", "B"), 139, 14, tuple(range(1, 140)), tuple(range(1, 15)))
@@ -214,3 +282,27 @@ def test_every_model_yaml_composes_and_builds(model):
     validate(cfg)
     built = instantiate(cfg.model, _partial_=True, _convert_="all")(data=SPEC)
     assert sum(p.numel() for p in built.parameters()) > 0
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g, o in GROUP_OPTIONS if g != "model"],
+                         ids=lambda v: v)
+def test_every_other_target_yaml_composes_and_builds(group, option):
+    """The YAML alone gives every required keyword (a ``???`` path gets a placeholder; the
+    sources read nothing when built)."""
+    cfg = _compose([f"{group}={option}"])
+    validate(cfg)
+    node = cfg[group]
+    for key in node:
+        if OmegaConf.is_missing(node, key):
+            node[key] = "placeholder"
+    built = instantiate(node, _convert_="all")
+    assert type(built).__name__ == node["_target_"].rsplit(".", 1)[1]
+
+
+def test_the_training_plan_takes_every_optimiser_and_schedule_value_from_the_config():
+    from lithovae.plan import TrainingPlan, make_adam
+
+    for fn in (TrainingPlan.__init__, make_adam):
+        defaults = {n: p.default for n, p in inspect.signature(fn).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        assert not defaults, f"{fn.__qualname__} restates config values as defaults: {defaults}"

@@ -19,6 +19,22 @@ from lithovae.data.schema import INSTRUMENTS
 from tests.conftest import config_defaults
 from tests.lily_files import lily_frame, write_lily
 
+
+def _source_yaml(option: str) -> dict:
+    """The constructor keywords lithovae/conf/data/<option>.yaml gives (the sources have no defaults)."""
+    return {k: v for k, v in config_defaults(f"data={option}")["data"].items() if k != "_target_"}
+
+
+def table_source(path: str, **overrides) -> TableSource:
+    """A TableSource with the defaults of conf/data/table.yaml, ``overrides`` on top."""
+    return TableSource(**{**_source_yaml("table"), "path": path, **overrides})
+
+
+def lily_source(raw_dir: str, **overrides) -> LilySource:
+    """A LilySource with the defaults of conf/data/lily.yaml, ``overrides`` on top."""
+    return LilySource(**{**_source_yaml("lily"), "raw_dir": raw_dir, **overrides})
+
+
 def _quiet(*_a, **_k):
     pass
 
@@ -51,7 +67,7 @@ def test_table_inf_and_absurd_values_are_dropped_and_counted_per_column(tmp_path
         ("H2", 0.0, "silt", 1.8, -1e13),
         ("H2", 0.2, "silt", 1.9, 5),
     ])
-    out, manifest = TableSource(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(
+    out, manifest = table_source(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(
         tmp_path / "data", log=_quiet)
     data = pd.read_parquet(out)
     values = data[["GRA", "MS"]].to_numpy(dtype=np.float64)
@@ -91,7 +107,7 @@ def test_lily_inf_and_absurd_values_are_dropped_and_counted(tmp_path, outlier_fi
 def test_table_feature_column_without_a_finite_value_names_file_and_column(tmp_path, fill):
     path = _table(tmp_path / "mine.csv", [("H1", 0.0, "clay", 1.6, fill), ("H1", 0.2, "clay", 1.7, fill)])
     with pytest.raises(BuildError) as err:
-        TableSource(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(tmp_path / "data", log=_quiet)
+        table_source(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(tmp_path / "data", log=_quiet)
     message = str(err.value)
     assert message == (f"{path}: column 'MS' has no finite value in 2 rows "
                        "(all empty, NaN, inf or beyond ±1e+12)")
@@ -120,7 +136,7 @@ def test_table_duplicate_depths_are_averaged_into_one_bin_and_counted(tmp_path):
         ("H1", 0.4, "clay", 1.8, 30),
         ("H2", 0.2, "basalt", 2.8, 900),  # same depth, other borehole: not a duplicate
     ])
-    out, manifest = TableSource(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(
+    out, manifest = table_source(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(
         tmp_path / "data", log=_quiet)
     data = pd.read_parquet(out)
     assert not data.duplicated(["borehole_id", "depth_m"]).any()
@@ -140,18 +156,18 @@ def test_table_latin1_file_needs_data_encoding_and_reads_with_it(tmp_path):
     rows = [("H1", 0.0, "Argile à silex", 1.6, 10), ("H1", 0.2, "Argile à silex", 1.7, 11)]
     path = _table(tmp_path / "mine.csv", rows, encoding="latin-1")
     with pytest.raises(BuildError) as err:
-        TableSource(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(tmp_path / "data", log=_quiet)
+        table_source(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(tmp_path / "data", log=_quiet)
     assert str(err.value) == (f"{path}: not utf-8 text (line 2, byte 0xe0); if it is Latin-1 set "
                               "data.encoding=latin-1 (or data.encoding=<its encoding>, e.g. cp1252)")
     assert _no_dataset_written(tmp_path / "data")
 
-    out, manifest = TableSource(str(path), features={"GRA": "GRA", "MS": "MS"},
-                                encoding="latin-1").prepare(tmp_path / "data", log=_quiet)
+    out, manifest = table_source(str(path), features={"GRA": "GRA", "MS": "MS"},
+                                 encoding="latin-1").prepare(tmp_path / "data", log=_quiet)
     assert set(pd.read_parquet(out)["principal"]) == {"Argile à silex"}
     assert manifest["options"]["encoding"] == "iso8859-1"
     # the option is part of the output's name: another encoding never reuses this file
     utf8 = _table(tmp_path / "mine.csv", [("H1", 0.0, "clay", 1.6, 10)])
-    other, _ = TableSource(str(utf8), features={"GRA": "GRA", "MS": "MS"}).prepare(
+    other, _ = table_source(str(utf8), features={"GRA": "GRA", "MS": "MS"}).prepare(
         tmp_path / "data", log=_quiet)
     assert other != out and other.parent == out.parent
 
@@ -160,19 +176,21 @@ def test_table_latin1_header_needs_data_encoding(tmp_path):
     columns = ("borehole_id", "depth_m", "lithologie", "densité")
     path = _table(tmp_path / "mine.csv", [("H1", 0.0, "argile", 1.6)], columns, encoding="latin-1")
     with pytest.raises(BuildError) as err:
-        TableSource(str(path), label="lithologie", features={"GRA": "densité"}).prepare(tmp_path / "data")
+        table_source(str(path), label="lithologie", features={"GRA": "densité"}).prepare(tmp_path / "data")
     assert str(err.value).startswith(f"{path}: not utf-8 text (line 1, byte 0xe9); if it is Latin-1 set "
                                      "data.encoding=latin-1")
-    out, _ = TableSource(str(path), label="lithologie", features={"GRA": "densité"},
-                         encoding="latin-1").prepare(tmp_path / "data", log=_quiet)
+    out, _ = table_source(str(path), label="lithologie", features={"GRA": "densité"},
+                          encoding="latin-1").prepare(tmp_path / "data", log=_quiet)
     assert pd.read_parquet(out)["GRA"].tolist() == [pytest.approx(1.6)]
 
 
 def test_unknown_encoding_is_named():
     with pytest.raises(BuildError, match=r"^data.encoding: unknown text encoding 'utf-42'"):
-        TableSource("x.csv", encoding="utf-42")
+        table_source("x.csv", encoding="utf-42")
+    with pytest.raises(BuildError, match=r"^data.features: map each dataset feature"):
+        table_source("x.csv", features={})
     with pytest.raises(BuildError, match=r"^data.encoding: unknown text encoding 'utf-42'"):
-        LilySource("raw", build=config_defaults("data=lily")["data"]["build"], encoding="utf-42")
+        lily_source("raw", encoding="utf-42")
 
 
 def test_lily_latin1_files_need_data_encoding_and_it_is_in_the_cache_key(tmp_path):
@@ -183,13 +201,13 @@ def test_lily_latin1_files_need_data_encoding_and_it_is_in_the_cache_key(tmp_pat
         lily_frame(name, rows).to_csv(raw / INSTRUMENTS[name].filename, index=False, encoding="latin-1")
     build = {**config_defaults("data=lily")["data"]["build"], "feature_set": "physical3"}
     with pytest.raises(BuildError) as err:
-        LilySource(str(raw), build=build).prepare(tmp_path / "data", log=_quiet)
+        lily_source(str(raw), build=build).prepare(tmp_path / "data", log=_quiet)
     message = str(err.value)
     assert message.startswith(f"{raw / 'GRA_DataLITH.csv'}: not utf-8 text (line 2, byte 0xe0)")
     assert "data.encoding=latin-1" in message and "\n" not in message
     assert _no_dataset_written(tmp_path / "data")
 
-    path, _ = LilySource(str(raw), build=build, encoding="latin-1").prepare(tmp_path / "data", log=_quiet)
+    path, _ = lily_source(str(raw), build=build, encoding="latin-1").prepare(tmp_path / "data", log=_quiet)
     assert set(pd.read_parquet(path)["principal"]) == {"Argile à silex"}
     # ASCII files read the same in both encodings, but the option still keys the output
     clay = [dict(r, principal="clay") for r in rows]

@@ -16,6 +16,16 @@ from lithovae.data.splits import (borehole_split, check_disjoint, entropy_balanc
 from tests.conftest import config_defaults
 from tests.lily_files import random_lily
 
+
+def _source_yaml(option: str) -> dict:
+    """The constructor keywords lithovae/conf/data/<option>.yaml gives (the sources have no defaults)."""
+    return {k: v for k, v in config_defaults(f"data={option}")["data"].items() if k != "_target_"}
+
+
+def table_source(path: str, **overrides) -> TableSource:
+    """A TableSource with the defaults of conf/data/table.yaml, ``overrides`` on top."""
+    return TableSource(**{**_source_yaml("table"), "path": path, **overrides})
+
 FEATURES = ["GRA", "MS", "NGR", "R", "G", "B"]
 
 
@@ -163,7 +173,7 @@ def test_tables_of_the_same_name_in_two_folders_do_not_share_a_cache(tmp_path):
         frame = pd.DataFrame({"borehole_id": ["H1", "H1"], "depth_m": [0.0, 0.2], "principal": ["clay"] * 2,
                               "GRA": [density] * 2})
         frame.to_csv(tmp_path / folder / "mine.csv", index=False)
-        source = TableSource(str(tmp_path / folder / "mine.csv"), features={"GRA": "GRA"})
+        source = table_source(str(tmp_path / folder / "mine.csv"), features={"GRA": "GRA"})
         paths.append(source.prepare(tmp_path / "data", log=lambda *_: None)[0])
     assert paths[0] != paths[1]
     assert [pd.read_parquet(p)["GRA"].iloc[0] for p in paths] == [1.5, 2.5]
@@ -176,8 +186,8 @@ def test_table_source_reads_csv_and_parquet_with_chosen_columns(tmp_path):
     frame.to_csv(tmp_path / "mine.csv", index=False)
     frame.to_parquet(tmp_path / "mine.parquet")
     for name in ("mine.csv", "mine.parquet"):
-        source = TableSource(str(tmp_path / name), borehole="hole", depth="z", label="rock",
-                             features={"GRA": "dens", "MS": "sus"}, transforms={"MS": "signed_log"})
+        source = table_source(str(tmp_path / name), borehole="hole", depth="z", label="rock",
+                              features={"GRA": "dens", "MS": "sus"}, transforms={"MS": "signed_log"})
         path, manifest = source.prepare(tmp_path / "data")
         data = pd.read_parquet(path)
         assert list(data.columns) == ["borehole_id", "depth_m", "principal", "prefix", "suffix",
@@ -195,7 +205,7 @@ def test_table_source_bad_input_names_file_and_column(tmp_path, content, expecte
     path = tmp_path / "bad.csv"
     path.write_text(content)
     with pytest.raises(BuildError) as err:
-        TableSource(str(path), features={"GRA": "GRA"}).prepare(tmp_path / "data")
+        table_source(str(path), features={"GRA": "GRA"}).prepare(tmp_path / "data")
     assert expected in str(err.value) and str(path) in str(err.value)
     assert not list((tmp_path / "data").rglob("*.parquet")) if (tmp_path / "data").exists() else True
 

@@ -4,8 +4,25 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lithovae.masking import BlockMask, NoMask, RandomMask, RealMask
+from tests.conftest import config_defaults
 
 FEATURES = ("GRA", "MS", "NGR", "R", "G", "B")
+
+
+def _yaml(option: str) -> dict:
+    """The constructor keywords conf/mask/<option>.yaml gives (the constructors have no defaults)."""
+    return {k: v for k, v in config_defaults(f"mask={option}")["mask"].items() if k != "_target_"}
+
+
+RANDOM, BLOCK = _yaml("random"), _yaml("block")
+
+
+def random_mask(prob: float, **overrides) -> RandomMask:
+    return RandomMask(**{**RANDOM, "prob": prob, **overrides})
+
+
+def block_mask(prob: float, **overrides) -> BlockMask:
+    return BlockMask(**{**BLOCK, "prob": prob, **overrides})
 
 
 def _observed(rows: int = 20000, missing_rate: float = 0.2, seed: int = 1) -> torch.Tensor:
@@ -25,7 +42,7 @@ def test_no_mask_and_real_mask_return_observed():
 
 def test_random_mask_rate_near_prob_and_subset_of_observed():
     observed = _observed()
-    strategy = RandomMask(0.3).bind(FEATURES)
+    strategy = random_mask(0.3).bind(FEATURES)
     visible = strategy(observed, torch.Generator().manual_seed(0))
     assert visible.dtype == torch.bool and visible.shape == observed.shape
     assert not (visible & ~observed).any()  # never exposes unobserved entries
@@ -39,21 +56,21 @@ def test_random_mask_rate_near_prob_and_subset_of_observed():
 
 def test_random_mask_properties_and_determinism():
     observed = _observed(500)
-    strategy = RandomMask(0.1, masked_weight=0.5)
+    strategy = random_mask(0.1, masked_weight=0.5)
     assert strategy.trains_imputation and strategy.masked_weight == 0.5
     first = strategy(observed, torch.Generator().manual_seed(7))
     again = strategy(observed, torch.Generator().manual_seed(7))
     other = strategy(observed, torch.Generator().manual_seed(8))
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
-    zero = RandomMask(0.0)
+    zero = random_mask(0.0)
     assert not zero.trains_imputation
     assert torch.equal(zero(observed), observed)
 
 
 def test_block_mask_hides_rgb_together_at_rate():
     observed = torch.ones(20000, len(FEATURES), dtype=torch.bool)
-    strategy = BlockMask(0.4).bind(FEATURES)
+    strategy = block_mask(0.4).bind(FEATURES)
     visible = strategy(observed, torch.Generator().manual_seed(3))
     rgb = visible[:, 3:]
     # R, G, B are either all visible or all hidden in each row
@@ -66,7 +83,7 @@ def test_block_mask_hides_rgb_together_at_rate():
 
 def test_block_mask_respects_observed_and_custom_features():
     observed = _observed(5000, missing_rate=0.3)
-    strategy = BlockMask(1.0, features=["MS", "NGR"], masked_weight=0.5).bind(FEATURES)
+    strategy = block_mask(1.0, features=["MS", "NGR"], masked_weight=0.5).bind(FEATURES)
     visible = strategy(observed, torch.Generator().manual_seed(0))
     assert not (visible & ~observed).any()
     assert not visible[:, 1:3].any()  # prob 1: always hidden
@@ -75,20 +92,20 @@ def test_block_mask_respects_observed_and_custom_features():
 
 def test_block_mask_binding_errors():
     with pytest.raises(ValueError, match="XRF"):
-        BlockMask(0.5, features=["R", "XRF"]).bind(FEATURES)
+        block_mask(0.5, features=["R", "XRF"]).bind(FEATURES)
     with pytest.raises(RuntimeError, match="bind"):
-        BlockMask(0.5)(_observed(10))
+        block_mask(0.5)(_observed(10))
     with pytest.raises(ValueError, match="features"):
-        BlockMask(0.5).bind(FEATURES)(torch.ones(4, 5, dtype=torch.bool))
+        block_mask(0.5).bind(FEATURES)(torch.ones(4, 5, dtype=torch.bool))
 
 
 @pytest.mark.parametrize("build, bad", [
-    (lambda: RandomMask(1.0), "prob"),
-    (lambda: RandomMask(-0.1), "prob"),
-    (lambda: RandomMask(0.3, masked_weight=-1), "masked_weight"),
-    (lambda: BlockMask(1.5), "prob"),
-    (lambda: BlockMask(0.5, features=[]), "features"),
-    (lambda: BlockMask(0.5, features="RGB"), "features"),
+    (lambda: random_mask(1.0), "prob"),
+    (lambda: random_mask(-0.1), "prob"),
+    (lambda: random_mask(0.3, masked_weight=-1), "masked_weight"),
+    (lambda: block_mask(1.5), "prob"),
+    (lambda: block_mask(0.5, features=[]), "features"),
+    (lambda: block_mask(0.5, features="RGB"), "features"),
 ])
 def test_bad_arguments(build, bad):
     with pytest.raises(ValueError, match=bad):
@@ -97,7 +114,7 @@ def test_bad_arguments(build, bad):
 
 def test_non_bool_observed_is_rejected():
     with pytest.raises(ValueError, match="observed"):
-        RandomMask(0.3)(torch.ones(4, 6))
+        random_mask(0.3)(torch.ones(4, 6))
 
 
 def test_hydra_instantiation_block_mask():

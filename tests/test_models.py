@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -23,6 +24,7 @@ from lithovae.models.semisup import SemiSupervisedVAE
 from lithovae.models.vade import VaDE
 from lithovae.models.vae import VAE
 from lithovae.models.vampprior import VampPriorVAE
+from tests.conftest import config_defaults
 
 FEATURES = ("GRA", "MS", "NGR", "R", "G", "B")
 N_TRAIN, BATCH = 96, 32
@@ -39,6 +41,19 @@ def make_spec() -> DataSpec:
 
 
 SPEC = make_spec()
+
+
+@functools.cache
+def _model_yaml(name: str) -> dict:
+    """The composed ``model`` node of ``conf/model/<name>.yaml``, interpolations (``seed``) resolved."""
+    return OmegaConf.to_container(OmegaConf.create(config_defaults(f"model={name}")).model, resolve=True)
+
+
+def yaml_kwargs(name: str, **overrides) -> dict:
+    """The constructor keywords ``conf/model/<name>.yaml`` gives (the constructors have no
+    defaults), with ``overrides`` on top."""
+    kwargs = {k: v for k, v in _model_yaml(name).items() if k != "_target_"}
+    return {**kwargs, **overrides}
 
 
 def make_batch(n: int = BATCH, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -73,16 +88,17 @@ def embed_train_of(model):
 
 
 VARIANTS = {
-    "vae": lambda: VAE(SPEC),
-    "semisup": lambda: SemiSupervisedVAE(SPEC),
-    "semisup_group": lambda: SemiSupervisedVAE(SPEC, target="group"),
-    "vade": lambda: VaDE(SPEC),
-    "vampprior": lambda: VampPriorVAE(SPEC),
-    "contrastive": lambda: ContrastiveVAE(SPEC, n_clusters=4),
-    "multidecoder": lambda: MultiDecoderVAE(SPEC),
-    "dual_encoder": lambda: DualEncoderVAE(SPEC),
-    "classifier": lambda: DirectClassifier(SPEC),
-    "embedding_classifier": lambda: EmbeddingClassifier(SPEC, vae_epochs=2),
+    "vae": lambda: VAE(SPEC, **yaml_kwargs("vae")),
+    "semisup": lambda: SemiSupervisedVAE(SPEC, **yaml_kwargs("semisup")),
+    "semisup_group": lambda: SemiSupervisedVAE(SPEC, **yaml_kwargs("semisup", target="group")),
+    "vade": lambda: VaDE(SPEC, **yaml_kwargs("vade")),
+    "vampprior": lambda: VampPriorVAE(SPEC, **yaml_kwargs("vampprior")),
+    "contrastive": lambda: ContrastiveVAE(SPEC, **yaml_kwargs("contrastive", n_clusters=4)),
+    "multidecoder": lambda: MultiDecoderVAE(SPEC, **yaml_kwargs("multidecoder")),
+    "dual_encoder": lambda: DualEncoderVAE(SPEC, **yaml_kwargs("dual_encoder")),
+    "classifier": lambda: DirectClassifier(SPEC, **yaml_kwargs("direct_classifier")),
+    "embedding_classifier": lambda: EmbeddingClassifier(
+        SPEC, **yaml_kwargs("embedding_classifier", vae_epochs=2)),
 }
 VAE_TERMS = {"recon", "kl", "masked_recon", "loss"}
 EXPECTED_TERMS = {
@@ -157,37 +173,34 @@ def test_unobserved_entries_do_not_change_the_recon_term(name):
     assert moved["recon"] > base["recon"] and moved["masked_recon"] > base["masked_recon"]
 
 
-@pytest.mark.parametrize("target", [
-    "lithovae.models.semisup.SemiSupervisedVAE", "lithovae.models.vade.VaDE",
-    "lithovae.models.vampprior.VampPriorVAE", "lithovae.models.contrastive.ContrastiveVAE",
-    "lithovae.models.multidecoder.MultiDecoderVAE", "lithovae.models.dual_encoder.DualEncoderVAE",
-    "lithovae.models.classifier.DirectClassifier",
-    "lithovae.models.embedding_classifier.EmbeddingClassifier"])
-def test_builds_from_hydra_config_with_plain_hyperparameters(target):
+@pytest.mark.parametrize("name", ["semisup", "vade", "vampprior", "contrastive", "multidecoder",
+                                  "dual_encoder", "direct_classifier", "embedding_classifier"])
+def test_builds_from_hydra_config_with_plain_hyperparameters(name):
+    """Built by Hydra without ``_convert_``: lists and dicts arrive as ListConfig/DictConfig."""
     extra = {
-        "SemiSupervisedVAE": {"classifier_hidden": [64], "hidden": [32, 16], "latent_dim": 8},
-        "DualEncoderVAE": {"branches": {"physical": ["GRA", "MS", "NGR"], "colour": ["R", "G", "B"]},
-                           "branch_hidden": [16, 8], "decoder_hidden": [16, 32], "latent_dim": 8},
-        "DirectClassifier": {"hidden": [64, 32], "target": "principal"},
-        "EmbeddingClassifier": {"classifier_hidden": [32], "pretrained": None, "latent_dim": 8},
-    }.get(target.rsplit(".", 1)[1], {"latent_dim": 8, "hidden": [32, 16]})
-    model = instantiate(OmegaConf.create({"_target_": target, **extra}), data=SPEC)
+        "semisup": {"classifier_hidden": [64], "hidden": [32, 16], "latent_dim": 8},
+        "dual_encoder": {"branches": {"physical": ["GRA", "MS", "NGR"], "colour": ["R", "G", "B"]},
+                         "branch_hidden": [16, 8], "decoder_hidden": [16, 32], "latent_dim": 8},
+        "direct_classifier": {"hidden": [64, 32], "target": "principal"},
+        "embedding_classifier": {"classifier_hidden": [32], "pretrained": None, "latent_dim": 8},
+    }.get(name, {"latent_dim": 8, "hidden": [32, 16]})
+    model = instantiate(OmegaConf.create({**_model_yaml(name), **extra}), data=SPEC)
     batch = make_batch()
     out = model(batch["x"], batch["observed"])
     assert torch.isfinite(model.loss(batch, out, batch["observed"], CTX)["loss"])
-    expected_dim = 32 if target.endswith("DirectClassifier") else 8
+    expected_dim = 32 if name == "direct_classifier" else 8
     assert out.mu.shape == (BATCH, expected_dim)
 
 
 # -- semi-supervised ------------------------------------------------------------------------
 
 def test_semisup_head_and_targets():
-    model = SemiSupervisedVAE(SPEC)
+    model = SemiSupervisedVAE(SPEC, **yaml_kwargs("semisup"))
     layers = [type(m).__name__ for m in model.classifier]
     assert layers == ["Linear", "ReLU", "Dropout", "Linear"]
     assert model.classifier[0].in_features == 10 and model.classifier[0].out_features == 64
     assert model.classifier[2].p == 0.3 and model.classifier[-1].out_features == 139
-    group = SemiSupervisedVAE(SPEC, target="group").eval()
+    group = SemiSupervisedVAE(SPEC, **yaml_kwargs("semisup", target="group")).eval()
     batch = make_batch()
     batch["y"] = torch.full_like(batch["y"], -1)  # principal labels must not be read
     out = group(batch["x"], batch["observed"])
@@ -195,13 +208,13 @@ def test_semisup_head_and_targets():
     terms = group.loss(batch, out, batch["observed"], LossContext(alpha=1.0))
     assert terms["class"] > 0
     with pytest.raises(ValueError):
-        SemiSupervisedVAE(SPEC, target="prefix")
+        SemiSupervisedVAE(SPEC, **yaml_kwargs("semisup", target="prefix"))
 
 
 # -- VaDE ----------------------------------------------------------------------------------
 
 def test_vade_initialises_the_mixture_from_train_means_once():
-    model = VaDE(SPEC, n_components=3, seed=7)
+    model = VaDE(SPEC, **yaml_kwargs("vade", n_components=3, seed=7))
     calls = []
 
     def embed_train():
@@ -220,7 +233,7 @@ def test_vade_initialises_the_mixture_from_train_means_once():
 
 
 def test_vade_init_epoch_delays_the_mixture_fit():
-    model = VaDE(SPEC, n_components=3, init_epoch=2)
+    model = VaDE(SPEC, **yaml_kwargs("vade", n_components=3, init_epoch=2))
     calls = []
 
     def embed_train():
@@ -236,7 +249,7 @@ def test_vade_init_epoch_delays_the_mixture_fit():
 
 def test_vade_prior_kl_matches_hand_computation():
     torch.manual_seed(1)
-    model = VaDE(SPEC, n_components=3, latent_dim=2)
+    model = VaDE(SPEC, **yaml_kwargs("vade", n_components=3, latent_dim=2))
     with torch.no_grad():
         model.pi_logits.copy_(torch.tensor([0.3, -0.2, 0.5]))
         model.logvars.copy_(torch.tensor([[0.1, -0.5], [0.4, 0.0], [-0.3, 0.2]]))
@@ -266,7 +279,7 @@ def test_vade_prior_kl_matches_hand_computation():
 
 def test_vampprior_kl_matches_hand_computation():
     torch.manual_seed(2)
-    model = VampPriorVAE(SPEC, n_pseudo_inputs=4, latent_dim=2).eval()
+    model = VampPriorVAE(SPEC, **yaml_kwargs("vampprior", n_pseudo_inputs=4, latent_dim=2)).eval()
     batch = make_batch(n=3)
     out = model(batch["x"], batch["observed"])
     assert torch.equal(out.z, out.mu)  # eval: the estimate is taken at the mean
@@ -286,7 +299,7 @@ def test_vampprior_kl_matches_hand_computation():
 
 def test_vampprior_uses_the_sampled_z_in_training_and_keeps_batchnorm_stats_clean():
     torch.manual_seed(3)
-    model = VampPriorVAE(SPEC).train()
+    model = VampPriorVAE(SPEC, **yaml_kwargs("vampprior")).train()
     batch = make_batch()
     out = model(batch["x"], batch["observed"])
     assert not torch.equal(out.z, out.mu)
@@ -300,10 +313,10 @@ def test_vampprior_uses_the_sampled_z_in_training_and_keeps_batchnorm_stats_clea
 
 
 def test_vampprior_pseudo_inputs_are_unbounded():
-    model = VampPriorVAE(SPEC).eval()
+    model = VampPriorVAE(SPEC, **yaml_kwargs("vampprior")).eval()
     u = model.pseudo_inputs
     assert u.shape == (50, 6) and u.min() < 0 and u.max() > 1  # N(0, 1) init, scaled space
-    assert torch.equal(u, VampPriorVAE(SPEC).pseudo_inputs)  # seeded
+    assert torch.equal(u, VampPriorVAE(SPEC, **yaml_kwargs("vampprior")).pseudo_inputs)  # seeded
     with torch.no_grad():
         u.copy_(torch.linspace(-4, 4, 300).reshape(50, 6))
     means, _ = model.prior_components()
@@ -323,7 +336,7 @@ def test_vampprior_pseudo_inputs_are_unbounded():
 # -- contrastive ----------------------------------------------------------------------------
 
 def test_contrastive_refreshes_pseudo_labels_on_schedule():
-    model = ContrastiveVAE(SPEC, n_clusters=4, refresh_every=10, seed=3)
+    model = ContrastiveVAE(SPEC, **yaml_kwargs("contrastive", n_clusters=4, refresh_every=10, seed=3))
     refreshed_at = []
 
     for epoch in range(25):
@@ -353,7 +366,7 @@ def test_contrastive_term_uses_the_stored_labels_of_the_batch_rows():
     model.pseudo_labels = torch.arange(N_TRAIN)
     assert model.loss(batch, out, visible, CTX)["contrastive"] == 0
     # stored labels survive a state_dict round trip into a fresh model
-    fresh = ContrastiveVAE(SPEC, n_clusters=4)
+    fresh = ContrastiveVAE(SPEC, **yaml_kwargs("contrastive", n_clusters=4))
     fresh.load_state_dict(model.state_dict())
     assert torch.equal(fresh.pseudo_labels, model.pseudo_labels)
 
@@ -361,7 +374,7 @@ def test_contrastive_term_uses_the_stored_labels_of_the_batch_rows():
 # -- multi-decoder --------------------------------------------------------------------------
 
 def test_multidecoder_has_one_independent_decoder_per_feature():
-    model = MultiDecoderVAE(SPEC).eval()
+    model = MultiDecoderVAE(SPEC, **yaml_kwargs("multidecoder")).eval()
     decoders = model.decoder.decoders
     assert len(decoders) == 6
     linears = [[m for m in d if isinstance(m, torch.nn.Linear)] for d in decoders]
@@ -381,7 +394,7 @@ def test_multidecoder_has_one_independent_decoder_per_feature():
 
 def test_dual_encoder_branches_see_only_their_features():
     spec = DataSpec(6, ("R", "G", "B", "GRA", "MS", "NGR"), 139, 14)
-    model = DualEncoderVAE(spec).eval()
+    model = DualEncoderVAE(spec, **yaml_kwargs("dual_encoder")).eval()
     assert model.branch_indices == {"physical": [3, 4, 5], "colour": [0, 1, 2]}
     seen = {}
     model.encoder.trunks["physical"].register_forward_hook(lambda m, i, o: seen.setdefault("out", []).append(o))
@@ -395,13 +408,15 @@ def test_dual_encoder_branches_see_only_their_features():
     assert not torch.allclose(mu, mu_colour)  # the fused posterior does not
     assert model.decoder[-1].out_features == 6
     with pytest.raises(ValueError, match="XRF"):
-        DualEncoderVAE(spec, branches={"physical": ["GRA"], "chem": ["XRF"]})
+        DualEncoderVAE(spec, **yaml_kwargs("dual_encoder", branches={"physical": ["GRA"], "chem": ["XRF"]}))
+    with pytest.raises(ValueError, match="at least one branch"):  # no built-in branches: the YAML's
+        DualEncoderVAE(spec, **yaml_kwargs("dual_encoder", branches={}))
 
 
 # -- direct classifier ----------------------------------------------------------------------
 
 def test_direct_classifier_has_nan_recon_balanced_weights_and_hidden_latent():
-    model = DirectClassifier(SPEC).train()
+    model = DirectClassifier(SPEC, **yaml_kwargs("direct_classifier")).train()
     batch = make_batch()
     out = model(batch["x"], batch["observed"])
     assert out.recon.shape == (BATCH, 6) and torch.isnan(out.recon).all()
@@ -417,7 +432,7 @@ def test_direct_classifier_has_nan_recon_balanced_weights_and_hidden_latent():
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
     terms = model.loss(batch, out, batch["observed"], LossContext(alpha=0.0))
     assert set(terms) == {"class", "loss"} and terms["loss"] > 0  # alpha does not apply
-    principal = DirectClassifier(SPEC, target="principal")
+    principal = DirectClassifier(SPEC, **yaml_kwargs("direct_classifier", target="principal"))
     assert principal.head.out_features == 139
     assert principal.class_weight[3] == 0 and principal.class_weight[50] == 0
 
@@ -464,12 +479,12 @@ def test_embedding_classifier_gives_no_gradient_to_the_vae_after_vae_epochs():
 
 def test_embedding_classifier_loads_a_pretrained_vae_and_skips_stage_one(tmp_path):
     torch.manual_seed(4)
-    vae = VAE(SPEC)
+    vae = VAE(SPEC, **yaml_kwargs("vae"))
     path = tmp_path / "vae.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in vae.state_dict().items()},
                 "hyper_parameters": {"lr": 1e-3}}, path)
-    model = EmbeddingClassifier(SPEC, pretrained=str(path), target="group",
-                                class_weighting="balanced").train()
+    model = EmbeddingClassifier(SPEC, **yaml_kwargs("embedding_classifier", pretrained=str(path),
+                                                    target="group", class_weighting="balanced")).train()
     for name, value in vae.state_dict().items():
         assert torch.equal(model.state_dict()[name], value), name
     assert model.in_classifier_stage(0) and not model.encoder.training
@@ -478,4 +493,4 @@ def test_embedding_classifier_loads_a_pretrained_vae_and_skips_stage_one(tmp_pat
     assert torch.equal(terms["loss"], terms["class"])
     torch.save({"state_dict": {"model.encoder.fc_mu.weight": vae.encoder.fc_mu.weight}}, path)
     with pytest.raises(ValueError, match="lacks VAE weights"):
-        EmbeddingClassifier(SPEC, pretrained=str(path))
+        EmbeddingClassifier(SPEC, **yaml_kwargs("embedding_classifier", pretrained=str(path)))

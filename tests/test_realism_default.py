@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["seed0", "seed1"])
 def built(request, tmp_path_factory):
-    source = SyntheticSource(scale="default", seed=request.param, build=config_defaults()["data"]["build"])
+    data = config_defaults()["data"]
+    source = SyntheticSource(scale="default", seed=request.param, build=data["build"],
+                             transforms=data["transforms"])
     path, manifest = source.prepare(tmp_path_factory.mktemp(f"default{request.param}"), log=lambda *a: None)
     frame = pd.read_parquet(path)
     _, figures = realism_report(frame, source.name, synthetic=True)

@@ -18,10 +18,17 @@ from lithovae.files import load_checkpoint
 from lithovae.models.base import DataSpec
 from lithovae.models.embedding_classifier import EmbeddingClassifier
 from lithovae.train import run, train
-from tests.conftest import compose_train
+from tests.conftest import compose_train, config_defaults
 
 FEATURES = ("GRA", "MS", "NGR", "R", "G", "B")
 SPEC = DataSpec(6, FEATURES, 4, 2, (5, 3, 2, 1), (8, 3))
+
+
+def embedding_classifier(**overrides) -> EmbeddingClassifier:
+    """An EmbeddingClassifier with the defaults of conf/model/embedding_classifier.yaml."""
+    kwargs = {k: v for k, v in config_defaults("model=embedding_classifier")["model"].items()
+              if k != "_target_"}
+    return EmbeddingClassifier(SPEC, **{**kwargs, **overrides})
 
 
 class Payload:
@@ -131,14 +138,14 @@ def test_the_embedding_classifier_refuses_a_planted_pretrained_encoder(tmp_path)
     marker = tmp_path / "pwned"
     evil = plant(tmp_path / "vae.ckpt", marker)
     with pytest.raises(CheckpointError) as error:
-        EmbeddingClassifier(SPEC, pretrained=str(evil))
+        embedding_classifier(pretrained=str(evil))
     assert str(error.value).startswith(f"{evil}: not a safe checkpoint")
     assert not marker.exists()
 
 
 def test_the_embedding_classifier_loads_a_real_vae_checkpoint(trained_run):
     path = trained_run / "checkpoints" / "last.ckpt"
-    model = EmbeddingClassifier(SPEC, pretrained=str(path), latent_dim=10, hidden=[32, 16])
+    model = embedding_classifier(pretrained=str(path), latent_dim=10, hidden=[32, 16])
     state = load_checkpoint(path)["state_dict"]
     assert torch.equal(model.state_dict()["encoder.fc_mu.weight"], state["model.encoder.fc_mu.weight"])
     assert model.in_classifier_stage(0)

@@ -8,7 +8,7 @@ from lithovae.schedules import CyclicalAnneal, FixedBeta, LinearAnneal
 
 
 def test_fixed_beta_is_constant():
-    schedule = FixedBeta(0.5)
+    schedule = FixedBeta(value=0.5)
     assert [schedule(e) for e in (0, 1, 100)] == [0.5, 0.5, 0.5]
 
 
@@ -25,27 +25,27 @@ def test_anneal_extreme_matches_seed_formula(epoch, expected):
 
 
 def test_anneal_extreme_hand_values():
-    schedule = LinearAnneal(1e-10, 0.75, 100)
+    schedule = LinearAnneal(start=1e-10, end=0.75, epochs=100)
     assert schedule(50) == pytest.approx(0.37500000005, rel=1e-12)
     assert schedule(99) == pytest.approx(0.742500000001, rel=1e-12)
 
 
 def test_v2_6_anneal_at_25():
     # 0.001 + 0.499 * 25/50 = 0.2505
-    assert LinearAnneal(0.001, 0.5, 50)(25) == pytest.approx(0.2505, rel=1e-12)
-    assert LinearAnneal(0.001, 0.5, 50)(49) == pytest.approx(0.001 + 0.499 * 0.98, rel=1e-12)
-    assert LinearAnneal(0.001, 0.5, 50)(50) == 0.5
+    assert LinearAnneal(start=0.001, end=0.5, epochs=50)(25) == pytest.approx(0.2505, rel=1e-12)
+    assert LinearAnneal(start=0.001, end=0.5, epochs=50)(49) == pytest.approx(0.001 + 0.499 * 0.98, rel=1e-12)
+    assert LinearAnneal(start=0.001, end=0.5, epochs=50)(50) == 0.5
 
 
 def test_hybrid_anneal():
-    schedule = LinearAnneal(1e-6, 0.5, 30)
+    schedule = LinearAnneal(start=1e-6, end=0.5, epochs=30)
     assert schedule(0) == pytest.approx(1e-6, rel=1e-12)
     assert schedule(15) == pytest.approx(1e-6 + (0.5 - 1e-6) * 0.5, rel=1e-12)
     assert schedule(30) == 0.5
 
 
 def test_linear_anneal_is_monotone_up_to_end():
-    schedule = LinearAnneal(0.001, 0.5, 50)
+    schedule = LinearAnneal(start=0.001, end=0.5, epochs=50)
     values = [schedule(e) for e in range(60)]
     assert all(a < b for a, b in zip(values[:50], values[1:51]))
     assert values[50:] == [0.5] * 10
@@ -68,15 +68,15 @@ def test_cyclical_anneal_with_offset_start_and_full_ratio():
 
 
 @pytest.mark.parametrize("build, bad", [
-    (lambda: FixedBeta(-0.1), "value"),
-    (lambda: FixedBeta(float("nan")), "value"),
-    (lambda: LinearAnneal(-1.0, 0.5, 10), "start"),
-    (lambda: LinearAnneal(0.0, "abc", 10), "end"),
-    (lambda: LinearAnneal(0.0, 0.5, 0), "epochs"),
-    (lambda: LinearAnneal(0.0, 0.5, 2.5), "epochs"),
-    (lambda: CyclicalAnneal(0.0, 1.0, 0), "period"),
-    (lambda: CyclicalAnneal(0.0, 1.0, 10, ratio=0.0), "ratio"),
-    (lambda: CyclicalAnneal(0.0, 1.0, 10, ratio=1.5), "ratio"),
+    (lambda: FixedBeta(value=-0.1), "value"),
+    (lambda: FixedBeta(value=float("nan")), "value"),
+    (lambda: LinearAnneal(start=-1.0, end=0.5, epochs=10), "start"),
+    (lambda: LinearAnneal(start=0.0, end="abc", epochs=10), "end"),
+    (lambda: LinearAnneal(start=0.0, end=0.5, epochs=0), "epochs"),
+    (lambda: LinearAnneal(start=0.0, end=0.5, epochs=2.5), "epochs"),
+    (lambda: CyclicalAnneal(start=0.0, end=1.0, period=0, ratio=0.5), "period"),
+    (lambda: CyclicalAnneal(start=0.0, end=1.0, period=10, ratio=0.0), "ratio"),
+    (lambda: CyclicalAnneal(start=0.0, end=1.0, period=10, ratio=1.5), "ratio"),
 ])
 def test_bad_arguments_name_the_argument(build, bad):
     with pytest.raises(ValueError, match=bad):
@@ -85,7 +85,7 @@ def test_bad_arguments_name_the_argument(build, bad):
 
 def test_negative_epoch_is_rejected():
     with pytest.raises(ValueError, match="epoch"):
-        LinearAnneal(0.0, 1.0, 10)(-1)
+        LinearAnneal(start=0.0, end=1.0, epochs=10)(-1)
 
 
 def test_hydra_instantiation_from_yaml():

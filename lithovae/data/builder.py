@@ -67,7 +67,7 @@ class BuildOptions:
     encoding: str
 
     @classmethod
-    def from_config(cls, build: dict | None, encoding: str = "utf-8") -> "BuildOptions":
+    def from_config(cls, build: dict | None, *, encoding: str) -> "BuildOptions":
         """Options from the ``data.build`` config and ``data.encoding``; an unknown or a
         missing key is named in the error."""
         build = build or {}

@@ -1,6 +1,7 @@
 """Where a binned dataset comes from. Each source turns its config into one
 Parquet file in the dataset contract (see :mod:`lithovae.data.schema`) plus a
-manifest, and is built by Hydra from the ``data`` config group."""
+manifest, and is built by Hydra from the ``data`` config group. The parameters a
+``lithovae/conf/data/*.yaml`` sets are required keywords: their defaults are written there."""
 
 from __future__ import annotations
 
@@ -15,18 +16,17 @@ from lithovae.data import reference
 from lithovae.data.builder import BuildOptions, build_dataset, checked_encoding, not_decodable
 from lithovae.data.errors import BuildError
 from lithovae.data.scaler import checked_transforms
-from lithovae.data.schema import ALL_FEATURES, DATASET_KEY_COLUMNS, MAX_ABS_VALUE
+from lithovae.data.schema import DATASET_KEY_COLUMNS, MAX_ABS_VALUE
 from lithovae.files import atomic_write, file_digest, file_lock
 
 
 class LilySource:
     """Real LILY ``*_DataLITH.csv`` files in ``raw_dir``, text in ``encoding``
-    (``data.encoding``, default utf-8; part of the cache key)."""
+    (``data.encoding``, utf-8 in data/lily.yaml; part of the cache key)."""
 
     synthetic = False
 
-    def __init__(self, raw_dir: str, build: dict | None = None, transforms: dict | None = None,
-                 encoding: str = "utf-8"):
+    def __init__(self, *, raw_dir: str, build: dict, transforms: dict | None, encoding: str):
         if raw_dir in (None, "", "???"):
             raise BuildError("data.raw_dir: set it to the folder holding the LILY *_DataLITH.csv files")
         self.raw_dir = Path(raw_dir)
@@ -49,15 +49,17 @@ class SyntheticSource:
     built by the same builder. Never a real-data result."""
 
     synthetic = True
+    # the text encoding of the generated raw CSV files (pyarrow's CSV writer writes UTF-8):
+    # a fact of the generator, not an option (data/synthetic.yaml has no data.encoding)
+    RAW_ENCODING = "utf-8"
 
-    def __init__(self, scale: str = "default", seed: int = 0, build: dict | None = None,
-                 transforms: dict | None = None):
+    def __init__(self, *, scale: str, seed: int, build: dict, transforms: dict | None):
         from lithovae.data.synthetic import SCALES
 
         if scale not in SCALES:
             raise BuildError(f"data.scale: unknown '{scale}', choose one of {sorted(SCALES)}")
         self.scale, self.seed = scale, int(seed)
-        self.options = BuildOptions.from_config(build)
+        self.options = BuildOptions.from_config(build, encoding=self.RAW_ENCODING)
         self.transforms = checked_transforms(transforms)
 
     @property
@@ -94,8 +96,8 @@ class TableSource:
 
     ``features`` maps dataset feature names to source columns; ``transforms``
     picks the scaler transform per feature (none, signed_log, log1p); ``encoding``
-    is the text encoding of a CSV (``data.encoding``: utf-8 by default, latin-1 for a
-    file with Latin-1 lithology names; Parquet ignores it).
+    is the text encoding of a CSV (``data.encoding``: utf-8 in data/table.yaml, latin-1
+    for a file with Latin-1 lithology names; Parquet ignores it).
 
     Nothing is dropped uncounted; the manifest's ``steps`` say what happened:
 
@@ -115,16 +117,18 @@ class TableSource:
 
     synthetic = False
 
-    def __init__(self, path: str, borehole: str = "borehole_id", depth: str = "depth_m",
-                 label: str | None = "principal", group: str | None = None,
-                 features: dict[str, str] | None = None, transforms: dict | None = None,
-                 encoding: str = "utf-8"):
+    def __init__(self, *, path: str, borehole: str, depth: str, label: str | None,
+                 group: str | None, features: dict[str, str], transforms: dict | None,
+                 encoding: str):
         if path in (None, "", "???"):
             raise BuildError("data.path: set it to your CSV or Parquet file")
         self.path = Path(path)
         self.columns = {"borehole_id": borehole, "depth_m": depth, "principal": label,
                         "lithology_group": group}
-        self.features = dict(features or {f: f for f in ALL_FEATURES})
+        if not features:
+            raise BuildError(f"data.features: map each dataset feature to its source column, "
+                             f"e.g. {{GRA: GRA, MS: MS}}; got {features!r}")
+        self.features = dict(features)
         self.transforms = checked_transforms(transforms)
         self.encoding = checked_encoding(encoding)
 

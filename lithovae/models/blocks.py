@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int | None = None, *,
-        batchnorm: bool = True, dropout: float = 0.0) -> nn.Sequential:
+        batchnorm: bool, dropout: float) -> nn.Sequential:
     """Linear -> ReLU -> BatchNorm -> Dropout per hidden layer (the seeds' order),
     then a plain Linear to ``out_dim`` if given."""
     layers: list[nn.Module] = []
@@ -27,7 +27,7 @@ class GaussianEncoder(nn.Module):
     """MLP trunk with two heads: posterior mean and log-variance."""
 
     def __init__(self, in_dim: int, hidden: list[int], latent_dim: int, *,
-                 batchnorm: bool = True, dropout: float = 0.0):
+                 batchnorm: bool, dropout: float):
         super().__init__()
         self.trunk = mlp(in_dim, hidden, batchnorm=batchnorm, dropout=dropout)
         width = hidden[-1] if hidden else in_dim

@@ -16,9 +16,9 @@ from lithovae.models.heads import ClassTargetMixin, resolve_target
 
 
 class DirectClassifier(ClassTargetMixin, LatentModel):
-    def __init__(self, data: DataSpec, hidden: list[int] = (64, 32), dropout: float = 0.3,
-                 batchnorm: bool = False, target: str = "group",
-                 class_weighting: str = "balanced"):
+    # defaults: lithovae/conf/model/direct_classifier.yaml
+    def __init__(self, data: DataSpec, *, hidden: list[int], dropout: float, batchnorm: bool,
+                 target: str, class_weighting: str):
         super().__init__(data)
         hidden = list(hidden)
         if not hidden:

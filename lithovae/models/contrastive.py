@@ -18,8 +18,9 @@ from lithovae.models.vae import VAE
 
 
 class ContrastiveVAE(VAE):
-    def __init__(self, data: DataSpec, gamma: float = 0.1, temperature: float = 0.5,
-                 n_clusters: int = 12, refresh_every: int = 10, seed: int = 0, **vae_kwargs):
+    # defaults: lithovae/conf/model/contrastive.yaml (``vae_kwargs``: VAE's, in model/vae.yaml)
+    def __init__(self, data: DataSpec, *, gamma: float, temperature: float, n_clusters: int,
+                 refresh_every: int, seed: int, **vae_kwargs):
         super().__init__(data, **vae_kwargs)
         if refresh_every < 1:
             raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")

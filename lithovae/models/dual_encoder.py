@@ -9,8 +9,6 @@ from torch import Tensor, nn
 from lithovae.models.base import DataSpec, LatentModel
 from lithovae.models.blocks import GaussianEncoder, mlp
 
-DEFAULT_BRANCHES = {"physical": ["GRA", "MS", "NGR"], "colour": ["R", "G", "B"]}
-
 
 class BranchEncoder(nn.Module):
     """Each branch's trunk sees only its own features; the trunks' outputs are concatenated
@@ -38,6 +36,8 @@ class BranchEncoder(nn.Module):
 def resolve_branches(branches: dict[str, list[str]], feature_names: tuple[str, ...]
                      ) -> dict[str, list[int]]:
     """Feature names per branch -> column indices into the data's features."""
+    if not branches:
+        raise ValueError(f"branches: name at least one branch of feature names, got {branches!r}")
     resolved = {}
     for name, features in dict(branches).items():
         features = list(features)
@@ -50,13 +50,13 @@ def resolve_branches(branches: dict[str, list[str]], feature_names: tuple[str, .
 
 
 class DualEncoderVAE(LatentModel):
-    def __init__(self, data: DataSpec, branches: dict[str, list[str]] | None = None,
-                 latent_dim: int = 10, branch_hidden: list[int] = (16, 8),
-                 fusion_hidden: list[int] = (), decoder_hidden: list[int] = (16, 32),
-                 batchnorm: bool = True, dropout: float = 0.0):
+    # defaults: lithovae/conf/model/dual_encoder.yaml
+    def __init__(self, data: DataSpec, *, branches: dict[str, list[str]], latent_dim: int,
+                 branch_hidden: list[int], fusion_hidden: list[int], decoder_hidden: list[int],
+                 batchnorm: bool, dropout: float):
         super().__init__(data)
         self.latent_dim = latent_dim
-        self.branch_indices = resolve_branches(branches or DEFAULT_BRANCHES, data.feature_names)
+        self.branch_indices = resolve_branches(branches, data.feature_names)
         self.encoder = BranchEncoder(self.branch_indices, list(branch_hidden), list(fusion_hidden),
                                      latent_dim, batchnorm=batchnorm, dropout=dropout)
         self.decoder = mlp(latent_dim, list(decoder_hidden), data.n_features,

@@ -24,10 +24,11 @@ from lithovae.models.vae import VAE
 class EmbeddingClassifier(ClassifierHeadMixin, VAE):
     frozen = False  # encoder and decoder frozen (see set_frozen)
 
-    def __init__(self, data: DataSpec, vae_epochs: int = 100, classifier_hidden: list[int] = (32,),
-                 classifier_dropout: float = 0.0, target: str = "principal",
-                 class_weighting: str = "inverse_frequency", pretrained: str | None = None,
-                 **vae_kwargs):
+    # defaults: lithovae/conf/model/embedding_classifier.yaml (``vae_kwargs``: VAE's, in
+    # model/vae.yaml); ``pretrained`` is None there (train stage 1)
+    def __init__(self, data: DataSpec, *, vae_epochs: int, classifier_hidden: list[int],
+                 classifier_dropout: float, target: str, class_weighting: str,
+                 pretrained: str | None, **vae_kwargs):
         super().__init__(data, **vae_kwargs)
         self.add_classifier(data, target, classifier_hidden, classifier_dropout)
         self.register_class_weight(class_weighting)

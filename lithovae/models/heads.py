@@ -80,7 +80,7 @@ class ClassifierHeadMixin(ClassTargetMixin):
 
 
 def classifier_head(in_dim: int, hidden: Sequence[int], n_classes: int,
-                    dropout: float = 0.0) -> nn.Sequential:
+                    dropout: float) -> nn.Sequential:
     """Linear -> ReLU -> Dropout per hidden layer, then class logits (no BatchNorm, as in the seeds)."""
     return mlp(in_dim, list(hidden), n_classes, batchnorm=False, dropout=dropout)
 

@@ -33,7 +33,7 @@ def single_output_copy(decoder: nn.Sequential) -> nn.Sequential:
 
 
 class MultiDecoderVAE(VAE):
-    def __init__(self, data: DataSpec, **vae_kwargs):
+    def __init__(self, data: DataSpec, **vae_kwargs):  # VAE's, in lithovae/conf/model/vae.yaml
         super().__init__(data, **vae_kwargs)
         # each feature gets the plain VAE's decoder architecture (hidden reversed), 1 output wide
         self.decoder = PerFeatureDecoder(

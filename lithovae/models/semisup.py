@@ -12,7 +12,8 @@ from lithovae.models.vae import VAE
 
 
 class SemiSupervisedVAE(ClassifierHeadMixin, VAE):
-    def __init__(self, data: DataSpec, classifier_hidden: list[int] = (64,),
-                 classifier_dropout: float = 0.3, target: str = "principal", **vae_kwargs):
+    # defaults: lithovae/conf/model/semisup.yaml (``vae_kwargs``: VAE's, in model/vae.yaml)
+    def __init__(self, data: DataSpec, *, classifier_hidden: list[int], classifier_dropout: float,
+                 target: str, **vae_kwargs):
         super().__init__(data, **vae_kwargs)
         self.add_classifier(data, target, classifier_hidden, classifier_dropout)

@@ -2,7 +2,7 @@
 
 p(c) = softmax(pi_logits), p(z|c) = N(means_c, exp(logvars_c)); the KL term uses
 the responsibilities gamma(c|z) at the latent sample as q(c|x). The mixture is
-initialised once, at the start of epoch ``init_epoch`` (default 0, the first), by a
+initialised once, at the start of epoch ``init_epoch`` (model/vade.yaml: 0, the first), by a
 diagonal GaussianMixture fitted to the train latent means. The paper fits it on a
 pretrained autoencoder's codes: an untrained encoder's means are tightly packed, so
 the fitted variances are tiny and the KL term starts very large; ``init_epoch > 0``
@@ -22,7 +22,8 @@ from lithovae.models.vae import VAE
 
 
 class VaDE(VAE):
-    def __init__(self, data: DataSpec, n_components: int = 12, seed: int = 0, init_epoch: int = 0,
+    # defaults: lithovae/conf/model/vade.yaml (``vae_kwargs``: VAE's, in model/vae.yaml)
+    def __init__(self, data: DataSpec, *, n_components: int, seed: int, init_epoch: int,
                  **vae_kwargs):
         super().__init__(data, **vae_kwargs)
         self.n_components = n_components

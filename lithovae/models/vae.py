@@ -7,8 +7,9 @@ from lithovae.models.blocks import GaussianEncoder, mlp
 
 
 class VAE(LatentModel):
-    def __init__(self, data: DataSpec, latent_dim: int = 10, hidden: list[int] = (32, 16),
-                 batchnorm: bool = True, dropout: float = 0.0):
+    # the hyperparameters are required keywords: their defaults are in lithovae/conf/model/vae.yaml
+    def __init__(self, data: DataSpec, *, latent_dim: int, hidden: list[int], batchnorm: bool,
+                 dropout: float):
         super().__init__(data)
         hidden = list(hidden)
         self.latent_dim = latent_dim

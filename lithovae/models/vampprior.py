@@ -40,7 +40,8 @@ def batchnorm_eval(module: nn.Module, norms: Sequence[_BatchNorm] | None = None)
 
 
 class VampPriorVAE(VAE):
-    def __init__(self, data: DataSpec, n_pseudo_inputs: int = 50, seed: int = 0, **vae_kwargs):
+    # defaults: lithovae/conf/model/vampprior.yaml (``vae_kwargs``: VAE's, in model/vae.yaml)
+    def __init__(self, data: DataSpec, *, n_pseudo_inputs: int, seed: int, **vae_kwargs):
         super().__init__(data, **vae_kwargs)
         generator = torch.Generator().manual_seed(seed)
         self.pseudo_inputs = nn.Parameter(
