@@ -39,7 +39,9 @@ def signals_interrupt():
     def handler(signum, frame):
         raise RunInterrupted(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # a signal ignored by whoever started us (SIGINT of a background job) stays ignored
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         yield
     finally:

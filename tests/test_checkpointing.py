@@ -84,12 +84,17 @@ class _KillDuring(pl.Callback):
 
 
 def test_ctrl_c_stops_with_exit_130_and_keeps_the_last_complete_epoch(tmp_path, shared_data_dir):
-    with pytest.raises(SystemExit) as stopped:
-        run(compose_train(["trainer.max_epochs=5", "logger=none"], tmp_path, shared_data_dir),
-              callbacks=[_KillDuring(2, signal.SIGINT)])
+    # a background job (CI) may start with SIGINT ignored, which the run respects: act as a terminal
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            run(compose_train(["trainer.max_epochs=5", "logger=none"], tmp_path, shared_data_dir),
+                callbacks=[_KillDuring(2, signal.SIGINT)])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert stopped.value.code == 130
     assert _ckpt(tmp_path / "run" / "checkpoints" / "last.ckpt")["epoch"] == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
 class _Epochs(pl.Callback):
