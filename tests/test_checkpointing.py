@@ -67,7 +67,7 @@ def test_val_ari_policy_scores_every_n_epochs_and_keeps_the_highest(tmp_path, sh
                          "checkpoint.every_n_epochs=2"], tmp_path, shared_data_dir)
     metrics = train(cfg)
     history = _history(tmp_path / "run")
-    scored = {e: row["val/ari"] for e, row in history.items() if "val/ari" in row and e in (1, 3, 4)}
+    scored = {e: row["val/ari"] for e, row in history.items() if "val/ari" in row}
     assert set(scored) == {1, 3, 4}  # every 2nd epoch, and the last
     assert metrics["evaluated_epoch"] == max(scored, key=scored.get)
 
