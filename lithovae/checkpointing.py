@@ -174,7 +174,7 @@ def validation_ari(pl_module, dm, k: int, n_init: int, max_rows: int, seed: int)
     from sklearn.metrics import adjusted_rand_score
 
     from lithovae.evaluation.metrics import seeded_subsample
-    from lithovae.models.base import inference
+    from lithovae.models.base import latent_means
 
     val = dm.tensors["val"]
     rows = torch.from_numpy(seeded_subsample(len(val["x"]), max_rows, seed))
@@ -182,11 +182,7 @@ def validation_ari(pl_module, dm, k: int, n_init: int, max_rows: int, seed: int)
     labeled = y >= 0
     if np.unique(y[labeled]).size < 2 or len(rows) < k:
         return float("nan")
-    model = pl_module.model
-    device = next(model.parameters()).device
-    with inference(model):
-        mu = torch.cat([model.embed(x.to(device), o.to(device)).cpu() for x, o in
-                        zip(val["x"][rows].split(8192), val["observed"][rows].split(8192))]).numpy()
+    mu = latent_means(pl_module.model, val["x"][rows], val["observed"][rows]).numpy()
     if not np.isfinite(mu).all():
         return float("nan")
     assignment = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(mu)

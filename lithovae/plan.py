@@ -12,7 +12,7 @@ import torch
 
 from lithovae.alpha import AlphaStrategy
 from lithovae.masking import MaskStrategy
-from lithovae.models.base import LatentModel, LossContext, inference
+from lithovae.models.base import LatentModel, LossContext, latent_means
 from lithovae.schedules import BetaSchedule
 
 
@@ -138,10 +138,7 @@ class TrainingPlan(pl.LightningModule):
     def embed_train(self) -> torch.Tensor:
         """Latent means of the whole training split, row i = batch index i."""
         train = self.trainer.datamodule.tensors["train"]
-        with inference(self.model):
-            chunks = [self.model.embed(x.to(self.device), o.to(self.device))
-                      for x, o in zip(train["x"].split(8192), train["observed"].split(8192))]
-        return torch.cat(chunks).cpu()
+        return latent_means(self.model, train["x"], train["observed"])
 
     # A resumed run continues the random streams where the killed run left them, so it ends
     # with the same weights as an uninterrupted run (dropout and sampling use torch's global RNG).

@@ -37,12 +37,11 @@ PARENT_RUN_FILE = "parent_run_id"  # in a study's sweep directory: the study's M
 def sweep_experiment_name(base: str, sweep_dir: str | Path | None = None) -> str:
     """In a Hydra multirun every job goes to one experiment named after the sweep."""
     if sweep_dir is None:
-        from hydra.types import RunMode
+        from lithovae.sweeps import in_multirun
 
-        hc = _hydra_job()
-        if hc is None or hc.mode != RunMode.MULTIRUN:
+        if not in_multirun():
             return base
-        sweep_dir = hc.sweep.dir
+        sweep_dir = _hydra_job().sweep.dir
     return f"{base}-sweep-{Path(sweep_dir).name}"
 
 

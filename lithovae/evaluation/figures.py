@@ -554,8 +554,9 @@ def _draw(written: dict, name: str, figure, *args, **kwargs) -> None:
     try:
         written[name] = figure(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - one figure must not cost the others
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        log.warning("figure %s not drawn: %s: %s", name, type(exc).__name__, first)
+        from lithovae.cli import one_line
+
+        log.warning("figure %s not drawn: %s", name, one_line(exc)[:200])
 
 
 def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_n: int = 12,

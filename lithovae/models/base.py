@@ -25,6 +25,15 @@ from lithovae.models.losses import class_loss, gaussian_kl, masked_sse
 from lithovae.spec import DataSpec  # re-exported: the models' view of the data
 
 
+def latent_means(model: "LatentModel", x: Tensor, observed: Tensor, chunk: int = 8192) -> Tensor:
+    """Latent means of every row (in eval mode, no gradients), embedded ``chunk`` rows at a
+    time on the model's device and returned on the CPU."""
+    device = next(model.parameters()).device
+    with inference(model):
+        return torch.cat([model.embed(xs.to(device), os.to(device)).cpu()
+                          for xs, os in zip(x.split(chunk), observed.split(chunk))])
+
+
 @contextlib.contextmanager
 def inference(model: nn.Module):
     """No gradients and eval mode (BatchNorm running stats, no dropout) for the block;
