@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -83,23 +85,41 @@ def _early_tags(cfg: DictConfig) -> dict:
             "git_commit": tracking.git_commit(), **tracking.job_tags()}
 
 
-def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
+@dataclass
+class RunParts:
+    """One run's pieces before training: what both the single-run trainer and the ensemble
+    launcher build, train and then score the same way (:func:`score_run`)."""
+
+    cfg: DictConfig
+    logger: Any
+    run_dir: Path
+    source: Any
+    dataset_path: Path
+    dm: Any
+    plan: Any
+    policy: Any
+    score_options: dict
+    figure_options: dict
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+def build_run(cfg: DictConfig, logger, datamodules: dict | None = None) -> RunParts:
+    """Validate ``cfg``, seed, build (or reuse) the dataset, the data module and the training
+    plan, bind the checkpoint policy. ``datamodules`` caches data modules by their options, so
+    the members of an ensemble that share data share one module."""
     config_schema.validate(cfg)
     import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import EarlyStopping, TQDMProgressBar
 
     from lithovae import tracking
-    from lithovae.checkpointing import EpochEndCheckpoint, checkpoint_record
-    from lithovae.cli import RunInterrupted
     from lithovae.data.datamodule import LithoDataModule
-    from lithovae.data.splits import label_entropy
-    from lithovae.evaluation.scoring import evaluate, split_eval_options
-    from lithovae.files import file_digest, load_checkpoint
+    from lithovae.evaluation.scoring import split_eval_options
     from lithovae.plan import TrainingPlan
 
-    resumed = _resume_state(cfg.ckpt_path)
     torch.set_num_threads(cfg.threads)
     if "spawn" in str(cfg.trainer.get("strategy", "")):
         # tensors reach spawned ranks through files, not passed file descriptors (several
@@ -111,12 +131,18 @@ def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
 
     source = instantiate(cfg.data, _convert_="all")
     dataset_path, _ = source.prepare(cfg.paths.data_dir)
-    dm = LithoDataModule(dataset_path, seed=cfg.seed, transforms=source.transforms,
-                         **OmegaConf.to_container(cfg.datamodule))
-    dm.setup()
+    dm_options = OmegaConf.to_container(cfg.datamodule)
+    key = json.dumps([str(dataset_path), cfg.seed, source.transforms, dm_options], sort_keys=True, default=str)
+    dm = (datamodules or {}).get(key)
+    if dm is None:
+        dm = LithoDataModule(dataset_path, seed=cfg.seed, transforms=source.transforms, **dm_options)
+        dm.setup()
+        if datamodules is not None:
+            datamodules[key] = dm
     score_options, figure_options = split_eval_options(OmegaConf.to_container(cfg.eval))
     _check_log_boreholes(figure_options["log_boreholes"], dm)
     spec = dm.data_spec()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # the same initial weights, data cached or not
     model = instantiate(cfg.model, _partial_=True, _convert_="all")(data=spec)
     mask = instantiate(cfg.mask, _convert_="all")
     plan = TrainingPlan(model, instantiate(cfg.beta, _convert_="all"), mask,
@@ -126,19 +152,39 @@ def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
                         plateau_patience=cfg.lr_scheduler.patience,
                         plateau_factor=cfg.lr_scheduler.factor, seed=cfg.seed)
     plan.mlflow_run_id = tracking.run_id(logger)
+    policy = instantiate(cfg.checkpoint).bind(run_dir / "checkpoints")
+    return RunParts(cfg, logger, run_dir, source, Path(dataset_path), dm, plan, policy,
+                    score_options, figure_options)
 
-    ckpt_dir = run_dir / "checkpoints"
-    policy = instantiate(cfg.checkpoint).bind(ckpt_dir)
-    callbacks = [policy, EpochEndCheckpoint(ckpt_dir), *extra_callbacks]
+
+def run_tags(parts: RunParts) -> dict:
+    from lithovae.files import file_digest
+
+    return {"dataset": parts.source.name, "dataset_checksum": file_digest(parts.dataset_path)[:16],
+            "synthetic": str(parts.source.synthetic), "checkpoint_policy": parts.policy.name}
+
+
+def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import EarlyStopping, TQDMProgressBar
+
+    from lithovae import tracking
+    from lithovae.checkpointing import EpochEndCheckpoint
+    from lithovae.cli import RunInterrupted
+    from lithovae.files import load_checkpoint
+
+    resumed = _resume_state(cfg.ckpt_path)
+    parts = build_run(cfg, logger)
+    ckpt_dir = parts.ckpt_dir
+    callbacks = [parts.policy, EpochEndCheckpoint(ckpt_dir), *extra_callbacks]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=1))  # a step is a chunk of 32 mini-batches
     if cfg.early_stopping.enabled:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=cfg.early_stopping.patience))
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False,
-                          callbacks=callbacks, default_root_dir=str(run_dir))
+                          callbacks=callbacks, default_root_dir=str(parts.run_dir))
 
-    tags = {"dataset": source.name, "dataset_checksum": file_digest(dataset_path)[:16],
-            "synthetic": str(source.synthetic), "checkpoint_policy": policy.name}
+    tags = run_tags(parts)
     if resumed is not None:
         tags.update({"resumed_from_checkpoint": str(cfg.ckpt_path),
                      "resumed_after_epoch": str(resumed["epoch"]),
@@ -146,40 +192,57 @@ def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
         tracking.mark_superseded(logger, resumed.get("mlflow_run_id"), tracking.run_id(logger))
     tracking.set_tags(logger, tags)
     try:
-        trainer.fit(plan, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
+        trainer.fit(parts.plan, datamodule=parts.dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     except RunInterrupted as exc:
         last = ckpt_dir / "last.ckpt"
         done = (f"{last} holds epoch {load_checkpoint(last)['epoch']} (0-based): resume with "
                 f"ckpt_path={last}") if last.exists() else "no epoch finished, nothing to resume"
         raise RunInterrupted(exc.signum, done) from None
+    final_losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+    return score_run(parts, epochs_trained=trainer.current_epoch, final_losses=final_losses,
+                     is_global_zero=trainer.is_global_zero)
 
-    # score the weights the checkpoint policy chose, read back from disk
-    selected = policy.selected()
+
+def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_global_zero: bool = True,
+              clustering=None) -> dict:
+    """Score the weights the checkpoint policy chose, read back from disk; write metrics.json,
+    tables and figures, log them. ``clustering``: this run's clustering, already computed (an
+    ensemble clusters all its members in one batched pass)."""
+    from lithovae import tracking
+    from lithovae.checkpointing import checkpoint_record
+    from lithovae.data.splits import label_entropy
+    from lithovae.evaluation.scoring import evaluate
+    from lithovae.files import load_checkpoint
+
+    cfg, logger, dm, plan, run_dir = parts.cfg, parts.logger, parts.dm, parts.plan, parts.run_dir
+    selected = parts.policy.selected()
     state = load_checkpoint(selected)
     plan.load_state_dict(state["state_dict"])
     tracking.log_artifacts(logger, [selected])  # kept even if evaluation fails
-    model.cpu()
+    model = plan.model.cpu()
+    extra = {} if clustering is None else {"clustering": clustering}
     metrics, arrays = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
-                               seed=cfg.seed, baseline_cache_dir=cfg.paths.data_dir, **score_options)
-    metrics.update(checkpoint_record(selected, state, policy))
-    metrics.update({"dataset": source.name, "synthetic": source.synthetic,
-                    "preset": cfg.preset, "epochs_trained": trainer.current_epoch,
+                               seed=cfg.seed, baseline_cache_dir=cfg.paths.data_dir,
+                               **parts.score_options, **extra)
+    metrics.update(checkpoint_record(selected, state, parts.policy))
+    metrics.update({"dataset": parts.source.name, "synthetic": parts.source.synthetic,
+                    "preset": cfg.preset, "epochs_trained": epochs_trained,
                     "n_train": dm.stats["n_train"], "n_val": dm.stats["n_val"],
                     "train_entropy": label_entropy(dm.frames["train"]["principal"].dropna()),
                     "test_entropy": label_entropy(dm.frames["test"]["principal"].dropna()),
                     "latent_dim": int(getattr(model, "latent_dim", 0)),
-                    "final_losses": {k: float(v) for k, v in trainer.callback_metrics.items()
-                                     if k.startswith(("train/", "val/"))}})
-    if trainer.is_global_zero:
+                    "final_losses": final_losses})
+    if is_global_zero:
         files = _guarded("cluster tables", lambda: _write_cluster_tables(run_dir, metrics, arrays, dm), [])
         files += _write_run_files(run_dir, cfg, metrics, dm)  # metrics.json before figures
         tracking.log_test_metrics(logger, metrics)
         tracking.log_artifacts(logger, files)
         class_names = dm.encoding.vocabulary(model.class_target_name())
-        if figure_options["figures"]:
-            figures = _write_figures(run_dir, arrays, dm, class_names, plan.history_frame(), figure_options, cfg.seed)
+        if parts.figure_options["figures"]:
+            figures = _write_figures(run_dir, arrays, dm, class_names, plan.history_frame(),
+                                     parts.figure_options, cfg.seed)
             tracking.log_artifacts(logger, figures, folder="figures")
-        print(summary_table(metrics, source.name, source.synthetic))
+        print(summary_table(metrics, parts.source.name, parts.source.synthetic))
         print(f"run dir: {run_dir}")
     return metrics
 

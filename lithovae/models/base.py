@@ -54,8 +54,9 @@ class LossContext:
     beta: float = 1.0
     # classification weight: a float, or a per-sample tensor [B] (adaptive alpha)
     alpha: float | Tensor = 0.0
-    # weight of the reconstruction error on entries hidden from the encoder
-    masked_weight: float = 0.0
+    # weight of the reconstruction error on entries hidden from the encoder (a tensor: one
+    # weight per member of a stacked ensemble, the term then always computed)
+    masked_weight: float | Tensor = 0.0
     epoch: int = 0
 
 
@@ -140,7 +141,7 @@ class LatentModel(nn.Module):
         terms["recon"] = masked_sse(out.recon, batch["x"], observed).mean()
         terms["kl"] = self.prior_kl(out).mean()
         total = terms["recon"] + ctx.beta * terms["kl"]
-        if ctx.masked_weight:
+        if isinstance(ctx.masked_weight, Tensor) or ctx.masked_weight:
             hidden = observed * (1.0 - visible.to(out.recon.dtype))
             terms["masked_recon"] = masked_sse(out.recon, batch["x"], hidden).mean()
             total = total + ctx.masked_weight * terms["masked_recon"]

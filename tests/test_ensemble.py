@@ -1,0 +1,195 @@
+"""hydra/launcher=ensemble: a sweep trained as one stacked computation, one run per job.
+
+Equivalence (see lithovae/ensemble/__init__.py): with the sampling noise switched off, a member
+ends with its separate run's weights up to float rounding; with it on, a member's metrics agree
+with its separate run's within the spread two separate runs with other noise draws show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from lithovae.ensemble.launcher import group_key
+from lithovae.ensemble.stacked import Member, StackedAdam, StackedTraining
+from lithovae.files import load_checkpoint
+from lithovae.models.base import LatentModel
+from lithovae.train import build_run, train
+from tests.conftest import FAST_EVAL, compose_train
+
+# a member's metrics against its separate run's, noise on (v2_14_2, 3 epochs, small data, the six
+# jobs of the test below). Measured: two separate runs that differ only in the noise draws differ by
+# up to 0.012 (r2_mean), 0.035 (ari_best), 0.010 (auc_pooled); member against separate run by up to
+# 0.021, 0.045, 0.013. The tolerance is about twice the noise-only spread.
+TOLERANCE = {"r2_mean": 0.03, "ari_best": 0.06, "auc_pooled": 0.03}
+
+
+def _member_jobs(tmp: Path, data: Path, jobs: list[list[str]], prefix: str) -> tuple[StackedTraining, list]:
+    datamodules: dict = {}
+    parts = [build_run(compose_train(ov + [f"paths.run_dir={tmp / f'{prefix}{i}'}"], tmp, data), None, datamodules)
+             for i, ov in enumerate(jobs)]
+    members = [Member(f"#{i}", p.plan, p.dm, p.policy, p.ckpt_dir, int(p.cfg.trainer.max_epochs),
+                      int(p.cfg.early_stopping.patience) if p.cfg.early_stopping.enabled else None)
+               for i, p in enumerate(parts)]
+    training = StackedTraining(members, torch.device("cpu"), progress=lambda line: None)
+    training.probe()
+    training.fit()
+    return training, parts
+
+
+DETERMINISTIC = ["experiment=v2_14_2", "model.classifier_dropout=0.0", "trainer.max_epochs=3", "logger=none",
+                 "lr_scheduler.reduce_on_plateau=true", "lr_scheduler.patience=0", "lr_scheduler.factor=0.5"]
+
+
+def test_without_sampling_noise_each_member_ends_with_its_separate_runs_weights(tmp_path, shared_data_dir, monkeypatch):
+    """Members that differ in mask probability, learning rate and seed (so in data split and
+    number of steps): same initial weights, batch order, mask draws, Adam, BatchNorm statistics,
+    plateau schedule and validation loss as separate Lightning runs, to float rounding."""
+    monkeypatch.setattr(LatentModel, "reparameterize", staticmethod(lambda mu, logvar: mu))
+    jobs = [[*DETERMINISTIC, "mask.prob=0.0", "seed=0", "optimizer.lr=0.001"],
+            [*DETERMINISTIC, "mask.prob=0.3", "seed=0", "optimizer.lr=0.004"],
+            [*DETERMINISTIC, "mask.prob=0.2", "seed=1", "optimizer.lr=0.001", "beta=fixed_0.5"]]
+    separate = []
+    for i, ov in enumerate(jobs):
+        train(compose_train(ov + [f"paths.run_dir={tmp_path / f'sep{i}'}"], tmp_path, shared_data_dir))
+        separate.append(load_checkpoint(tmp_path / f"sep{i}" / "checkpoints" / "last.ckpt"))
+    training, parts = _member_jobs(tmp_path, shared_data_dir, jobs, "ens")
+    assert len({len(p.dm.tensors["train"]["x"]) for p in parts}) == 2  # seed 1 splits other boreholes
+    for i, alone in enumerate(separate):
+        member = load_checkpoint(parts[i].ckpt_dir / "last.ckpt")
+        assert (member["epoch"], member["global_step"]) == (alone["epoch"], alone["global_step"])
+        assert member["state_dict"].keys() == alone["state_dict"].keys()
+        gap = max(float((member["state_dict"][k].double() - alone["state_dict"][k].double()).abs().max())
+                  for k in alone["state_dict"])
+        assert gap < 1e-3, f"member {i}: weights differ by {gap}"
+        for mine, theirs in zip(member["history"], alone["history"]):
+            assert mine["lr"] == theirs["lr"]
+            assert mine["val/loss"] == pytest.approx(theirs["val/loss"], rel=1e-4)
+            assert mine["train/loss"] == pytest.approx(theirs["train/loss"], rel=1e-4)
+
+
+def test_with_sampling_noise_member_metrics_agree_with_separate_runs_over_seeds(tmp_path, shared_data_dir):
+    """The stated tolerance (TOLERANCE), over three seeds and two mask probabilities."""
+    from lithovae.train import score_run
+
+    jobs = [["experiment=v2_14_2", "trainer.max_epochs=3", "logger=none", f"seed={seed}", f"mask.prob={prob}"]
+            for seed in (0, 1, 2) for prob in (0.1, 0.3)]
+    training, parts = _member_jobs(tmp_path, shared_data_dir, jobs, "ens")
+    for i, ov in enumerate(jobs):
+        alone = train(compose_train(ov + [f"paths.run_dir={tmp_path / f'sep{i}'}"], tmp_path, shared_data_dir))
+        member = score_run(parts[i], epochs_trained=training.members[i].epochs_trained,
+                           final_losses=training.members[i].final_losses)
+        for key, tol in TOLERANCE.items():
+            assert abs(member[key] - alone[key]) <= tol, f"{ov}: {key} {member[key]:.4f} vs {alone[key]:.4f}"
+
+
+def test_stacked_adam_is_torch_adam_per_member_and_leaves_inactive_members_alone():
+    torch.manual_seed(0)
+    weights = torch.randn(3, 4, 5)
+    lrs, decays = [1e-3, 5e-3, 2e-2], [0.0, 0.1, 0.0]
+    stacked = weights.clone().requires_grad_(True)
+    adam = StackedAdam([stacked], torch.tensor(lrs), torch.tensor(decays))
+    alone = [weights[m].clone().requires_grad_(True) for m in range(3)]
+    opts = [torch.optim.Adam([alone[m]], lr=lrs[m], weight_decay=decays[m]) for m in range(3)]
+    grads = [torch.randn(3, 4, 5) for _ in range(4)]
+    for step, g in enumerate(grads):
+        active = torch.tensor([True, step % 2 == 0, True])
+        stacked.grad = g.clone()
+        adam.step(None if step == 0 else active)
+        for m in range(3):
+            if step == 0 or active[m]:
+                alone[m].grad = g[m].clone()
+                opts[m].step()
+    for m in range(3):
+        torch.testing.assert_close(stacked[m].detach(), alone[m].detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_jobs_group_by_architecture_and_data_not_by_training_plan(tmp_path):
+    def key(*overrides):
+        return group_key(compose_train(["experiment=v2_14_2", *overrides], tmp_path))
+
+    base = key()
+    assert base is not None
+    for varied in (["mask.prob=0.1"], ["seed=3"], ["optimizer.lr=0.01"], ["alpha.value=0.5"],
+                   ["beta=fixed_0.5"], ["trainer.max_epochs=7"], ["checkpoint=val_recon"], ["early_stopping.enabled=true"]):
+        assert key(*varied) == base, varied
+    for apart in (["model.latent_dim=4"], ["model.hidden=[16,8]"], ["datamodule.batch_size=256"], ["data.scale=default"]):
+        assert key(*apart) not in (base, None), apart
+    assert key("checkpoint=val_ari") is None          # clusters per epoch: a single run's callback
+    assert key("experiment=v2_7") is None             # VaDE's per-epoch k-means initialisation
+    assert key("ckpt_path=/some/last.ckpt") is None   # resuming is the trainer's
+
+
+def _multirun(args: list[str], tmp_path: Path, data_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lithovae.train", "-m", "hydra/launcher=ensemble", *args, "data.scale=small",
+         f"paths.root_dir={tmp_path}", f"paths.data_dir={data_dir}", "trainer.enable_progress_bar=false", *FAST_EVAL],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+def test_an_ensemble_sweep_leaves_a_run_per_job_and_a_bad_member_fails_alone(tmp_path, shared_data_dir):
+    from lithovae.evaluate import load_run_model
+
+    proc = _multirun(["experiment=v2_14_2", "trainer.max_epochs=3", "mask.prob=0.0,0.1,0.2,0.3,1.5",
+                      "hydra.launcher.max_group_size=3"], tmp_path, shared_data_dir)
+    assert proc.returncode == 2, proc.stderr[-3000:]  # the failed job fails the sweep, at its end
+    assert "stacked group(s) of [3, 2]" in proc.stdout
+    assert "mask.prob" in proc.stderr and "1 sweep job(s) failed (#4)" in proc.stderr
+    (sweep_dir,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
+    assert (sweep_dir / "4" / "FAILED").exists()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlruns' / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() if e.name != "Default" for r in client.search_runs([e.experiment_id])]
+    by_job = {int(r.data.tags["sweep_job"]): r for r in runs}
+    assert sorted(by_job) == [0, 1, 2, 3, 4]
+    assert by_job[4].info.status == "FAILED" and "mask.prob" in by_job[4].data.tags["error"]
+    spec = None
+    for job in range(4):
+        run = by_job[job]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["launcher"] == "ensemble"
+        assert {"test/ari_best", "test/baseline_ari_best", "test/r2_mean", "test/evaluated_epoch",
+                "train/loss", "val/loss", "beta", "lr"} <= set(run.data.metrics)
+        assert run.data.params["mask.prob"] == str([0.0, 0.1, 0.2, 0.3][job])
+        assert "last.ckpt" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
+        run_dir = sweep_dir / str(job)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert (metrics["evaluated_epoch"], metrics["checkpoint_policy"]) == (2, "final")
+        assert metrics["ari_best"] == pytest.approx(run.data.metrics["test/ari_best"])
+        if spec is None:
+            spec = _spec(run_dir, shared_data_dir)
+        model, scored = load_run_model(run_dir, spec)
+        assert scored["evaluated_epoch"] == 2 and np.isfinite(
+            model.embed(torch.zeros(4, spec.n_features), torch.ones(4, spec.n_features)).numpy()).all()
+
+
+def _spec(run_dir: Path, data_dir: Path):
+    """The DataSpec lithovae.evaluate builds for the run's model."""
+    from lithovae.data.datamodule import LabelEncoding, LithoDataModule
+    from lithovae.data.scaler import DistributionAwareScaler
+    from tests.conftest import config_defaults
+
+    (dataset,) = sorted(data_dir.glob("synthetic-small-seed0/*.parquet"))
+    d = config_defaults("data.scale=small")
+    dm = LithoDataModule(dataset, seed=0, **d["datamodule"],
+                         scaler=DistributionAwareScaler.load(run_dir / "scaler.json"),
+                         encoding=LabelEncoding(**json.loads((run_dir / "label_encoding.json").read_text())))
+    dm.setup()
+    return dm.data_spec()
+
+
+def test_jobs_that_cannot_be_grouped_run_one_after_another(tmp_path, shared_data_dir):
+    proc = _multirun(["experiment=v2_14_2", "trainer.max_epochs=1", "model.latent_dim=4,6"], tmp_path, shared_data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "0 stacked group(s) of [], 2 job(s) one after another" in proc.stdout
+    (sweep_dir,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
+    for job, dim in ((0, 4), (1, 6)):
+        assert json.loads((sweep_dir / str(job) / "metrics.json").read_text())["latent_dim"] == dim
