@@ -3,8 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
+# `make server`: a local MLflow tracking server (SERVER_STORE: its database; a
+# postgresql+psycopg://user@host/db URI installs the postgres extra first)
+SERVER_PORT ?= 5001
+SERVER_DIR ?= outputs/mlflow-server
+SERVER_STORE ?= sqlite:///$(CURDIR)/$(SERVER_DIR)/mlflow.db
 
-.PHONY: install data train test test-slow bench ui clean
+.PHONY: install data train test test-slow bench ui server clean
 
 install: $(STAMP)
 
@@ -35,6 +40,14 @@ bench: install
 ## MLflow UI over every run in outputs/mlruns.
 ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+## A tracking server for runs from anywhere on this machine: logger.tracking_uri=http://127.0.0.1:$(SERVER_PORT)
+## (or MLFLOW_TRACKING_URI). Database: $(SERVER_STORE); artifacts served from $(SERVER_DIR)/artifacts.
+server: install
+	@case '$(SERVER_STORE)' in postgresql*) $(PY) -m pip install -q -c constraints.txt -e '.[dev,postgres]';; esac
+	mkdir -p $(SERVER_DIR)/artifacts
+	$(VENV)/bin/mlflow server --host 127.0.0.1 --port $(SERVER_PORT) --backend-store-uri '$(SERVER_STORE)' \
+		--serve-artifacts --artifacts-destination $(CURDIR)/$(SERVER_DIR)/artifacts
 
 clean:
 	rm -rf outputs/* multirun .pytest_cache

@@ -78,6 +78,8 @@ def evaluate_run(cfg: DictConfig) -> dict:
     from lithovae.evaluation.scoring import evaluate, split_eval_options
     from lithovae.results import write_json
 
+    if cfg.log_mlflow:  # an unreachable tracking server fails now, not after the evaluation
+        tracking.resolved_store(cfg.get("tracking_uri"), cfg.paths.mlflow_dir, key="tracking_uri")
     run_dir = Path(cfg.run_dir)
     needed = ["config.yaml", "scaler.json", "label_encoding.json"]
     missing = [n for n in needed if not (run_dir / n).exists()]
@@ -110,7 +112,8 @@ def evaluate_run(cfg: DictConfig) -> dict:
     write_json(out / "metrics.json", metrics)
     if cfg.log_mlflow:
         logger = tracking.mlflow_logger("lithovae-evaluate", cfg.paths.mlflow_dir,
-                                        run_name=f"{run_cfg.get('preset') or 'run'}@{source.name}-{cfg.split}")
+                                        run_name=f"{run_cfg.get('preset') or 'run'}@{source.name}-{cfg.split}",
+                                        tracking_uri=cfg.get("tracking_uri"), uri_key="tracking_uri")
         tags = {"evaluates": str(run_dir), "dataset": source.name, "split": cfg.split,
                 "synthetic": str(source.synthetic)}
         with tracking.tracked_run(logger, run_cfg, tags):

@@ -150,23 +150,26 @@ def _number(text):
 
 
 class StudySummary(Callback):
-    """Writes a study's summary when its multirun ends (a no-op for plain sweeps)."""
+    """Writes a study's summary when its multirun ends (a no-op for plain sweeps). Every
+    multirun that logs to an MLflow server first checks that the server answers."""
 
     def __init__(self):
         self.parent = None
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        from lithovae import tracking
+
+        if str(config.logger.get("_target_", "")).endswith("mlflow_logger"):
+            _check_tracking_server(config)
         study = config.get("study")
         if not study:
             return
-        from lithovae import tracking
-
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if str(config.logger.get("_target_", "")).endswith("mlflow_logger"):
             name = tracking.sweep_experiment_name(config.logger.experiment_name, sweep_dir)
             self.parent = tracking.mlflow_logger(name, config.logger.tracking_dir, run_name=f"{study.name}-summary",
-                                                 sweep_suffix=False)
+                                                 sweep_suffix=False, tracking_uri=config.logger.get("tracking_uri"))
             tags = {"study": study.name, "overrides": " ".join(config.hydra.overrides.task)[:5000],
                     "git_commit": tracking.git_commit()}
             tracking.start_run(self.parent, OmegaConf.create({"study": OmegaConf.to_container(study)}), tags)
@@ -190,6 +193,20 @@ class StudySummary(Callback):
         tracking.end_run(self.parent, "FINISHED")
         for f in files:
             print(f)
+
+
+def _check_tracking_server(config) -> None:
+    """An unreachable tracking server (logger.tracking_uri or MLFLOW_TRACKING_URI) stops the
+    multirun before any job starts: one ``error:`` line and exit 2, as a single run does."""
+    from lithovae import tracking
+    from lithovae.cli import EXIT_USER_ERROR, one_line
+    from lithovae.errors import LithovaeError
+
+    try:
+        tracking.check_remote_store(config.logger.get("tracking_uri"))
+    except LithovaeError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
 
 
 def write_summary(study, sweep_dir: Path) -> tuple[list[Path], dict]:

@@ -1,27 +1,224 @@
 """MLflow tracking through Lightning's MLFlowLogger: one store for every run.
 
-The store is a SQLite database plus an artifact folder under ``paths.mlflow_dir``
-(MLflow 3 no longer accepts a plain folder as a tracking store). Everything here
-runs on rank 0 only: ``MLFlowLogger.run_id`` exists only there.
+Where runs go (:func:`resolve_tracking_uri`): ``logger.tracking_uri`` if set (an MLflow
+server ``http(s)://host:port`` or a database URI such as ``sqlite:///...`` or
+``postgresql+psycopg://user@host/db``); else the ``MLFLOW_TRACKING_URI`` environment
+variable; else the local store under ``paths.mlflow_dir``: a SQLite database plus an artifact
+folder (MLflow 3 no longer accepts a plain folder as a tracking store). Against a server the
+artifacts go wherever the server says (``mlflow-artifacts:`` when it serves them); only the
+local store gets an artifact folder chosen here. Credentials come from MLflow's own
+environment variables (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN), never from a URI in a
+config that is saved with the run. Everything here runs on rank 0 only:
+``MLFlowLogger.run_id`` exists only there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import socket
 import subprocess
+import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from lithovae.errors import ConfigError
+
 PARAM_VALUE_LIMIT = 500  # well inside MLflow's limit; the full config is an artifact
+ENV_URI = "MLFLOW_TRACKING_URI"
+PROBE_TIMEOUT_S = 10  # one try, no retries: an unreachable server fails before training starts
+EXPERIMENT_ATTEMPTS = 6  # creating the experiment: parallel jobs race for it, a server may blink
+SERVER_SCHEMES = ("http", "https")
+FINAL_ERRORS = ("PERMISSION_DENIED", "UNAUTHENTICATED", "INVALID_PARAMETER_VALUE", "BAD_REQUEST")
+DRIVER_HINT = "for PostgreSQL, pip install -e '.[postgres]' (psycopg 3) and use postgresql+psycopg://"
+DATABASE_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
 
 
-def tracking_uri(tracking_dir: str | Path) -> str:
+def local_store_uri(tracking_dir: str | Path) -> str:
+    """The local store's URI: ``sqlite:///<tracking_dir>/mlflow.db`` (the folder is created)."""
     path = Path(tracking_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path / 'mlflow.db'}"
+
+
+tracking_uri = local_store_uri  # the former name
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None, tracking_dir: str | Path | None = None) -> str:
+    """Where runs go: ``tracking_uri`` if set, else ``$MLFLOW_TRACKING_URI`` if set, else the
+    local store under ``tracking_dir`` (default ``outputs/mlruns``). Only the last one touches
+    the local disk."""
+    if tracking_uri:
+        return str(tracking_uri).strip()
+    if os.environ.get(ENV_URI, "").strip():
+        return os.environ[ENV_URI].strip()
+    return local_store_uri(tracking_dir if tracking_dir is not None else "outputs/mlruns")
+
+
+def redacted(uri: str) -> str:
+    """``uri`` without a password (for messages)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _scheme(uri: str) -> str:
+    return urlsplit(uri).scheme.lower()
+
+
+def check_uri(uri: str, key: str = "logger.tracking_uri", saved: bool = True) -> None:
+    """A tracking URI (``key`` names where it came from). ``saved``: it is in the config, which
+    is saved with every run and logged as its params, so it must hold no password."""
+    if "://" not in uri and not uri.startswith("databricks"):
+        raise ConfigError(f"{key}: '{uri}' is not a tracking URI: give an MLflow server "
+                          "(http://host:port), or a database (sqlite:///path/mlflow.db, "
+                          "postgresql+psycopg://user@host/db); a local folder is logger.tracking_dir")
+    if saved and urlsplit(uri).password is not None:
+        raise ConfigError(f"{key}: '{redacted(uri)}' holds a password, which would be saved in the run's "
+                          "config: drop it from the URI and set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD "
+                          "(or MLFLOW_TRACKING_TOKEN; PGPASSWORD or ~/.pgpass for PostgreSQL) instead")
+
+
+def resolved_store(tracking_uri: str | None = None, tracking_dir: str | Path | None = None,
+                   key: str = "logger.tracking_uri") -> tuple[str, str]:
+    """The URI runs will go to (:func:`resolve_tracking_uri`), checked and found reachable, and
+    where it came from (``key``, ``MLFLOW_TRACKING_URI`` or the local store): a
+    :class:`ConfigError` naming the URI otherwise, in seconds."""
+    if tracking_uri:
+        source = key
+    elif os.environ.get(ENV_URI, "").strip():
+        source = ENV_URI
+    else:
+        source = f"{key} (unset: the local store)"
+    uri = resolve_tracking_uri(tracking_uri, tracking_dir)
+    check_uri(uri, source, saved=source == key)
+    check_reachable(uri, source)
+    return uri, source
+
+
+def check_remote_store(tracking_uri: str | None = None, key: str = "logger.tracking_uri") -> None:
+    """Check ``tracking_uri`` or ``$MLFLOW_TRACKING_URI`` as :func:`resolved_store` does; a no-op
+    when runs go to the local store (a multirun checks this before its first job)."""
+    if tracking_uri or os.environ.get(ENV_URI, "").strip():
+        resolved_store(tracking_uri, None, key)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for any other store, or in memory)."""
+    if _scheme(uri) != "sqlite":
+        return None
+    path = uri.split("://", 1)[1].removeprefix("/").split("?", 1)[0]
+    return Path(path).resolve() if path and path != ":memory:" else None
+
+
+_reachable: set[str] = set()
+
+
+def check_reachable(uri: str, key: str = "logger.tracking_uri") -> None:
+    """Fail fast, in one line naming the URI, when the tracking server or database cannot be
+    reached: one try with a short timeout, instead of MLflow's minutes of retries. A local
+    store (sqlite) needs no check; a URI is checked once per process."""
+    if uri in _reachable:
+        return
+    scheme = _scheme(uri)
+    if scheme in SERVER_SCHEMES:
+        _probe_server(uri, key)
+    elif scheme.split("+")[0] in DATABASE_PORTS:
+        _probe_database(uri, key)
+    _reachable.add(uri)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    found = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    if found:
+        return found.group(0)
+    if "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
+        return f"no answer within {PROBE_TIMEOUT_S} s"
+    return (text.strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _probe_server(uri: str, key: str) -> None:
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    shown = redacted(uri)
+    endpoint = "/api/2.0/mlflow/experiments/search"
+    try:
+        response = http_request(get_default_host_creds(uri), endpoint, "GET", max_retries=0, backoff_factor=0,
+                                timeout=PROBE_TIMEOUT_S, params={"max_results": 1}, raise_on_status=False)
+    except Exception as exc:  # noqa: BLE001 - refused, timed out, DNS, TLS: all one line
+        raise ConfigError(f"{key}: MLflow tracking server {shown} is unreachable ({_reason(exc)}): "
+                          "start it (make server) or fix the URI") from None
+    status = response.status_code
+    if status in (401, 403):
+        raise ConfigError(f"{key}: MLflow tracking server {shown} refused the credentials (HTTP {status}): set "
+                          "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
+    if status != 200:
+        raise ConfigError(f"{key}: {shown} does not answer as an MLflow tracking server "
+                          f"(HTTP {status} on {endpoint})")
+
+
+def _probe_database(uri: str, key: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    shown = redacted(uri)
+    try:
+        url = make_url(uri)
+        url.get_dialect().import_dbapi()
+    except ImportError as exc:
+        raise ConfigError(f"{key}: no database driver for {shown} ({exc}): {DRIVER_HINT}") from None
+    except Exception as exc:  # noqa: BLE001 - a malformed URL or an unknown dialect
+        raise ConfigError(f"{key}: '{shown}' is not a database URI SQLAlchemy knows ({_reason(exc)})") from None
+    if not url.host or url.host.startswith("/"):
+        return  # a Unix socket: nothing to probe over TCP
+    port = url.port or DATABASE_PORTS[url.get_backend_name()]
+    try:
+        socket.create_connection((url.host, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigError(f"{key}: database {shown} is unreachable ({_reason(exc)})") from None
+
+
+def ensure_experiment(uri: str, name: str, artifact_location: str | None = None,
+                      key: str = "logger.tracking_uri") -> str:
+    """The id of experiment ``name``, created if missing. Race-free across machines: parallel
+    jobs that both miss it both create it, the loser's RESOURCE_ALREADY_EXISTS sends it back to
+    read the winner's; transient failures are retried. ``artifact_location`` None: wherever the
+    server (or MLflow's default for the store) says."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(uri)
+    error = None
+    for attempt in range(EXPERIMENT_ATTEMPTS):
+        if attempt:
+            time.sleep(min(0.25 * 2 ** attempt, 4.0))
+        try:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as exc:
+            if exc.error_code in FINAL_ERRORS:
+                raise ConfigError(f"{key}: experiment '{name}' on {redacted(uri)}: {exc.error_code}: "
+                                  f"{_reason(exc)}") from None
+            error = exc  # RESOURCE_ALREADY_EXISTS (another job won the race): read it again
+            continue
+        except ImportError as exc:
+            raise ConfigError(f"{key}: no database driver for {redacted(uri)} ({exc}): {DRIVER_HINT}") from None
+        if experiment.lifecycle_stage != "active":
+            raise ConfigError(f"{key}: experiment '{name}' is deleted on {redacted(uri)}: restore it "
+                              f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
+                              "or choose another logger.experiment_name")
+        return experiment.experiment_id
+    raise ConfigError(f"{key}: cannot create or read experiment '{name}' on {redacted(uri)} after "
+                      f"{EXPERIMENT_ATTEMPTS} tries: {_reason(error)}")
 
 
 def _hydra_job():
@@ -48,28 +245,32 @@ def sweep_experiment_name(base: str, sweep_dir: str | Path | None = None) -> str
 def default_run_name() -> str | None:
     """The job's overrides (e.g. ``model=semisup beta=anneal_extreme``), readable in the UI."""
     overrides = job_tags().get("overrides", "")
-    kept = [o for o in overrides.split() if not o.startswith(("paths.", "hydra"))]
+    kept = [o for o in overrides.split() if not o.startswith(("paths.", "hydra", "logger.tracking_"))]
     return " ".join(kept)[:120] or None
 
 
 def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "outputs/mlruns",
-                  run_name: str | None = None, sweep_suffix: bool = True) -> MLFlowLogger:
-    """An MLFlowLogger on the local store; in a multirun, in the sweep's experiment
-    (``sweep_suffix=False``: ``experiment_name`` is already the full name)."""
-    import mlflow
-
+                  run_name: str | None = None, sweep_suffix: bool = True, tracking_uri: str | None = None,
+                  uri_key: str = "logger.tracking_uri") -> MLFlowLogger:
+    """An MLFlowLogger on ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the local store
+    under ``tracking_dir``; in a multirun, in the sweep's experiment (``sweep_suffix=False``:
+    ``experiment_name`` is already the full name). The store is probed first: unreachable, it is
+    a :class:`ConfigError` naming the URI (``uri_key`` names the config key), before any training."""
     from lithovae.files import file_lock
 
     if sweep_suffix:
         experiment_name = sweep_experiment_name(experiment_name)
     run_name = run_name or default_run_name()
-    uri = tracking_uri(tracking_dir)
-    artifacts = str((Path(tracking_dir) / "artifacts" / experiment_name).resolve())
-    # parallel jobs (joblib sweeps) would race to create the database and the experiment
-    with file_lock(Path(tracking_dir) / ".lock"):
-        client = mlflow.MlflowClient(uri)
-        if client.get_experiment_by_name(experiment_name) is None:
-            client.create_experiment(experiment_name, artifact_location=artifacts)
+    uri, source = resolved_store(tracking_uri, tracking_dir, uri_key)
+    artifacts, lock = None, contextlib.nullcontext()  # a server: its artifact store
+    database = sqlite_path(uri)
+    if database is not None:  # a local store: artifacts beside the database; parallel jobs
+        # (joblib sweeps) would race to create the database itself
+        artifacts = str(database.parent / "artifacts" / experiment_name)
+        database.parent.mkdir(parents=True, exist_ok=True)
+        lock = file_lock(database.parent / ".lock")
+    with lock:
+        ensure_experiment(uri, experiment_name, artifacts, source)
     return MLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
                         artifact_location=artifacts)
 

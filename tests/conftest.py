@@ -42,3 +42,10 @@ def config_defaults(*overrides: str) -> dict:
 def shared_data_dir(tmp_path_factory) -> Path:
     """One small synthetic dataset per test session (built on first use)."""
     return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(autouse=True)
+def _local_tracking_store(monkeypatch):
+    """Tests read the local MLflow store: a tracking server exported in the shell must not
+    receive their runs (tests of the server set the variable themselves)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
