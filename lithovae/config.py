@@ -65,6 +65,7 @@ class EvalConfig:
     gmm: bool = MISSING
     silhouette_samples: int = MISSING
     max_fit_samples: Optional[int] = MISSING
+    backend: str = MISSING
     figures: bool = MISSING
     umap_sample: int = MISSING
     umap_top_n: int = MISSING
@@ -241,6 +242,14 @@ def seed(key: str, value) -> None:
         raise ValueError(f"{key}: must be an integer <= {2**32 - 1}, got {value!r}")
 
 
+def one_of(*choices) -> Check:
+    """One of ``choices``."""
+    def check_choice(key: str, value) -> None:
+        if value not in choices:
+            raise ValueError(f"{key}: must be one of {list(choices)}, got {value!r}")
+    return check_choice
+
+
 def optional(check: Check) -> Check:
     """null, or what ``check`` accepts."""
     def check_optional(key: str, value) -> None:
@@ -335,6 +344,7 @@ RANGES: dict[str, Check] = {
     "eval.n_init": at_least(1),
     "eval.silhouette_samples": at_least(2),
     "eval.max_fit_samples": optional(at_least(1)),
+    "eval.backend": one_of("torch", "sklearn"),  # lithovae.evaluation.metrics.BACKENDS
     "eval.umap_sample": at_least(1),
     "eval.umap_top_n": at_least(1),
     "checkpoint.every_n_epochs": at_least(1),

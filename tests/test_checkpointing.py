@@ -194,7 +194,7 @@ def test_baseline_is_the_same_clustering_of_the_scaled_input_features(tmp_path, 
     test = dm.tensors["test"]
     direct = clustering_scores(test["x"].numpy(), test["y"].numpy(), ks=tuple(cfg.eval.k), seed=cfg.seed,
                                n_init=cfg.eval.n_init, gmm=cfg.eval.gmm,
-                               max_fit_samples=cfg.eval.max_fit_samples)
+                               max_fit_samples=cfg.eval.max_fit_samples, backend=cfg.eval.backend)
     assert metrics["baseline_ari_kmeans_k12"] == pytest.approx(direct.scores["ari_kmeans_k12"])
     assert metrics["baseline_ari_best"] == pytest.approx(direct.scores["ari_best"])
     assert metrics["ari_gain"] == pytest.approx(metrics["ari_best"] - metrics["baseline_ari_best"])

@@ -24,7 +24,9 @@ FIGURE_OPTIONS = ("figures", "umap_sample", "umap_top_n", "log_boreholes")
 
 
 def split_eval_options(eval_cfg: dict) -> tuple[dict, dict]:
-    """The ``eval`` config as (evaluate() keyword arguments, figure options)."""
+    """The ``eval`` config as (evaluate() keyword arguments, figure options): every key that is
+    not a figure option (k, n_init, gmm, silhouette_samples, max_fit_samples, backend) is a
+    scoring option."""
     scores = {k: v for k, v in eval_cfg.items() if k not in FIGURE_OPTIONS}
     figures = {k: v for k, v in eval_cfg.items() if k in FIGURE_OPTIONS}
     return scores, figures
@@ -49,8 +51,8 @@ def model_outputs(model: LatentModel, tensors: dict[str, torch.Tensor], visible:
 
 def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names: list[str], *,
              k, n_init: int, gmm: bool, silhouette_samples: int, max_fit_samples: int | None,
-             seed: int, mask: MaskStrategy | None = None, baseline: bool = True,
-             baseline_cache_dir: str | Path | None = None) -> tuple[dict, dict]:
+             backend: str, seed: int, mask: MaskStrategy | None = None, baseline: bool = True,
+             baseline_cache_dir: str | Path | None = None, clustering=None) -> tuple[dict, dict]:
     """Metrics dict (keys of the study) and the arrays behind them.
 
     The scoring options of the ``eval`` config (:func:`split_eval_options`) and ``seed``
@@ -68,15 +70,17 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
     y = tensors["y"].numpy()
     metrics: dict = {"n_test": int(len(x))}
 
-    clusters = clustering_scores(out["mu"], y, ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
-                                 max_fit_samples=max_fit_samples)
+    clusters = clustering if clustering is not None else clustering_scores(
+        out["mu"], y, ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
+        max_fit_samples=max_fit_samples, backend=backend)
     metrics.update(clusters.scores)
     if baseline:
         metrics.update(raw_feature_baseline(x, y, k=k, n_init=n_init, gmm=gmm,
-                                            max_fit_samples=max_fit_samples, seed=seed,
-                                            cache_dir=baseline_cache_dir))
+                                            max_fit_samples=max_fit_samples, backend=backend,
+                                            seed=seed, cache_dir=baseline_cache_dir))
         metrics["ari_gain"] = metrics["ari_best"] - metrics["baseline_ari_best"]
-    metrics["silhouette"] = (silhouette(out["mu"], clusters.assignment, silhouette_samples, seed)
+    metrics["silhouette"] = (silhouette(out["mu"], clusters.assignment, silhouette_samples, seed,
+                                        backend=backend)
                              if clusters.assignment is not None else float("nan"))
     metrics.update(reconstruction_r2(x, out["recon"], observed.numpy(), feature_names))
     metrics["active_dims"] = active_dims(out["mu"])
@@ -95,16 +99,16 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
 
 
 def raw_feature_baseline(x: np.ndarray, y: np.ndarray, *, k, n_init: int, gmm: bool,
-                         max_fit_samples: int | None, seed: int,
+                         max_fit_samples: int | None, backend: str, seed: int,
                          cache_dir: str | Path | None = None) -> dict:
     """``baseline_ari_*``: :func:`clustering_scores` on the scaled input features (unobserved
     entries at the scaled mean, 0), with the model's ks, initialisations and seed.
 
     Every run of a sweep scores the same test rows, so the result is cached in ``cache_dir``
-    under a digest of the rows, labels and options.
+    under a digest of the rows, labels and options (the backend included: its fits differ).
     """
     options = {"k": list(k), "n_init": n_init, "gmm": gmm, "max_fit_samples": max_fit_samples,
-               "seed": seed, "version": 1}
+               "backend": backend, "seed": seed, "version": 1}
     digest = hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()
                             + json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir) / "baselines" / f"{digest}.json" if cache_dir is not None else None
@@ -112,7 +116,8 @@ def raw_feature_baseline(x: np.ndarray, y: np.ndarray, *, k, n_init: int, gmm: b
         return {key: (float("nan") if value is None else value)
                 for key, value in json.loads(path.read_text()).items()}
     scores = clustering_scores(x, y, ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
-                               max_fit_samples=max_fit_samples, prefix="baseline_").scores
+                               max_fit_samples=max_fit_samples, prefix="baseline_",
+                               backend=backend).scores
     if path is not None:
         from lithovae.results import to_json
 
