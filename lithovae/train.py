@@ -257,6 +257,10 @@ def _resume_state(ckpt_path) -> dict | None:
     if not path.is_file():
         raise config_schema.ConfigError(f"ckpt_path: no checkpoint file at {path}")
     state = load_checkpoint(path)
+    if state.get("lithovae", {}).get("ensemble"):
+        raise config_schema.ConfigError(
+            f"ckpt_path: {path} was written by the ensemble launcher: it holds weights but no optimizer "
+            "state, so it can be evaluated (python -m lithovae.evaluate) but not resumed")
     return {"epoch": state.get("epoch"), "mlflow_run_id": state.get("lithovae", {}).get("mlflow_run_id")}
 
 

@@ -22,7 +22,8 @@ from lithovae.ensemble.launcher import group_key
 from lithovae.ensemble.stacked import Member, StackedAdam, StackedTraining
 from lithovae.files import load_checkpoint
 from lithovae.models.base import LatentModel
-from lithovae.train import build_run, train
+from lithovae.errors import ConfigError
+from lithovae.train import _resume_state, build_run, train
 from tests.conftest import FAST_EVAL, compose_train
 
 # a member's metrics against its separate run's, noise on (v2_14_2, 3 epochs, small data, the six
@@ -167,6 +168,9 @@ def test_an_ensemble_sweep_leaves_a_run_per_job_and_a_bad_member_fails_alone(tmp
         if spec is None:
             spec = _spec(run_dir, shared_data_dir)
         model, scored = load_run_model(run_dir, spec)
+        if job == 0:  # weights only: evaluated, never resumed
+            with pytest.raises(ConfigError, match="ensemble launcher"):
+                _resume_state(run_dir / "checkpoints" / "last.ckpt")
         assert scored["evaluated_epoch"] == 2 and np.isfinite(
             model.embed(torch.zeros(4, spec.n_features), torch.ones(4, spec.n_features)).numpy()).all()
 

@@ -55,7 +55,7 @@ def _failed_before_training(job: _Job, exc: BaseException) -> JobReturn:
     return _user_error(job, exc)
 
 
-def train_group(jobs: list[_Job], number: int, run_alone) -> dict[int, JobReturn]:
+def train_group(jobs: list[_Job], number: int, run_alone, threads: int) -> dict[int, JobReturn]:
     from lithovae import tracking
     from lithovae.cli import RunInterrupted, one_line, signals_interrupt
     from lithovae.ensemble.stacked import Member, StackedTraining
@@ -79,6 +79,7 @@ def train_group(jobs: list[_Job], number: int, run_alone) -> dict[int, JobReturn
                       early_stopping_patience=(int(job.task_cfg.early_stopping.patience)
                                                if job.task_cfg.early_stopping.enabled else None))
                for job, parts in built]
+    torch.set_num_threads(threads)  # a group's tensors are large enough to use every core
     try:
         training = StackedTraining(members, _device(built[0][0].task_cfg))
         training.probe()
@@ -99,7 +100,8 @@ def train_group(jobs: list[_Job], number: int, run_alone) -> dict[int, JobReturn
             parts.logger = logger
             parts.plan.mlflow_run_id = tracking.run_id(logger)
             member.on_epoch_end = _epoch_logger(logger)
-    print(f"[ensemble launcher] group {number}: {size} members on {training.device}, "
+    print(f"[ensemble launcher] group {number}: {size} members on {training.device} "
+          f"({torch.get_num_threads()} threads), "
           f"jobs {[job.idx for job, _ in built]}", flush=True)
 
     with signals_interrupt():
@@ -150,5 +152,30 @@ def _epoch_logger(logger):
 
 
 def _batched_clustering(built) -> list:
-    """Every member's test-set clustering in one batched pass (None: each member clusters alone)."""
-    return [None] * len(built)
+    """Every member's test-set clustering (the weights its policy chose), in one call of
+    :func:`clustering_scores_many` (which batches the members on a GPU); None for a member whose
+    latents cannot be computed here, which then clusters in its own scoring."""
+    from lithovae.cli import one_line
+    from lithovae.evaluation.metrics import clustering_scores_many
+    from lithovae.files import load_checkpoint
+    from lithovae.models.base import latent_means
+
+    options = {k: v for k, v in built[0][1].score_options.items()
+               if k in ("n_init", "gmm", "max_fit_samples", "backend")}
+    first = built[0][1]
+    if any(parts.score_options != first.score_options or parts.dm is not first.dm
+           or parts.cfg.seed != first.cfg.seed for _, parts in built):
+        return [None] * len(built)  # other test rows or options: each member clusters alone
+    latents = []
+    try:
+        for _, parts in built:
+            state = load_checkpoint(parts.policy.selected())
+            parts.plan.load_state_dict(state["state_dict"])
+            test = parts.dm.tensors["test"]
+            latents.append(latent_means(parts.plan.model, test["x"], test["observed"]).numpy())
+        labels = first.dm.tensors["test"]["y"].cpu().numpy()
+        return clustering_scores_many(latents, labels, ks=tuple(built[0][1].score_options["k"]),
+                                      seed=int(built[0][0].task_cfg.seed), **options)
+    except Exception as exc:  # noqa: BLE001 - each member then clusters in its own scoring
+        log.warning("batched clustering failed (%s): each member clusters on its own", one_line(exc))
+        return [None] * len(built)

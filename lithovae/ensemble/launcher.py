@@ -111,10 +111,11 @@ def group_key(cfg: DictConfig) -> str | None:
 
 
 class EnsembleLauncher(Launcher):
-    def __init__(self, *, max_group_size: int):
+    def __init__(self, *, max_group_size: int, threads: int | None):
         from lithovae.checks import integer_at_least
 
         self.max_group_size = integer_at_least("hydra.launcher.max_group_size", max_group_size, 1)
+        self.threads = None if threads is None else integer_at_least("hydra.launcher.threads", threads, 1)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -166,7 +167,7 @@ class EnsembleLauncher(Launcher):
     def _run_group(self, jobs: list[_Job], number: int) -> dict[int, JobReturn]:
         from lithovae.ensemble.group import train_group
 
-        return train_group(jobs, number, self._run_alone)
+        return train_group(jobs, number, self._run_alone, self.threads or len(os.sched_getaffinity(0)))
 
 
 def exit_on_interrupt(exc) -> None:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
+from lithovae.alpha import FixedAlpha, NoAlpha
 from lithovae.checkpointing import BEST, LAST, CheckpointPolicy, LowestValidationMetric
 from lithovae.models.base import LatentModel, LossContext
 
@@ -92,19 +93,28 @@ class StackedAdam:
         step_size = self.lr / (1 - beta1 ** steps)
         bias2_sqrt = (1 - beta2 ** steps).sqrt()
         decay = bool((self.weight_decay != 0).any())
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            shape = (-1,) + (1,) * (p.dim() - 1)
+        views = [(-1,) + (1,) * (p.dim() - 1) for p in self.params]
+        if active is None:  # every member steps: a few multi-tensor operations for all weights
+            grads = [p.grad for p in self.params]
+            if decay:
+                grads = torch._foreach_add(grads, torch._foreach_mul(self.params, [self.weight_decay.view(v) for v in views]))
+            torch._foreach_lerp_(self.exp_avg, grads, 1 - beta1)
+            torch._foreach_mul_(self.exp_avg_sq, beta2)
+            torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, value=1 - beta2)
+            denom = torch._foreach_sqrt(self.exp_avg_sq)
+            torch._foreach_div_(denom, [bias2_sqrt.view(v) for v in views])
+            torch._foreach_add_(denom, ADAM_EPS)
+            update = torch._foreach_div(self.exp_avg, denom)
+            torch._foreach_mul_(update, [step_size.view(v) for v in views])
+            torch._foreach_sub_(self.params, update)
+            return
+        for p, m, v, shape in zip(self.params, self.exp_avg, self.exp_avg_sq, views):
             g = p.grad if not decay else p.grad + self.weight_decay.view(shape) * p
-            if active is None:
-                m.lerp_(g, 1 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                p.addcdiv_(m * step_size.view(shape), (v.sqrt() / bias2_sqrt.view(shape)).add_(ADAM_EPS), value=-1)
-            else:
-                keep = active.view(shape)
-                m.copy_(torch.where(keep, torch.lerp(m, g, 1 - beta1), m))
-                v.copy_(torch.where(keep, v * beta2 + (1 - beta2) * g * g, v))
-                update = m * step_size.view(shape) / ((v.sqrt() / bias2_sqrt.view(shape)) + ADAM_EPS)
-                p.sub_(torch.where(keep, update, torch.zeros_like(update)))
+            keep = active.view(shape)
+            m.copy_(torch.where(keep, torch.lerp(m, g, 1 - beta1), m))
+            v.copy_(torch.where(keep, v * beta2 + (1 - beta2) * g * g, v))
+            update = m * step_size.view(shape) / ((v.sqrt() / bias2_sqrt.view(shape)) + ADAM_EPS)
+            p.sub_(torch.where(keep, update, torch.zeros_like(update)))
 
 
 class StackedTraining:
@@ -194,6 +204,10 @@ class StackedTraining:
     def _weights(self, sel: list[int], betas: list[float], batch: dict[str, Tensor]):
         """Per-member beta [S], alpha ([S] or [S, B]) and masked weight ([S] or a shared float)."""
         plans = [self.members[i].plan for i in sel]
+        if all(isinstance(plan.alpha, (NoAlpha, FixedAlpha)) for plan in plans):  # no per-row weights
+            alpha = torch.tensor([plan.alpha.value if isinstance(plan.alpha, FixedAlpha) else 0.0
+                                  for plan in plans], device=self.device)
+            return self._beta_and_mask(sel, betas, plans, alpha)
         alphas = [plan.alpha(plan.model.class_target({"y": batch["y"][j], "y_group": batch["y_group"][j]}))
                   for j, plan in enumerate(plans)]
         if all(isinstance(a, float) for a in alphas):
@@ -202,6 +216,9 @@ class StackedTraining:
             rows = batch["x"].shape[1]
             alpha = torch.stack([a if isinstance(a, Tensor) else torch.full((rows,), a, device=self.device)
                                  for a in alphas]).float()
+        return self._beta_and_mask(sel, betas, plans, alpha)
+
+    def _beta_and_mask(self, sel, betas, plans, alpha):
         weights = [float(plan.mask.masked_weight) for plan in plans]
         masked = weights[0] if len(set(weights)) == 1 else torch.tensor(weights, device=self.device)
         beta = torch.tensor([betas[i] for i in sel], device=self.device)
