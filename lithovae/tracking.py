@@ -15,6 +15,7 @@ config that is saved with the run. Everything here runs on rank 0 only:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -36,6 +37,7 @@ EXPERIMENT_ATTEMPTS = 6  # creating the experiment: parallel jobs race for it, a
 SERVER_SCHEMES = ("http", "https")
 FINAL_ERRORS = ("PERMISSION_DENIED", "UNAUTHENTICATED", "INVALID_PARAMETER_VALUE", "BAD_REQUEST")
 DRIVER_HINT = "for PostgreSQL, pip install -e '.[postgres]' (psycopg 3) and use postgresql+psycopg://"
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DATABASE_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
 
 
@@ -216,6 +218,9 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None,
             raise ConfigError(f"{key}: experiment '{name}' is deleted on {redacted(uri)}: restore it "
                               f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
                               "or choose another logger.experiment_name")
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+            # MLflow 3's UI opens an untyped experiment on its GenAI overview; this one holds runs
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return experiment.experiment_id
     raise ConfigError(f"{key}: cannot create or read experiment '{name}' on {redacted(uri)} after "
                       f"{EXPERIMENT_ATTEMPTS} tries: {_reason(error)}")
@@ -242,16 +247,18 @@ def sweep_experiment_name(base: str, sweep_dir: str | Path | None = None) -> str
     return f"{base}-sweep-{Path(sweep_dir).name}"
 
 
-def default_run_name() -> str | None:
-    """The job's overrides (e.g. ``model=semisup beta=anneal_extreme``), readable in the UI."""
+def default_run_name(model: str | None = None) -> str | None:
+    """A run without a preset: the model's class and the job's overrides (e.g.
+    ``SemiSupervisedVAE model=semisup beta=anneal_extreme``), never MLflow's random word pair."""
     overrides = job_tags().get("overrides", "")
     kept = [o for o in overrides.split() if not o.startswith(("paths.", "hydra", "logger.tracking_"))]
-    return " ".join(kept)[:120] or None
+    name = " ".join([str(model).rsplit(".", 1)[-1]] * bool(model) + kept)[:120]
+    return name or None
 
 
 def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "outputs/mlruns",
                   run_name: str | None = None, sweep_suffix: bool = True, tracking_uri: str | None = None,
-                  uri_key: str = "logger.tracking_uri") -> MLFlowLogger:
+                  uri_key: str = "logger.tracking_uri", model: str | None = None) -> MLFlowLogger:
     """An MLFlowLogger on ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the local store
     under ``tracking_dir``; in a multirun, in the sweep's experiment (``sweep_suffix=False``:
     ``experiment_name`` is already the full name). The store is probed first: unreachable, it is
@@ -260,7 +267,7 @@ def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "output
 
     if sweep_suffix:
         experiment_name = sweep_experiment_name(experiment_name)
-    run_name = run_name or default_run_name()
+    run_name = run_name or default_run_name(model)
     uri, source = resolved_store(tracking_uri, tracking_dir, uri_key)
     artifacts, lock = None, contextlib.nullcontext()  # a server: its artifact store
     database = sqlite_path(uri)
@@ -403,3 +410,15 @@ def tracked_run(logger, cfg: DictConfig, tags: dict[str, str]):
         end_run(logger, "FAILED", {"error": one_line(exc)[:5000]})
         raise
     end_run(logger, "FINISHED")
+
+
+def log_dataset(logger, name: str, digest: str, source: str, context: str = "training") -> None:
+    """The run's dataset as an MLflow dataset input (name, digest, source): the UI's Dataset column."""
+    if not isinstance(logger, MLFlowLogger) or logger.run_id is None:
+        return
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name=name, digest=digest, source_type="local",
+                      source=json.dumps({"uri": str(source)}))
+    logger.experiment.log_inputs(logger.run_id, datasets=[
+        DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])

@@ -164,6 +164,14 @@ def run_tags(parts: RunParts) -> dict:
             "synthetic": str(parts.source.synthetic), "checkpoint_policy": parts.policy.name}
 
 
+def track_run(parts: RunParts, tags: dict) -> None:
+    """The run's tags, and its dataset as an MLflow dataset input (name, checksum, file)."""
+    from lithovae import tracking
+
+    tracking.set_tags(parts.logger, tags)
+    tracking.log_dataset(parts.logger, parts.source.name, tags["dataset_checksum"], parts.dataset_path)
+
+
 def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import EarlyStopping, TQDMProgressBar
@@ -190,7 +198,7 @@ def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
                      "resumed_after_epoch": str(resumed["epoch"]),
                      "resumed_from_run": str(resumed.get("mlflow_run_id"))})
         tracking.mark_superseded(logger, resumed.get("mlflow_run_id"), tracking.run_id(logger))
-    tracking.set_tags(logger, tags)
+    track_run(parts, tags)
     try:
         trainer.fit(parts.plan, datamodule=parts.dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     except RunInterrupted as exc:
@@ -222,8 +230,8 @@ def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_gl
     model = plan.model.cpu()
     extra = {} if clustering is None else {"clustering": clustering}
     metrics, arrays = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
-                               seed=cfg.seed, baseline_cache_dir=cfg.paths.data_dir,
-                               **parts.score_options, **extra)
+                               seed=cfg.seed, baseline_cache_dir=cfg.paths.data_dir, scaler=dm.scaler,
+                               group_names=dm.encoding.vocabulary("group"), **parts.score_options, **extra)
     metrics.update(checkpoint_record(selected, state, parts.policy))
     metrics.update({"dataset": parts.source.name, "synthetic": parts.source.synthetic,
                     "preset": cfg.preset, "epochs_trained": epochs_trained,
@@ -233,7 +241,8 @@ def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_gl
                     "latent_dim": int(getattr(model, "latent_dim", 0)),
                     "final_losses": final_losses})
     if is_global_zero:
-        files = _guarded("cluster tables", lambda: _write_cluster_tables(run_dir, metrics, arrays, dm), [])
+        files = _guarded("cluster tables", lambda: _write_cluster_tables(run_dir, metrics, arrays, dm, model), [])
+        files += _guarded("diagnostic tables", lambda: _write_diagnostic_tables(run_dir, metrics, dm), [])
         files += _write_run_files(run_dir, cfg, metrics, dm)  # metrics.json before figures
         tracking.log_test_metrics(logger, metrics)
         tracking.log_artifacts(logger, files)
@@ -275,18 +284,46 @@ def _guarded(what: str, step, default):
         return default
 
 
-def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm) -> list[Path]:
-    """Per-cluster statistics of the best clustering and the expert-hierarchy check."""
-    from lithovae.data import reference
-    from lithovae.evaluation.clusters import cluster_table, hierarchy_ari
+def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm, model) -> list[Path]:
+    """Per-cluster statistics of the best clustering (clusters.csv) and the expert-hierarchy
+    check, twice: ``hierarchy_ari_test`` on the centroids of the lithologies of the test split
+    (``hierarchy_ari``, as before, is this one) and ``hierarchy_ari_all`` on those of every
+    lithology of the reference hierarchy in the dataset, from the latent means of all splits
+    (the seed's protocol: 139 centroids); ``hierarchy_n_lithologies_{test,all}`` count them."""
+    import numpy as np
 
+    from lithovae.data import reference
+    from lithovae.evaluation.clusters import cluster_table, hierarchy_check
+    from lithovae.evaluation.scoring import latent_means
+
+    group_of = reference.lithology_groups()
+    principal = dm.frames["test"]["principal"].to_numpy()
+    ari, n = hierarchy_check(arrays["mu"], principal, group_of)
+    metrics.update({"hierarchy_ari": ari, "hierarchy_ari_test": ari, "hierarchy_n_lithologies_test": n})
+    splits = [s for s in ("train", "val", "test") if s in dm.tensors]
+    mu_all = [arrays["mu"] if s == "test" else latent_means(model, dm.tensors[s]["x"], dm.tensors[s]["observed"])
+              for s in splits]
+    names_all = [dm.frames[s]["principal"].to_numpy() for s in splits]
+    ari, n = hierarchy_check(np.concatenate(mu_all), np.concatenate(names_all), group_of)
+    metrics.update({"hierarchy_ari_all": ari, "hierarchy_n_lithologies_all": n})
     if arrays["assignment"] is None:
         return []
-    principal = dm.frames["test"]["principal"].to_numpy()
     path = run_dir / "clusters.csv"
     cluster_table(arrays["assignment"], principal).to_csv(path)
-    metrics["hierarchy_ari"] = hierarchy_ari(arrays["mu"], principal, reference.lithology_groups())
     return [path]
+
+
+def _write_diagnostic_tables(run_dir: Path, metrics: dict, dm) -> list[Path]:
+    """feature_errors.csv (R², MAE, RMSE per feature, scaled and original units) and
+    group_diagnostics.csv (per expert group: rows, reconstruction error, latent coherence,
+    classifier accuracy): the seeds' tables, from the metrics."""
+    from lithovae.evaluation.scoring import diagnostic_tables
+
+    paths = []
+    for name, table in diagnostic_tables(metrics, dm.feature_names).items():
+        paths.append(run_dir / f"{name}.csv")
+        table.to_csv(paths[-1], index=False)
+    return paths
 
 
 def _check_log_boreholes(boreholes: list[str], dm) -> None:

@@ -52,6 +52,9 @@ def test_mlflow_server_finds_a_studys_runs_with_metrics(tmp_path, shared_data_di
         exp = _post(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 100})
         ids = {e["name"]: e["experiment_id"] for e in exp["experiments"]}
         (name,) = [n for n in ids if n.startswith("alpha_grid-sweep-")]
+        # the UI opens a model-training experiment on its runs, not on the GenAI overview
+        (experiment,) = [e for e in exp["experiments"] if e["name"] == name]
+        assert {t["key"]: t["value"] for t in experiment["tags"]}["mlflow.experimentKind"] == "custom_model_development"
         runs = _post(f"{base}/api/2.0/mlflow/runs/search",
                      {"experiment_ids": [ids[name]], "filter": "metrics.`test/ari_best` > -1"})
         found = runs["runs"]
@@ -61,9 +64,22 @@ def test_mlflow_server_finds_a_studys_runs_with_metrics(tmp_path, shared_data_di
             assert {"test/ari_best", "test/auc_pooled", "test/r2_mean"} <= set(metrics)
             params = {p["key"]: p["value"] for p in run["data"]["params"]}
             assert params["alpha.value"] in ("0.1", "1.0")
+            tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+            assert run["info"]["run_name"] == params["preset"]  # the preset, never a random word pair
+            (dataset,) = run["inputs"]["dataset_inputs"]
+            assert dataset["dataset"]["name"] == "synthetic-small-seed0"
+            assert dataset["dataset"]["digest"] == tags["dataset_checksum"]
+            assert "synthetic-small-seed0" in dataset["dataset"]["source"]
     finally:
         server.terminate()
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_a_run_without_a_preset_is_named_after_its_model_and_overrides():
+    from lithovae.tracking import default_run_name
+
+    assert default_run_name("lithovae.models.semisup.SemiSupervisedVAE") == "SemiSupervisedVAE"
+    assert default_run_name(None) is None

@@ -59,7 +59,7 @@ def train_group(jobs: list[_Job], number: int, run_alone, threads: int) -> dict[
     from lithovae import tracking
     from lithovae.cli import RunInterrupted, one_line, signals_interrupt
     from lithovae.ensemble.stacked import Member, StackedTraining
-    from lithovae.train import _configured_logger, _early_tags, build_run, run_tags
+    from lithovae.train import _configured_logger, _early_tags, build_run, run_tags, track_run
 
     results: dict[int, JobReturn] = {}
     datamodules: dict = {}
@@ -96,8 +96,9 @@ def train_group(jobs: list[_Job], number: int, run_alone, threads: int) -> dict[
             logger = _configured_logger(job.task_cfg)
             tags = {**_early_tags(job.task_cfg), **run_tags(parts), "launcher": LAUNCHER_TAG,
                     "ensemble_group": f"{number}", "ensemble_size": str(size)}
-            tracking.start_run(logger, job.task_cfg, tags)
+            tracking.start_run(logger, job.task_cfg, {})
             parts.logger = logger
+            track_run(parts, tags)
             parts.plan.mlflow_run_id = tracking.run_id(logger)
             member.on_epoch_end = _epoch_logger(logger)
     print(f"[ensemble launcher] group {number}: {size} members on {training.device} "
