@@ -187,7 +187,7 @@ def test_table_latin1_header_needs_data_encoding(tmp_path):
 def test_unknown_encoding_is_named():
     with pytest.raises(BuildError, match=r"^data.encoding: unknown text encoding 'utf-42'"):
         table_source("x.csv", encoding="utf-42")
-    with pytest.raises(BuildError, match=r"^data.features: map each dataset feature"):
+    with pytest.raises(BuildError, match=r"^data.features: empty; list the columns"):
         table_source("x.csv", features={})
     with pytest.raises(BuildError, match=r"^data.encoding: unknown text encoding 'utf-42'"):
         lily_source("raw", encoding="utf-42")

@@ -2,53 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
-import pytest
-
 from tests.test_study import _multirun
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(url: str, payload: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+from tests.test_tracking_server import _mlflow_server, _post
 
 
 def test_mlflow_server_finds_a_studys_runs_with_metrics(tmp_path, shared_data_dir):
     _multirun(["study=alpha_grid", "trainer.max_epochs=1", "alpha.value=0.1,1.0"], tmp_path, shared_data_dir)
     store = tmp_path / "outputs" / "mlruns" / "mlflow.db"
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen([str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{store}",
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                pytest.fail("mlflow server did not come up on 127.0.0.1")
-            time.sleep(0.5)
+    with _mlflow_server(f"sqlite:///{store}", tmp_path / "served-artifacts") as base:
         exp = _post(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 100})
         ids = {e["name"]: e["experiment_id"] for e in exp["experiments"]}
         (name,) = [n for n in ids if n.startswith("alpha_grid-sweep-")]
@@ -70,12 +31,6 @@ def test_mlflow_server_finds_a_studys_runs_with_metrics(tmp_path, shared_data_di
             assert dataset["dataset"]["name"] == "synthetic-small-seed0"
             assert dataset["dataset"]["digest"] == tags["dataset_checksum"]
             assert "synthetic-small-seed0" in dataset["dataset"]["source"]
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def test_a_run_without_a_preset_is_named_after_its_model_and_overrides():

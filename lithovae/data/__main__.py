@@ -1,4 +1,4 @@
-"""python -m lithovae.data data=synthetic|lily|table ...: build a dataset, print the
+"""python -m lithovae.data data=synthetic|lily|table|las ...: build a dataset, print the
 realism report, and print the Parquet path on the last line."""
 
 from __future__ import annotations

@@ -74,6 +74,10 @@ def impute_rgb(values: np.ndarray, names: list[str], train_rows: np.ndarray, see
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     col = {n: i for i, n in enumerate(names)}
+    missing = [f for f in ALL_FEATURES if f not in col]
+    if missing:
+        raise BuildError(f"datamodule.impute_rgb: needs the features {ALL_FEATURES}; the data has {names} "
+                         f"(missing {missing})")
     phys = values[:, [col["GRA"], col["MS"], col["NGR"]]]
     rgb_cols = [col["R"], col["G"], col["B"]]
     has_rgb = ~np.isnan(values[:, rgb_cols]).any(axis=1)

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from lithovae.data import reference
-from lithovae.data.builder import BuildOptions, build_dataset, checked_encoding, not_decodable
+from lithovae.data.builder import BuildOptions, bin_index, build_dataset, checked_encoding, not_decodable
 from lithovae.data.errors import BuildError
 from lithovae.data.scaler import checked_transforms
-from lithovae.data.schema import DATASET_KEY_COLUMNS, MAX_ABS_VALUE
+from lithovae.data.schema import ALL_FEATURES, DATASET_KEY_COLUMNS, MAX_ABS_VALUE
 from lithovae.files import atomic_write, file_digest, file_lock
 
 
@@ -31,7 +31,7 @@ class LilySource:
             raise BuildError("data.raw_dir: set it to the folder holding the LILY *_DataLITH.csv files")
         self.raw_dir = Path(raw_dir)
         self.options = BuildOptions.from_config(build, encoding=encoding)
-        self.transforms = checked_transforms(transforms)
+        self.transforms = _build_transforms(transforms, self.options)
 
     @property
     def name(self) -> str:
@@ -60,7 +60,7 @@ class SyntheticSource:
             raise BuildError(f"data.scale: unknown '{scale}', choose one of {sorted(SCALES)}")
         self.scale, self.seed = scale, int(seed)
         self.options = BuildOptions.from_config(build, encoding=self.RAW_ENCODING)
-        self.transforms = checked_transforms(transforms)
+        self.transforms = _build_transforms(transforms, self.options)
 
     @property
     def name(self) -> str:
@@ -81,6 +81,12 @@ class SyntheticSource:
         return result.path, result.manifest
 
 
+def _build_transforms(transforms: dict | None, options: BuildOptions) -> dict[str, str]:
+    """``data.transforms`` of a LILY build: None (the study's), or per feature of the feature set."""
+    return transforms_within(transforms, options.features,
+                             f"the features of data.build.feature_set={options.feature_set}")
+
+
 def _generator_version(stamp: Path) -> int | None:
     try:
         return json.loads(stamp.read_text()).get("generator_version")
@@ -88,48 +94,78 @@ def _generator_version(stamp: Path) -> int | None:
         return None
 
 
-TABLE_VERSION = 2  # bump when the output of the same table and options changes
+TABLE_VERSION = 3  # bump when the output of the same table and options changes (3: numeric labels as integers)
+
+
+def checked_features(features, noun: str = "column") -> dict[str, str]:
+    """``data.features`` as {dataset feature: source column}: ``None`` means the six LILY
+    features (GRA, MS, NGR, R, G, B), a list names columns used as they are, a mapping
+    renames. Whatever is given replaces the default; it is never merged with it."""
+    if features is None:
+        features = list(ALL_FEATURES)
+    example = f"list the {noun}s ([GR, RHOB]) or map features to {noun}s ({{GR: GR, RHOB: RHOB}})"
+    if isinstance(features, (list, tuple)):
+        if not all(isinstance(f, (str, int)) and str(f).strip() for f in features):
+            raise BuildError(f"data.features: {noun} names must be non-empty text; got {list(features)!r}")
+        names = [str(f).strip() for f in features]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise BuildError(f"data.features: {twice} listed twice in {names}")
+        mapping = {n: n for n in names}
+    elif isinstance(features, dict):
+        empty = [k for k, v in features.items() if not isinstance(v, (str, int)) or not str(v).strip()]
+        if empty:
+            raise BuildError(f"data.features.{empty[0]}: no source {noun} given ({features[empty[0]]!r}); {example}")
+        mapping = {str(k).strip(): str(v).strip() for k, v in features.items()}
+    else:
+        raise BuildError(f"data.features: {example}; got {features!r}")
+    if not mapping:
+        raise BuildError(f"data.features: empty; {example}")
+    reserved = [f for f in mapping if f in DATASET_KEY_COLUMNS or not f]
+    if reserved:
+        raise BuildError(f"data.features: '{reserved[0]}' is a column of the dataset contract "
+                         f"({', '.join(DATASET_KEY_COLUMNS)}); name the feature otherwise")
+    return mapping
+
+
+def transforms_within(transforms: dict | None, features: list[str],
+                      features_key: str = "data.features") -> dict[str, str]:
+    """``data.transforms`` checked (every transform known) and naming only ``features``."""
+    transforms = checked_transforms(transforms)
+    unknown = [f for f in transforms if f not in features]
+    if unknown:
+        raise BuildError(f"data.transforms: {list(transforms)} names {unknown}, not in "
+                         f"{features_key} {list(features)}; add it there or drop its transform")
+    return transforms
 
 
 class TableSource:
     """A user's own CSV or Parquet: one row per bin, columns chosen in config.
 
-    ``features`` maps dataset feature names to source columns; ``transforms``
-    picks the scaler transform per feature (none, signed_log, log1p); ``encoding``
-    is the text encoding of a CSV (``data.encoding``: utf-8 in data/table.yaml, latin-1
-    for a file with Latin-1 lithology names; Parquet ignores it).
+    ``features`` (``data.features``) names the feature columns: a list of column names
+    (feature = column), a mapping {dataset feature: source column}, or None for the six
+    LILY features; it replaces the default six. ``transforms`` picks the scaler transform
+    (none, signed_log, log1p) per feature, any of ``features`` (None: the study's choice
+    for the LILY features, ``none`` for others); ``encoding`` is the text encoding of a CSV
+    (``data.encoding``: utf-8 in data/table.yaml, latin-1 for a file with Latin-1 lithology
+    names; Parquet ignores it).
 
-    Nothing is dropped uncounted; the manifest's ``steps`` say what happened:
-
-    - a feature value that is ``inf``/``-inf`` or beyond ``±1e12``
-      (:data:`~lithovae.data.schema.MAX_ABS_VALUE`; a table column has no known physical
-      range, so only this bound applies) is an outlier and becomes missing:
-      ``dropped_nonfinite`` and ``dropped_beyond_max_abs``, per feature; a depth that is
-      inf or beyond the bound drops its row (``dropped_bad_depth``);
-    - a row left with no feature is dropped (``dropped_no_feature``);
-    - a feature column with no usable value at all is an error naming the file and column;
-    - rows with the same (borehole, depth) (depth to 1e-6 m) are averaged into one bin,
-      as the LILY builder averages the rows of a 20 cm bin: each feature is the mean of
-      the rows that have it, the label the most frequent one (ties: alphabetically
-      first), the group that of the first row with that label
-      (``duplicate_rows_averaged`` rows became ``duplicate_bins`` bins).
+    What happens to the rows (:func:`table_to_contract`, shared with the LAS source) is
+    counted in the manifest's ``steps``.
     """
 
     synthetic = False
 
     def __init__(self, *, path: str, borehole: str, depth: str, label: str | None,
-                 group: str | None, features: dict[str, str], transforms: dict | None,
-                 encoding: str):
+                 group: str | None, features: dict[str, str] | list[str] | None,
+                 transforms: dict | None, encoding: str):
         if path in (None, "", "???"):
             raise BuildError("data.path: set it to your CSV or Parquet file")
         self.path = Path(path)
         self.columns = {"borehole_id": borehole, "depth_m": depth, "principal": label,
                         "lithology_group": group}
-        if not features:
-            raise BuildError(f"data.features: map each dataset feature to its source column, "
-                             f"e.g. {{GRA: GRA, MS: MS}}; got {features!r}")
-        self.features = dict(features)
-        self.transforms = checked_transforms(transforms)
+        self.features = checked_features(features)
+        self.transforms = transforms_within(transforms, list(self.features))
         self.encoding = checked_encoding(encoding)
 
     @property
@@ -146,7 +182,7 @@ class TableSource:
             raise BuildError(f"{self.path}: file not found")
         if self.path.stat().st_size == 0:
             raise BuildError(f"{self.path}: empty file")
-        wanted = [c for c in list(self.columns.values()) + list(self.features.values()) if c]
+        wanted = list(dict.fromkeys(c for c in list(self.columns.values()) + list(self.features.values()) if c))
         parquet = self.path.suffix.lower() in (".parquet", ".pq")
         try:
             if parquet:
@@ -169,73 +205,127 @@ class TableSource:
         except UnicodeDecodeError:
             raise not_decodable(self.path, self.encoding) from None
 
-    def _numeric(self, raw: pd.DataFrame, col: str) -> pd.Series:
-        values = pd.to_numeric(raw[col], errors="coerce")
-        bad = values.isna() & raw[col].notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise BuildError(f"{self.path}: column '{col}': non-numeric value "
-                             f"{raw[col].iloc[row]!r} in data row {row + 1}")
-        return values.astype(np.float64)
-
     def prepare(self, data_dir: str | Path, log=print, force: bool = False):
         raw = self._read()  # always re-read: a single table is cheap
-        if raw.empty:
-            raise BuildError(f"{self.path}: no data rows")
-        steps: dict = {"rows_read": int(len(raw)), "dropped_nonfinite": {}, "dropped_beyond_max_abs": {}}
-        out = pd.DataFrame({"borehole_id": raw[self.columns["borehole_id"]].astype(str)})
-        depth = self._numeric(raw, self.columns["depth_m"])
-        bad_depth = depth.notna() & ~(np.isfinite(depth) & (depth.abs() <= MAX_ABS_VALUE))
-        out["depth_m"] = depth.mask(bad_depth).round(6)
-        for target, col in self.features.items():
-            values = self._numeric(raw, col)
-            nonfinite = values.notna() & ~np.isfinite(values)
-            huge = np.isfinite(values) & (values.abs() > MAX_ABS_VALUE)
-            if not (values.notna() & ~nonfinite & ~huge).any():
-                raise BuildError(f"{self.path}: column '{col}' has no finite value in {len(raw)} rows "
-                                 f"(all empty, NaN, inf or beyond ±{MAX_ABS_VALUE:g})")
-            steps["dropped_nonfinite"][target] = int(nonfinite.sum())
-            steps["dropped_beyond_max_abs"][target] = int(huge.sum())
-            out[target] = values.mask(nonfinite | huge).astype(np.float32)
-        no_depth = out["depth_m"].isna()
-        steps["dropped_missing_depth"] = int((no_depth & ~bad_depth).sum())
-        steps["dropped_bad_depth"] = int(bad_depth.sum())
-        out = out[~no_depth]
-        label_col = self.columns["principal"]
-        out["principal"] = raw.loc[out.index, label_col].astype("string") if label_col else pd.NA
-        for key in ("prefix", "suffix", "full_lithology"):
-            out[key] = pd.NA
-        group_col = self.columns["lithology_group"]
-        out["lithology_group"] = raw.loc[out.index, group_col] if group_col else reference.groups_for(out["principal"])
-        feats = list(self.features)
-        no_feature = out[feats].isna().all(axis=1)
-        steps["dropped_no_feature"] = int(no_feature.sum())
-        out = out[~no_feature][DATASET_KEY_COLUMNS + feats]
-        out, steps["duplicate_rows_averaged"], steps["duplicate_bins"] = _average_duplicates(
-            out, feats, derive_group=not group_col)
-        out = out.sort_values(["borehole_id", "depth_m"], kind="stable").reset_index(drop=True)
-        if out.empty:
-            raise BuildError(f"{self.path}: no row has a depth and at least one feature")
-        steps["missing_per_feature"] = {f: int(out[f].isna().sum()) for f in feats}
-        dropped = {k: v for k, v in steps.items() if k.startswith(("dropped", "duplicate")) and
-                   (sum(v.values()) if isinstance(v, dict) else v)}
-        if dropped:
-            log(f"[lithovae.data] {self.path.name}: {json.dumps(dropped)}")
-        # one folder per source file (tables of the same name in other folders do not collide),
-        # one file per set of options (jobs with other options do not overwrite it)
-        where = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:8]
-        key = hashlib.sha256(json.dumps(self.options(), sort_keys=True).encode()).hexdigest()[:10]
-        dest = Path(data_dir) / f"{self.name}-{where}"
-        path = dest / f"{self.name}_{key}.parquet"
-        manifest = {"name": self.name, "source": str(self.path), "options": self.options(),
-                    "inputs": {self.path.name: {"sha256": file_digest(self.path)}},
-                    "steps": steps,
-                    "rows": int(len(out)), "boreholes": int(out["borehole_id"].nunique()),
-                    "lithologies": int(out["principal"].nunique()), "features": feats}
-        atomic_write(path, lambda tmp: out.to_parquet(tmp, index=False))
-        atomic_write(path.with_suffix(".manifest.json"),
-                      lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
-        return path, manifest
+        out, steps = table_to_contract(raw, where=self.path, borehole=self.columns["borehole_id"],
+                                       depth=self.columns["depth_m"], label=self.columns["principal"],
+                                       group=self.columns["lithology_group"], features=self.features,
+                                       log=log)
+        inputs = {self.path.name: {"sha256": file_digest(self.path)}}
+        return write_contract(out, steps, name=self.name, source=self.path, options=self.options(),
+                              inputs=inputs, data_dir=data_dir)
+
+
+def _numeric(raw: pd.DataFrame, col: str, where, noun: str = "column") -> pd.Series:
+    values = pd.to_numeric(raw[col], errors="coerce")
+    bad = values.isna() & raw[col].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise BuildError(f"{where}: {noun} '{col}': non-numeric value "
+                         f"{raw[col].iloc[row]!r} in data row {row + 1}")
+    return values.astype(np.float64)
+
+
+def label_strings(values: pd.Series) -> pd.Series:
+    """Labels as text: numbers (lithology codes) written as integers where they are whole
+    (``3.0`` -> ``"3"``, as a CSV column with gaps or a LAS curve reads them), missing stays NA."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers = values.astype(np.float64)
+        whole = numbers.notna() & np.isfinite(numbers) & (numbers == np.round(numbers))
+        text = numbers.map(lambda v: str(v) if pd.notna(v) else None).astype("string")
+        text[whole] = numbers[whole].astype(np.int64).astype(str)
+        return text.where(numbers.notna(), pd.NA)
+    return values.astype("string")
+
+
+def table_to_contract(raw: pd.DataFrame, *, where, borehole: str, depth: str, label: str | None,
+                      group: str | None, features: dict[str, str], bin_size: float | None = None,
+                      noun: str = "column", log=print) -> tuple[pd.DataFrame, dict]:
+    """The rows of a source (columns named by ``borehole``, ``depth``, ``label``, ``group`` and
+    the values of ``features``) as the binned dataset contract, and the ``steps`` counted.
+    ``where`` names the source in errors, ``noun`` what its columns are (column, curve).
+
+    Nothing is dropped uncounted:
+
+    - a feature value that is ``inf``/``-inf`` or beyond ``±1e12``
+      (:data:`~lithovae.data.schema.MAX_ABS_VALUE`; such a column has no known physical
+      range, so only this bound applies) is an outlier and becomes missing:
+      ``dropped_nonfinite`` and ``dropped_beyond_max_abs``, per feature; a depth that is
+      inf or beyond the bound drops its row (``dropped_bad_depth``);
+    - a row left with no feature is dropped (``dropped_no_feature``);
+    - a feature column with no usable value at all is an error naming the source and column;
+    - with ``bin_size``, each depth goes to its bin ``round(depth / bin_size) * bin_size``
+      (as the LILY builder bins; edges to the deeper bin); without, the depth is kept to 1e-6;
+    - rows with the same (borehole, depth) are averaged into one bin, as the LILY builder
+      averages the rows of a 20 cm bin: each feature is the mean of the rows that have it,
+      the label the most frequent one (ties: alphabetically first), the group that of the
+      first row with that label (``duplicate_rows_averaged`` rows became ``duplicate_bins`` bins).
+    """
+    if raw.empty:
+        raise BuildError(f"{where}: no data rows")
+    steps: dict = {"rows_read": int(len(raw)), "dropped_nonfinite": {}, "dropped_beyond_max_abs": {}}
+    out = pd.DataFrame({"borehole_id": raw[borehole].astype(str)})
+    depths = _numeric(raw, depth, where, noun)
+    bad_depth = depths.notna() & ~(np.isfinite(depths) & (depths.abs() <= MAX_ABS_VALUE))
+    depths = depths.mask(bad_depth)
+    if bin_size:
+        known = depths.notna()
+        depths[known] = bin_index(depths[known].to_numpy(), bin_size) * bin_size
+        steps["bin_size"] = bin_size
+    out["depth_m"] = depths.round(6)
+    for target, col in features.items():
+        values = _numeric(raw, col, where, noun)
+        nonfinite = values.notna() & ~np.isfinite(values)
+        huge = np.isfinite(values) & (values.abs() > MAX_ABS_VALUE)
+        if not (values.notna() & ~nonfinite & ~huge).any():
+            raise BuildError(f"{where}: {noun} '{col}' has no finite value in {len(raw)} rows "
+                             f"(all empty, NaN, inf or beyond ±{MAX_ABS_VALUE:g})")
+        steps["dropped_nonfinite"][target] = int(nonfinite.sum())
+        steps["dropped_beyond_max_abs"][target] = int(huge.sum())
+        out[target] = values.mask(nonfinite | huge).astype(np.float32)
+    no_depth = out["depth_m"].isna()
+    steps["dropped_missing_depth"] = int((no_depth & ~bad_depth).sum())
+    steps["dropped_bad_depth"] = int(bad_depth.sum())
+    out = out[~no_depth]
+    out["principal"] = label_strings(raw.loc[out.index, label]) if label else pd.NA
+    for key in ("prefix", "suffix", "full_lithology"):
+        out[key] = pd.NA
+    out["lithology_group"] = raw.loc[out.index, group] if group else reference.groups_for(out["principal"])
+    feats = list(features)
+    no_feature = out[feats].isna().all(axis=1)
+    steps["dropped_no_feature"] = int(no_feature.sum())
+    out = out[~no_feature][DATASET_KEY_COLUMNS + feats]
+    out, steps["duplicate_rows_averaged"], steps["duplicate_bins"] = _average_duplicates(
+        out, feats, derive_group=not group)
+    out = out.sort_values(["borehole_id", "depth_m"], kind="stable").reset_index(drop=True)
+    if out.empty:
+        raise BuildError(f"{where}: no row has a depth and at least one feature")
+    steps["missing_per_feature"] = {f: int(out[f].isna().sum()) for f in feats}
+    dropped = {k: v for k, v in steps.items() if k.startswith(("dropped", "duplicate")) and
+               (sum(v.values()) if isinstance(v, dict) else v)}
+    if dropped:
+        log(f"[lithovae.data] {Path(where).name}: {json.dumps(dropped)}")
+    return out, steps
+
+
+def write_contract(out: pd.DataFrame, steps: dict, *, name: str, source: Path, options: dict,
+                   inputs: dict, data_dir: str | Path) -> tuple[Path, dict]:
+    """Writes the dataset and its manifest (each atomically) and returns (path, manifest):
+    one folder per source (sources of the same name in other folders do not collide), one
+    file per set of ``options`` (jobs with other options do not overwrite it)."""
+    where = hashlib.sha256(str(Path(source).resolve()).encode()).hexdigest()[:8]
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
+    dest = Path(data_dir) / f"{name}-{where}"
+    path = dest / f"{name}_{key}.parquet"
+    feats = [c for c in out.columns if c not in DATASET_KEY_COLUMNS]
+    manifest = {"name": name, "source": str(source), "options": options, "inputs": inputs,
+                "steps": steps,
+                "rows": int(len(out)), "boreholes": int(out["borehole_id"].nunique()),
+                "lithologies": int(out["principal"].nunique()), "features": feats}
+    atomic_write(path, lambda tmp: out.to_parquet(tmp, index=False))
+    atomic_write(path.with_suffix(".manifest.json"),
+                 lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1, default=str)))
+    return path, manifest
 
 
 def _average_duplicates(out: pd.DataFrame, feats: list[str], derive_group: bool):
