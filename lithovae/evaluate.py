@@ -104,7 +104,8 @@ def evaluate_run(cfg: DictConfig) -> dict:
     mask = instantiate(run_cfg.mask, _convert_="all").bind(dm.feature_names)
     score_options, _ = split_eval_options(OmegaConf.to_container(run_cfg.eval))
     metrics, _ = evaluate(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed,
-                          baseline_cache_dir=cfg.paths.data_dir, **score_options)
+                          baseline_cache_dir=cfg.paths.data_dir, scaler=dm.scaler,
+                          group_names=encoding.vocabulary("group"), **score_options)
     metrics.update(scored)
     metrics.update({"dataset": source.name, "synthetic": source.synthetic, "split": cfg.split,
                     "run_dir": str(run_dir), "preset": run_cfg.get("preset")})

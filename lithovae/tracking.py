@@ -338,13 +338,34 @@ def start_run(logger, cfg: DictConfig, tags: dict[str, str]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+NOT_TEST_METRICS = ("final_losses",)  # dicts of metrics.json logged as train/val metrics already
+
+
+def _metric_part(name) -> str:
+    """A key as a part of an MLflow metric name: characters MLflow refuses become ``_``, and
+    a part that would read as a path step (``.``, ``..``, empty) is ``_``."""
+    return "/".join(p if p not in ("", ".", "..") else "_"
+                    for p in re.sub(r"[^/\w.\- ]", "_", str(name)).split("/"))
+
+
+def flat_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """The numeric scalars of ``metrics`` (not bools, not NaN: undefined), nested dicts
+    flattened as ``key/subkey`` (e.g. ``recon_mse_group/Clay/Mud``)."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            if k not in NOT_TEST_METRICS or prefix:
+                out.update(flat_metrics(v, f"{prefix}{_metric_part(k)}/"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+            out[f"{prefix}{_metric_part(k)}"] = float(v)
+    return out
+
+
 @rank_zero_only
 def log_test_metrics(logger, metrics: dict, prefix: str = "test/") -> None:
     if not isinstance(logger, MLFlowLogger):
         return
-    numeric = {f"{prefix}{k}": float(v) for k, v in metrics.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}  # NaN: undefined
-    logger.log_metrics(numeric)
+    logger.log_metrics({f"{prefix}{k}": v for k, v in flat_metrics(metrics).items()})
 
 
 @rank_zero_only

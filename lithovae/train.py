@@ -301,8 +301,8 @@ def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm, model)
     ari, n = hierarchy_check(arrays["mu"], principal, group_of)
     metrics.update({"hierarchy_ari": ari, "hierarchy_ari_test": ari, "hierarchy_n_lithologies_test": n})
     splits = [s for s in ("train", "val", "test") if s in dm.tensors]
-    mu_all = [arrays["mu"] if s == "test" else latent_means(model, dm.tensors[s]["x"], dm.tensors[s]["observed"])
-              for s in splits]
+    mu_all = [arrays["mu"] if s == "test"
+              else latent_means(model, dm.tensors[s]["x"], dm.tensors[s]["observed"]) for s in splits]
     names_all = [dm.frames[s]["principal"].to_numpy() for s in splits]
     ari, n = hierarchy_check(np.concatenate(mu_all), np.concatenate(names_all), group_of)
     metrics.update({"hierarchy_ari_all": ari, "hierarchy_n_lithologies_all": n})

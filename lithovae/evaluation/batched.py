@@ -13,7 +13,8 @@ device of the input (CPU or GPU):
   :func:`kmeans` with the same seed), ``reg_covar`` added to the diagonal, stopped when the mean
   log-likelihood changes by less than ``tol``. A (member, k) whose covariances are not positive
   definite is refitted with ``reg_covar`` 1e-4 then 1e-2 and is reported as failed if all fail.
-- :func:`silhouette`: sklearn's ``silhouette_score`` on a seeded subsample, in row chunks.
+- :func:`silhouette`: sklearn's ``silhouette_score`` on a seeded subsample, in row chunks;
+  :func:`silhouettes`: that of several clusterings of the same rows, the distances computed once.
 
 Every result is deterministic given ``seed``: the random draws come from CPU
 ``torch.Generator`` objects seeded from it (one per k-means restart, so that restart ``r``
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 __all__ = ["GMM_REG_COVAR", "KMeansResult", "GMMResult", "kmeans", "kmeans_predict", "gmm",
-           "gmm_predict", "silhouette", "seeded_subsample", "adjusted_rand"]
+           "gmm_predict", "silhouette", "silhouettes", "seeded_subsample", "adjusted_rand"]
 
 GMM_REG_COVAR = (1e-6, 1e-4, 1e-2)  # sklearn's default first, then stronger regularisation
 CHUNK_ELEMENTS = 1 << 19  # elements of one [columns, rows] block per member (2 MiB in float32)
@@ -589,35 +590,50 @@ def silhouette(x, labels, sample_size: int | None, seed: int) -> float:
     """sklearn's ``silhouette_score`` (Euclidean) of ``labels`` on the rows
     :func:`seeded_subsample` picks (the same rows as the sklearn backend), in float64 and in row
     chunks. NaN when the sample has fewer than 2 clusters or every row is its own cluster."""
+    labels = torch.as_tensor(labels)
+    return silhouettes(x, labels.reshape(1, -1), sample_size, seed)[0]
+
+
+def silhouettes(x, labels, sample_size: int | None, seed: int) -> list[float]:
+    """:func:`silhouette` of each row of ``labels`` [B, N] (several clusterings of the same rows,
+    e.g. k-means at every k) on the same seeded sample: the distances are computed once."""
     x = torch.as_tensor(x)
-    labels = torch.as_tensor(labels).reshape(-1)
-    if x.ndim != 2 or labels.shape[0] != x.shape[0]:
+    labels = torch.as_tensor(labels)
+    if x.ndim != 2 or labels.ndim != 2 or labels.shape[1] != x.shape[0]:
         raise ValueError(f"x must be [N, D] with one label per row, got {tuple(x.shape)} and "
                          f"{tuple(labels.shape)}")
     rows = torch.as_tensor(seeded_subsample(x.shape[0], sample_size, seed), device=x.device)
     x = x[rows].to(torch.float64)
-    _, code = torch.unique(labels.to(x.device)[rows], return_inverse=True)
     n = x.shape[0]
-    freq = torch.bincount(code).to(torch.float64)
-    n_clusters = freq.shape[0]
-    if n_clusters < 2 or n_clusters >= n:
-        return float("nan")
-    onehot = torch.zeros(n, n_clusters, dtype=torch.float64, device=x.device)
-    onehot[torch.arange(n, device=x.device), code] = 1
+    runs = []  # (b, code, freq, onehot) of every clustering with a defined score
+    scores = [float("nan")] * labels.shape[0]
+    for b in range(labels.shape[0]):
+        _, code = torch.unique(labels[b].to(x.device)[rows], return_inverse=True)
+        freq = torch.bincount(code).to(torch.float64)
+        if 2 <= freq.shape[0] < n:
+            onehot = torch.zeros(n, freq.shape[0], dtype=torch.float64, device=x.device)
+            onehot[torch.arange(n, device=x.device), code] = 1
+            runs.append((b, code, freq, onehot))
+    if not runs:
+        return scores
     xn = (x ** 2).sum(-1)
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    totals = torch.zeros(len(runs), dtype=torch.float64, device=x.device)
     step = max(1, CHUNK_ELEMENTS // n)
     for s in range(0, n, step):
         block = torch.addmm(xn[s:s + step, None] + xn[None], x[s:s + step], x.T, alpha=-2)
         block.clamp_min_(0)
         block.diagonal(offset=s).zero_()
-        sums = block.sqrt_() @ onehot  # [c, clusters]: summed distances to each cluster
-        own = code[s:s + step, None]
-        intra = sums.gather(1, own).squeeze(1) / (freq[own.squeeze(1)] - 1)
-        inter = (sums / freq).scatter_(1, own, math.inf).amin(1)
-        score = (inter - intra) / torch.maximum(intra, inter)
-        total += torch.nan_to_num(score, nan=0.0).sum()
-    return float(total / n)
+        block.sqrt_()
+        for r, (_, code, freq, onehot) in enumerate(runs):
+            sums = block @ onehot  # [c, clusters]: summed distances to each cluster
+            own = code[s:s + step, None]
+            intra = sums.gather(1, own).squeeze(1) / (freq[own.squeeze(1)] - 1)
+            inter = (sums / freq).scatter_(1, own, math.inf).amin(1)
+            score = (inter - intra) / torch.maximum(intra, inter)
+            totals[r] += torch.nan_to_num(score, nan=0.0).sum()
+    for r, (b, *_) in enumerate(runs):
+        scores[b] = float(totals[r] / n)
+    return scores
 
 
 def adjusted_rand(labels_true, labels_pred) -> list[float]:

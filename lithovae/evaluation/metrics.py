@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,7 +33,12 @@ __all__ = [
     "clustering_scores",
     "clustering_scores_many",
     "silhouette",
+    "silhouettes",
     "reconstruction_r2",
+    "reconstruction_errors",
+    "group_reconstruction_errors",
+    "group_coherence",
+    "group_accuracy",
     "imputation_r2",
     "classification_scores",
     "active_dims",
@@ -51,10 +56,13 @@ class ClusteringResult:
     ``best_k`` (int or None), ``best_method`` ("kmeans", "gmm" or None).
     ``assignment``: int cluster per input row (labeled or not) from the best run;
     None when no run could be scored.
+    ``assignments``: the int cluster per row of every run that was scored, keyed like its score
+    without ``ari_`` (``kmeans_k10``, ``gmm_k12``; e.g. for a silhouette per k).
     """
 
     scores: dict[str, float | int | str | None]
     assignment: np.ndarray | None
+    assignments: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _as_2d(name: str, array) -> np.ndarray:
@@ -138,6 +146,7 @@ class _Member:
         """Scores from ``assignments[(k, method)]`` (missing or None: null); ``aris`` the
         already computed ARIs of some of them."""
         scores: dict[str, float | int | str | None] = {}
+        kept: dict[str, np.ndarray] = {}
         best = (np.nan, None, None, None)  # (ari, k, method, assignment)
         for k in ks:
             for method in methods:
@@ -150,12 +159,13 @@ class _Member:
                 if ari is None:
                     ari = float(adjusted_rand_score(self.labels[self.labeled], assignment[self.labeled]))
                 scores[key] = ari
+                kept[f"{method}_k{k}"] = assignment
                 if np.isnan(best[0]) or ari > best[0]:
                     best = (ari, k, method, assignment)
         scores[f"{self.prefix}ari_best"] = float(best[0])
         scores[f"{self.prefix}best_k"] = best[1]
         scores[f"{self.prefix}best_method"] = best[2]
-        return ClusteringResult(scores=scores, assignment=best[3])
+        return ClusteringResult(scores=scores, assignment=best[3], assignments=kept)
 
 
 def _check_options(gmm_covariance: str, max_fit_samples: int | None, backend: str) -> None:
@@ -307,6 +317,31 @@ def silhouette(latent, assignment, sample_size: int | None = 10000, seed: int = 
     return float(silhouette_score(latent, assignment))
 
 
+def silhouettes(latent, assignments: dict, sample_size: int | None = 10000, seed: int = 0,
+                backend: str = "sklearn") -> dict:
+    """:func:`silhouette` of each clustering in ``assignments`` (name -> int cluster per row) on
+    the same seeded subsample: the same scores as :func:`silhouette` one at a time, with the
+    torch backend from distances computed once (:func:`lithovae.evaluation.batched.silhouettes`).
+    Returns name -> score (NaN where undefined)."""
+    _check_backend(backend)
+    latent = _as_2d("latent", latent)
+    names = list(assignments)
+    if not names:
+        return {}
+    labels = np.stack([np.asarray(assignments[name]).reshape(-1) for name in names])
+    if labels.shape[1] != latent.shape[0]:
+        raise ValueError(f"latent has {latent.shape[0]} rows but assignments have {labels.shape[1]}")
+    if backend == "torch":
+        from lithovae.evaluation import batched
+
+        scores = batched.silhouettes(torch.as_tensor(np.ascontiguousarray(latent)),
+                                     torch.as_tensor(np.ascontiguousarray(labels)), sample_size, seed)
+        return dict(zip(names, scores))
+    # sklearn computes the distances in chunks for each clustering: a shared [n, n] matrix
+    # would be 800 MB at the default 10 000 rows
+    return {name: silhouette(latent, assignment, sample_size, seed) for name, assignment in zip(names, labels)}
+
+
 def _masked_r2(x_true, x_pred, mask, feature_names: Sequence[str], prefix: str) -> dict[str, float]:
     x_true = _as_2d("x_true", x_true)
     x_pred = _as_2d("x_pred", x_pred)
@@ -341,6 +376,151 @@ def imputation_r2(x_true, x_pred, hidden, feature_names: Sequence[str]) -> dict[
     """``imputation_r2_{feature}`` over entries observed but hidden from the encoder, and
     ``imputation_r2_mean``."""
     return _masked_r2(x_true, x_pred, hidden, feature_names, "imputation_r2")
+
+
+def _checked_masked(x_true, x_pred, mask, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x_true = _as_2d("x_true", x_true)
+    x_pred = _as_2d("x_pred", x_pred)
+    mask = _as_2d("mask", mask).astype(bool)
+    if not (x_true.shape == x_pred.shape == mask.shape) or x_true.shape[1] != n_features:
+        raise ValueError(f"shapes disagree: x_true {x_true.shape}, x_pred {x_pred.shape}, "
+                         f"mask {mask.shape}, {n_features} features")
+    return x_true.astype(np.float64), x_pred.astype(np.float64), mask
+
+
+def _column_errors(x_true: np.ndarray, x_pred: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MAE and RMSE per column over the entries of ``mask``; NaN for a column with no entry or
+    a non-finite prediction among them."""
+    diff = np.where(mask, x_pred - x_true, 0.0)
+    count = mask.sum(axis=0)
+    finite = np.where(mask, np.isfinite(diff), True).all(axis=0) & (count > 0)
+    diff = np.where(np.isfinite(diff), diff, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mae = np.abs(diff).sum(axis=0) / count
+        rmse = np.sqrt((diff ** 2).sum(axis=0) / count)
+    return np.where(finite, mae, np.nan), np.where(finite, rmse, np.nan)
+
+
+def reconstruction_errors(x_true, x_pred, observed, feature_names: Sequence[str], scaler=None) -> dict[str, float]:
+    """``mae_{feature}`` and ``rmse_{feature}`` over the observed entries of each feature in the
+    scaled space (the space of ``r2_*``), their means over features (``mae_mean``,
+    ``rmse_mean``: the features where defined) and, with the run's ``scaler``, the same in
+    original units (``mae_{feature}_orig``, ``rmse_{feature}_orig``: both arrays through
+    ``scaler.inverse_transform``). NaN for a feature with no observed entry or a non-finite
+    prediction."""
+    names = list(feature_names)
+    x_true, x_pred, mask = _checked_masked(x_true, x_pred, observed, len(names))
+    if mask.any() and not np.isfinite(x_true[mask]).all():
+        raise ValueError("x_true has non-finite values where a feature is marked present")
+    mae, rmse = _column_errors(x_true, x_pred, mask)
+    scores: dict[str, float] = {}
+    for j, name in enumerate(names):
+        scores[f"mae_{name}"], scores[f"rmse_{name}"] = float(mae[j]), float(rmse[j])
+    for key, values in (("mae_mean", mae), ("rmse_mean", rmse)):
+        defined = values[np.isfinite(values)]
+        scores[key] = float(defined.mean()) if defined.size else float("nan")
+    if scaler is not None:
+        if list(scaler.feature_names) != names:
+            raise ValueError(f"the scaler's features {list(scaler.feature_names)} are not {names}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            mae, rmse = _column_errors(scaler.inverse_transform(np.where(mask, x_true, 0.0)),
+                                       scaler.inverse_transform(np.where(np.isfinite(x_pred), x_pred, np.nan)),
+                                       mask)
+        for j, name in enumerate(names):
+            scores[f"mae_{name}_orig"], scores[f"rmse_{name}_orig"] = float(mae[j]), float(rmse[j])
+    return scores
+
+
+def _group_rows(groups, group_names: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """Group name -> row indices, for the group codes present (code >= 0), in code order.
+    Names: ``group_names[code]``, or the code as text without names."""
+    groups = np.asarray(groups).reshape(-1)
+    codes = np.unique(groups[groups >= 0])
+    if group_names is not None and codes.size and codes.max() >= len(group_names):
+        raise ValueError(f"group code {codes.max()} has no name ({len(group_names)} names)")
+    return {(str(group_names[c]) if group_names is not None else str(int(c))): np.flatnonzero(groups == c)
+            for c in codes}
+
+
+def group_reconstruction_errors(x_true, x_pred, observed, groups,
+                                group_names: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Reconstruction error per expert group (rows with ``groups`` code >= 0), pooled over the
+    observed entries of the group's rows (scaled space): ``{"recon_mse_group": {name: mse},
+    "recon_mae_group": {name: mae}, "n_group": {name: rows}}``. NaN for a group with no observed
+    entry or a non-finite prediction."""
+    x_true, x_pred, mask = _checked_masked(x_true, x_pred, observed, np.asarray(x_true).shape[1])
+    groups = np.asarray(groups).reshape(-1)
+    if groups.shape[0] != x_true.shape[0]:
+        raise ValueError(f"x_true has {x_true.shape[0]} rows but groups has {groups.shape[0]}")
+    out: dict[str, dict] = {"recon_mse_group": {}, "recon_mae_group": {}, "n_group": {}}
+    for name, rows in _group_rows(groups, group_names).items():
+        m = mask[rows]
+        diff = (x_pred[rows] - x_true[rows])[m]
+        ok = diff.size > 0 and np.isfinite(diff).all()
+        out["recon_mse_group"][name] = float(np.mean(diff ** 2)) if ok else float("nan")
+        out["recon_mae_group"][name] = float(np.mean(np.abs(diff))) if ok else float("nan")
+        out["n_group"][name] = int(rows.size)
+    return out
+
+
+def group_coherence(latent, groups, group_names: Sequence[str] | None = None,
+                    sample_size: int | None = 4000, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per expert group: mean Euclidean distance between two of its rows (``intra``), mean
+    distance from its rows to the rows of the other groups (``inter``) and ``ratio`` =
+    intra / inter (below 1: the group is tighter than the latent space around it).
+
+    On a seeded subsample of ``sample_size`` rows with a group (code >= 0) (all of them if None
+    or fewer), so a few thousand rows at most: the distances are pairwise. NaN where undefined
+    (a group with fewer than 2 sampled rows has no intra, a single group no inter). Groups
+    with no sampled row are left out."""
+    latent = _as_2d("latent", latent)
+    groups = np.asarray(groups).reshape(-1)
+    if groups.shape[0] != latent.shape[0]:
+        raise ValueError(f"latent has {latent.shape[0]} rows but groups has {groups.shape[0]}")
+    labeled = np.flatnonzero(groups >= 0)
+    rows = labeled[seeded_subsample(labeled.size, sample_size, seed)]
+    z = torch.as_tensor(np.ascontiguousarray(latent[rows]), dtype=torch.float64)
+    named = _group_rows(groups[rows], group_names)
+    if not named:
+        return {}
+    onehot = torch.zeros(len(rows), len(named), dtype=torch.float64)
+    for g, members in enumerate(named.values()):
+        onehot[torch.as_tensor(members), g] = 1.0
+    totals = torch.zeros(len(named), len(named), dtype=torch.float64)  # summed distances between groups
+    step = max(1, (1 << 21) // max(1, len(rows)))
+    for s in range(0, len(rows), step):
+        totals += onehot[s:s + step].T @ (torch.cdist(z[s:s + step], z) @ onehot)
+    n = onehot.sum(0)
+    intra_pairs = n * (n - 1)
+    inter_pairs = n * (len(rows) - n)
+    diagonal = totals.diagonal()
+    intra = torch.where(intra_pairs > 0, diagonal / intra_pairs.clamp_min(1), torch.nan)
+    inter = torch.where(inter_pairs > 0, (totals.sum(1) - diagonal) / inter_pairs.clamp_min(1), torch.nan)
+    out = {}
+    for g, name in enumerate(named):
+        a, b = float(intra[g]), float(inter[g])
+        out[name] = {"intra": a, "inter": b, "ratio": a / b if b > 0 else float("nan")}
+    return out
+
+
+def group_accuracy(logits, target, groups, group_names: Sequence[str] | None = None) -> dict[str, float]:
+    """Accuracy of the predicted class (argmax of ``logits``) against ``target`` within the
+    rows of each expert group (``groups`` code >= 0) whose target is labeled (>= 0): a model of
+    principal lithologies is scored on the principal class of each group's rows, a model of
+    the groups on the group. NaN for a group with no labeled row or non-finite logits."""
+    logits = _as_2d("logits", logits)
+    target = np.asarray(target).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    if not (logits.shape[0] == target.shape[0] == groups.shape[0]):
+        raise ValueError(f"logits {logits.shape}, target {target.shape} and groups {groups.shape} disagree")
+    correct = logits.argmax(axis=1) == target
+    finite = np.isfinite(logits).all(axis=1)
+    out = {}
+    for name, rows in _group_rows(groups, group_names).items():
+        rows = rows[target[rows] >= 0]
+        ok = rows.size > 0 and finite[rows].all()
+        out[name] = float(correct[rows].mean()) if ok else float("nan")
+    return out
 
 
 def classification_scores(logits, target, n_classes: int) -> dict[str, float]:
