@@ -37,6 +37,9 @@ class DataModuleConfig:
     impute_rgb: bool = MISSING
     steps_per_batch: int = MISSING
     keep_on_device: bool = MISSING
+    split: str = MISSING
+    label_fraction: float = MISSING
+    label_unit: str = MISSING
 
 
 @dataclass
@@ -304,6 +307,9 @@ RANGES: dict[str, Check] = {
     "datamodule.context": at_least(0),
     "datamodule.n_folds": optional(at_least(2)),
     "datamodule.fold": optional(at_least(0)),
+    "datamodule.split": one_of("random_boreholes", "entropy_balanced"),  # lithovae.data.splits.SPLIT_KINDS
+    "datamodule.label_fraction": half_open_unit_interval,
+    "datamodule.label_unit": one_of("borehole", "bin"),  # lithovae.data.datamodule.LABEL_UNITS
     # model (each key applies to the models that have it)
     "model.latent_dim": at_least(1),
     "model.hidden": each(at_least(1)),
@@ -322,6 +328,7 @@ RANGES: dict[str, Check] = {
     "model.gamma": non_negative,
     "model.temperature": positive,
     "model.seed": seed,
+    "model.reduction": one_of("mean", "sum"),  # lithovae.models.hybrid.REDUCTIONS
     # beta schedule, masking, classification weight
     "beta.value": non_negative,
     "beta.start": non_negative,

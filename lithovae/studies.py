@@ -5,7 +5,10 @@ describes its summary (``study.*``), so every launcher runs it unchanged: basic,
 :class:`StudySummary`, a Hydra callback, opens the study's MLflow parent run when the multirun
 starts (each job's run is its child) and, when it ends, writes ``summary.csv``, the figure and,
 for ``study=cv``, the fold table with the mean and std of every metric, into the sweep
-directory and onto the parent run.
+directory and onto the parent run. With ``study.published`` (published_results.csv), each run's
+metrics are put beside the published values that describe it (``history.csv``; a row's
+``setting`` names the grid point it belongs to) and drawn in the figure; a study with a second
+sweep axis (``study.series``) draws one line per value of it and writes the grid as a table.
 """
 
 from __future__ import annotations
@@ -20,19 +23,34 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-# published_results.csv metric -> our metrics.json key
+# published_results.csv metric -> our metrics.json key: like with like, the published k-means
+# scores at k (seed 001's table) against ours at the same k (``silhouette`` is of our best
+# clustering, whatever its k and method)
 PUBLISHED_METRICS = {"ari_k10": "ari_kmeans_k10", "ari_k12": "ari_kmeans_k12", "ari_k15": "ari_kmeans_k15",
-                     "ari_k20": "ari_kmeans_k20", "silhouette_k10": "silhouette"}
+                     "ari_k20": "ari_kmeans_k20", "silhouette_k10": "silhouette_kmeans_k10"}
 IGNORED_OVERRIDES = ("paths.", "hydra.", "hydra/")
 
 
+# the seeds' fold table (published_v2_6_7_cv_folds.csv), plus entropy_diff = |train - test|
 FOLD_COLUMNS = ["fold", "train_samples", "test_samples", "train_entropy", "test_entropy",
+                "train_entropy_diff", "test_entropy_diff", "entropy_diff", "train_time",
                 "collapsed_dims", "effective_dim", "best_k", "best_ari", "best_sil"]
 
 
-def fold_row(fold: int, m: dict) -> dict:
+def fold_row(fold: int, m: dict, stats: dict | None = None) -> dict:
+    """One fold's row: ``m`` is the job's metrics.json, ``stats`` its split.json stats (the whole
+    dataset's label entropy ``entropy_all``; ``train_time`` where metrics.json lacks it). As in the
+    seeds' table, ``train_entropy_diff``/``test_entropy_diff`` are each part's entropy against the
+    whole set's (|train - all|, |test - all|); ``entropy_diff`` is |train - test|. ``train_time``:
+    the run's training wall time in seconds (NaN where not recorded)."""
+    stats = stats or {}
+    entropy_all = stats.get("entropy_all", math.nan)
     return {"fold": fold, "train_samples": m["n_train"], "test_samples": m["n_test"],
             "train_entropy": m["train_entropy"], "test_entropy": m["test_entropy"],
+            "train_entropy_diff": abs(m["train_entropy"] - entropy_all),
+            "test_entropy_diff": abs(m["test_entropy"] - entropy_all),
+            "entropy_diff": abs(m["train_entropy"] - m["test_entropy"]),
+            "train_time": m.get("train_time", stats.get("train_time", math.nan)),
             "collapsed_dims": m["latent_dim"] - m["active_dims"], "effective_dim": m["active_dims"],
             "best_k": m["best_k"], "best_ari": m["ari_best"], "best_sil": m["silhouette"]}
 
@@ -52,12 +70,47 @@ def summarise(per_fold: list[dict]) -> dict[str, float]:
     return out
 
 
+def settings_of(row) -> dict[str, str]:
+    """The ``setting`` of a published_results.csv row: ``key=value;key=value`` -> a dict."""
+    text = row.get("setting") if hasattr(row, "get") else None
+    if not isinstance(text, str) or not text.strip():
+        return {}
+    return dict(part.strip().split("=", 1) for part in text.split(";") if part.strip())
+
+
+def _same_value(ours, published: str) -> bool:
+    try:
+        return math.isclose(float(ours), float(published), rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return str(ours) == published
+
+
+def _matches(ours, row) -> bool:
+    """Whether a published row describes this run. A row without ``setting`` is the variant's
+    own; a row with one (a point of a published grid, e.g. ``alpha.value=0.01``) matches when
+    the run's value of every key it names is that value: the summary's column of that key
+    (a sweep coordinate, or the job's resolved config), else the preset's own value, which
+    the row's ``in_preset`` states."""
+    for key, value in settings_of(row).items():
+        ours_value = ours.get(key) if key in ours.index else None
+        if ours_value is None or (isinstance(ours_value, float) and math.isnan(ours_value)):
+            if str(row.get("in_preset")).strip().lower() != "true":
+                return False
+        elif not _same_value(ours_value, value):
+            return False
+    return True
+
+
 def history_table(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
-    """Each preset's metrics beside the study's published values for that variant."""
+    """Each run's metrics beside the study's published values for its variant (the run's
+    ``preset`` from metrics.json, else its label: preset v2_6_7 is variant v2.6.7), those of
+    the published rows that describe the run (see :func:`_matches`)."""
     rows = []
     for _, ours in summary.iterrows():
-        variant = re.sub(r"(?<=\d)_(?=\d)", ".", ours["run"])  # preset v2_6_7 is variant v2.6.7
+        preset = ours.get("preset") if isinstance(ours.get("preset"), str) else ours["run"]
+        variant = re.sub(r"(?<=\d)_(?=\d)", ".", preset)  # preset v2_6_7 is variant v2.6.7
         pub = published[published["variant"] == variant]
+        pub = pub[[_matches(ours, p) for _, p in pub.iterrows()]] if len(pub) else pub
         for _, p in (pub.iterrows() if len(pub) else [(None, None)]):
             metric = p["metric"] if p is not None else "ari_best"
             key = PUBLISHED_METRICS.get(metric, metric)
@@ -84,19 +137,32 @@ def plot_study(spec, summary: pd.DataFrame, path: Path, dataset: str, synthetic:
     for ax, metric in zip(axes.flat, panels):
         values = pd.to_numeric(summary.get(metric), errors="coerce") if metric in summary else None
         if spec.get("x"):
-            x = summary[spec["x"]]
+            x_key, series = spec["x"], spec.get("series")
             if values is not None:
-                ax.plot(x, values, "o-", ms=3, label=f"ours ({dataset})")
+                # one line per value of the second sweep axis (``series``), if the study has one
+                for value, part in (summary.groupby(series, sort=True) if series else [(None, summary)]):
+                    part = part.sort_values(x_key)
+                    label = f"ours ({dataset})" if series is None else f"ours, {series}={value}"
+                    ax.plot(part[x_key], pd.to_numeric(part[metric], errors="coerce"), "o-", ms=3, label=label)
+            if history is not None:  # published grid points (published_results.csv ``setting``)
+                marks = _published_marks(history, metric, headline=False)
+                at = summary.drop_duplicates("run").set_index("run")[x_key]
+                points = sorted({(at[r], v) for r, v in marks.items() if r in at.index})
+                if points:
+                    ax.scatter(*zip(*points), color="black", marker="D", s=18, zorder=3,
+                               label="published (real LILY)")
             if published is not None and "mask_prob" in published and f"r2_{metric[3:].lower()}" in published:
                 curve = published.sort_values("mask_prob")  # the file is not in mask order
                 ax.plot(curve["mask_prob"], curve[f"r2_{metric[3:].lower()}"], "s--", ms=2,
                         color="grey", label="published (real LILY)")
             ax.set_xlabel(spec["x"])
+            if spec.get("xscale"):  # e.g. log for a grid over decades (alpha 0.01 to 2)
+                ax.set_xscale(spec["xscale"])
         elif values is not None:
             ax.bar(range(len(summary)), values, label=f"ours ({dataset})")
             ax.set_xticks(range(len(summary)), summary["run"], rotation=60, ha="right", fontsize=7)
-            if history is not None and metric == "ari_best":
-                best = history[history["metric"].isin(["ari_best", "ari_k12"])].groupby("preset")["published"].first()
+            best = None if history is None else _published_marks(history, metric, headline=True)
+            if best is not None and len(best):
                 ax.scatter([i for i, r in enumerate(summary["run"]) if r in best.index],
                            [best[r] for r in summary["run"] if r in best.index], color="black", marker="_",
                            s=200, label="published (real LILY)", zorder=3)
@@ -110,6 +176,52 @@ def plot_study(spec, summary: pd.DataFrame, path: Path, dataset: str, synthetic:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _published_marks(history: pd.DataFrame, metric: str, headline: bool) -> pd.Series:
+    """The first published value per run label (history's ``preset``) for the panel ``metric``:
+    rows whose metric is ours ``metric`` (PUBLISHED_METRICS); with ``headline``, the ari_best
+    panel also takes the published k=12 ARI, the seeds' headline where no best is given."""
+    ours = history["metric"].map(lambda m: PUBLISHED_METRICS.get(m, m))
+    keep = ours == metric
+    if headline and metric == "ari_best":
+        keep = history["metric"].isin(["ari_best", "ari_k12"])
+    return history[keep].groupby("preset", sort=False)["published"].first().dropna()
+
+
+def _with_config_values(summary: pd.DataFrame, sweep_dir: Path, keys) -> pd.DataFrame:
+    """``summary`` plus a column per key of ``keys`` it lacks: each job's resolved value of the
+    key in its ``.hydra/config.yaml`` (None where the job's config has no such key)."""
+    keys = [k for k in keys if k not in summary.columns]
+    if not keys or summary.empty:
+        return summary
+    columns: dict[str, list] = {k: [] for k in keys}
+    for job in summary["job"]:
+        path = sweep_dir / str(job) / ".hydra" / "config.yaml"
+        cfg = OmegaConf.load(path) if path.exists() else OmegaConf.create()
+        for key in keys:
+            try:
+                value = OmegaConf.select(cfg, key, default=None)
+            except Exception:  # noqa: BLE001 - an unresolvable interpolation: unknown
+                value = None
+            columns[key].append(value if not OmegaConf.is_config(value) else None)
+    return summary.assign(**columns)
+
+
+def _split_stats(job_dir: Path) -> dict:
+    """The data module's stats a job wrote in split.json ({} if none)."""
+    path = job_dir / "split.json"
+    return json.loads(path.read_text()).get("stats", {}) if path.exists() else {}
+
+
+def grid_table(summary: pd.DataFrame, x: str, series: str, metrics: list[str]) -> pd.DataFrame:
+    """A two-axis study as a table: one row per ``x``, a column ``<metric> @ <series>=<value>``
+    for each metric and value of the second axis (the mean where jobs repeat a cell)."""
+    metrics = [m for m in metrics if m in summary]
+    frame = summary.assign(**{m: pd.to_numeric(summary[m], errors="coerce") for m in metrics})
+    wide = frame.pivot_table(index=x, columns=series, values=metrics, aggfunc="mean")
+    wide.columns = [f"{m} @ {series}={v}" for m, v in wide.columns]
+    return wide.reset_index()
 
 
 def _parse(override: str) -> tuple[str, str]:
@@ -225,12 +337,17 @@ def write_summary(study, sweep_dir: Path) -> tuple[list[Path], dict]:
     published = reference.read(study.published) if study.get("published") else None
     history = None
     if published is not None and "variant" in published:
-        history = history_table(finished.assign(run=finished["run"].astype(str)), published)
+        # the keys of the published grid points, with each job's value (a sweep axis or its config)
+        keys = sorted({k for _, row in published.iterrows() for k in settings_of(row)})
+        runs = _with_config_values(finished.assign(run=finished["run"].astype(str)), sweep_dir, keys)
+        history = history_table(runs, published)
         files.append(sweep_dir / "history.csv")
         history.to_csv(files[-1], index=False)
     if study.get("folds"):
         per_fold = [json.loads((sweep_dir / str(j) / "metrics.json").read_text()) for j in finished["job"]]
-        table = pd.DataFrame([fold_row(i + 1, f) for i, f in enumerate(per_fold)], columns=FOLD_COLUMNS)
+        stats = [_split_stats(sweep_dir / str(j)) for j in finished["job"]]
+        table = pd.DataFrame([fold_row(i + 1, f, st) for i, (f, st) in enumerate(zip(per_fold, stats))],
+                             columns=FOLD_COLUMNS)
         metrics = {f"cv/{k}": v for k, v in summarise(per_fold).items()}
         files.append(sweep_dir / "cv_folds.csv")
         table.to_csv(files[-1], index=False)
@@ -239,6 +356,11 @@ def write_summary(study, sweep_dir: Path) -> tuple[list[Path], dict]:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"ari_best = {metrics['cv/ari_best_mean']:.3f} ± {metrics['cv/ari_best_std']:.3f} over "
               f"{len(per_fold)} folds" + (" (SYNTHETIC data)" if synthetic else ""))
+    if study.get("x") and study.get("series"):
+        grid = grid_table(finished, study.x, study.series, list(study.get("panels", [])))
+        files.append(sweep_dir / f"{study.name}_grid.csv")
+        grid.to_csv(files[-1], index=False)
+        print(grid.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if study.get("panels"):
         spec = OmegaConf.to_container(study)
         files.append(plot_study(spec, finished, sweep_dir / f"{study.name}.png", dataset, synthetic,

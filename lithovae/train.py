@@ -236,6 +236,7 @@ def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_gl
     metrics.update({"dataset": parts.source.name, "synthetic": parts.source.synthetic,
                     "preset": cfg.preset, "epochs_trained": epochs_trained,
                     "n_train": dm.stats["n_train"], "n_val": dm.stats["n_val"],
+                    **{k: dm.stats[k] for k in ("n_train_labeled", "train_time") if k in dm.stats},
                     "train_entropy": label_entropy(dm.frames["train"]["principal"].dropna()),
                     "test_entropy": label_entropy(dm.frames["test"]["principal"].dropna()),
                     "latent_dim": int(getattr(model, "latent_dim", 0)),

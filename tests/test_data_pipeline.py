@@ -12,7 +12,7 @@ from lithovae.data.datamodule import LithoDataModule
 from lithovae.data.scaler import DistributionAwareScaler
 from lithovae.data.sources import TableSource
 from lithovae.data.splits import (borehole_split, check_disjoint, entropy_balanced_folds,
-                                  label_entropy)
+                                  entropy_balanced_split, label_entropy)
 from tests.conftest import config_defaults
 from tests.lily_files import random_lily
 
@@ -80,6 +80,45 @@ def test_entropy_balanced_folds_match_a_hand_computed_allocation():
     folds = entropy_balanced_folds(boreholes, labels, n_folds=2, seed=0)
     assert [sorted(f) for f in folds] == [["A", "C"], ["B", "D"]]
     assert label_entropy(["a", "b"]) == pytest.approx(np.log(2))
+
+
+def test_entropy_balanced_split_matches_a_hand_computed_allocation():
+    # Seed 002's split, greedy best first. A: a x8, B: b x8, C: a x4, D: a + b x3, E: a x2 + b x2;
+    # the whole set (15 a, 13 b) has entropy H(15/28) = 0.6906. Fractions 50/20/30%.
+    # test (target 8.4 bins, at most 9.24, done at 7.56): E alone has ln 2 = 0.6931, the closest;
+    # then only C or D fit (4 bins): E + C = (6 a, 2 b) has 0.562, E + D = (3 a, 5 b) 0.662: D.
+    # val (target 5.6, at most 6.16): only C fits; then nothing does. train keeps A and B.
+    boreholes = ["A"] * 8 + ["B"] * 8 + ["C"] * 4 + ["D"] * 4 + ["E"] * 4
+    labels = ["a"] * 8 + ["b"] * 8 + ["a"] * 4 + ["a", "b", "b", "b"] + ["a", "a", "b", "b"]
+    parts = entropy_balanced_split(boreholes, labels, (0.5, 0.2, 0.3), seed=0)
+    assert {k: sorted(v) for k, v in parts.items()} == {"train": ["A", "B"], "val": ["C"], "test": ["D", "E"]}
+    assert entropy_balanced_split(boreholes, labels, (0.5, 0.2, 0.3), seed=7)["test"].tolist() == ["E", "D"]
+    # a part of fraction 0 still gets one borehole (the smallest), as with the random split
+    empty = entropy_balanced_split(boreholes, labels, (1.0, 0.0, 0.0), seed=0)
+    assert [len(empty[k]) for k in ("train", "val", "test")] == [3, 1, 1]
+    with pytest.raises(BuildError, match="at least 3 boreholes"):
+        entropy_balanced_split(["A", "B"], ["a", "b"], (0.7, 0.15, 0.15))
+    with pytest.raises(BuildError, match="summing to 1"):
+        entropy_balanced_split(boreholes, labels, (0.7, 0.2, 0.2))
+
+
+def test_entropy_balanced_split_keeps_the_fractions_and_balances_the_entropy():
+    rng = np.random.default_rng(0)
+    ids = [f"B{i:02d}" for i in range(60)]
+    boreholes = np.repeat(ids, rng.integers(20, 200, len(ids)))
+    # boreholes of skewed lithology mixes: a random cut leaves parts of unequal diversity
+    labels = np.concatenate([rng.choice(list("abcdef"), size=(boreholes == b).sum(),
+                                        p=rng.dirichlet(np.full(6, 0.3))) for b in ids])
+    parts = entropy_balanced_split(boreholes, labels, (0.7, 0.15, 0.15), seed=0)
+    check_disjoint(parts)
+    assert set(np.concatenate(list(parts.values()))) == set(ids)
+    share = {k: np.isin(boreholes, v).mean() for k, v in parts.items()}
+    assert share["train"] == pytest.approx(0.7, abs=0.05) and share["test"] == pytest.approx(0.15, abs=0.05)
+    whole = label_entropy(labels)
+    gaps = {k: abs(label_entropy(labels[np.isin(boreholes, v)]) - whole) for k, v in parts.items()}
+    random_parts = borehole_split(boreholes, (0.7, 0.15, 0.15), seed=0)
+    random_gaps = {k: abs(label_entropy(labels[np.isin(boreholes, v)]) - whole) for k, v in random_parts.items()}
+    assert max(gaps.values()) < 0.05 and max(gaps.values()) < max(random_gaps.values())
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +197,20 @@ def test_cv_fold_datamodule_uses_the_fold_as_test(small_dataset, datamodule, def
     dm = datamodule(small_dataset, n_folds=3, fold=1)
     dm.setup()
     assert sorted(dm.split_boreholes["test"]) == sorted(folds[1])
+
+
+def test_the_split_option_chooses_the_entropy_balanced_split(small_dataset, datamodule, defaults):
+    assert defaults["datamodule"]["split"] == "random_boreholes"
+    frame = pd.read_parquet(small_dataset)
+    dm = datamodule(small_dataset, split="entropy_balanced")
+    dm.setup()
+    expected = entropy_balanced_split(frame["borehole_id"], frame["principal"].fillna("<unlabeled>"),
+                                      defaults["datamodule"]["fractions"], defaults["seed"])
+    assert dm.split_boreholes == {k: sorted(map(str, v)) for k, v in expected.items()}
+    random = datamodule(small_dataset)
+    random.setup()
+    assert random.split_boreholes != dm.split_boreholes
+    assert dm.stats["entropy_all"] == pytest.approx(label_entropy(frame["principal"].dropna()))
 
 
 @pytest.mark.parametrize("n_folds, fold", [(3, None), (3, 3), (1, 0)])

@@ -197,3 +197,17 @@ def test_jobs_that_cannot_be_grouped_run_one_after_another(tmp_path, shared_data
     (sweep_dir,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
     for job, dim in ((0, 4), (1, 6)):
         assert json.loads((sweep_dir / str(job) / "metrics.json").read_text())["latent_dim"] == dim
+
+
+@pytest.mark.parametrize("study, sweep", [("beta_schedules", "beta=fixed_0.5,anneal,cyclical"),
+                                          ("alpha_grid", "alpha.value=0.1,1.0")])
+def test_studies_run_through_the_ensemble_launcher_with_their_summaries(tmp_path, shared_data_dir, study, sweep):
+    import pandas as pd
+
+    proc = _multirun([f"study={study}", "trainer.max_epochs=1", sweep], tmp_path, shared_data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 stacked group(s)" in proc.stdout
+    (sweep_dir,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert len(summary) == len(sweep.split("=")[1].split(",")) and summary["ari_best"].notna().all()
+    assert list(sweep_dir.glob(f"{study}*.png"))

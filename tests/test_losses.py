@@ -286,3 +286,87 @@ def test_mixture_prior_kl_matches_hand_single_sample_estimate():
     value = mixture_prior_kl(t(z), t(mu), t(var).log(), torch.full((3,), -math.log(3), dtype=torch.float64),
                              t(means), t(vars_).log())
     assert float(value) == pytest.approx(log_q - log_p, rel=1e-12)
+
+
+# -- the hybrid models' loss reduction (seed 004) ----------------------------------------------
+
+# a tiny batch: 3 rows, 2 features, 2 latent dims, 3 classes; every entry observed, as in 004
+H_X = [[0.5, -1.0], [2.0, 0.0], [-0.5, 1.5]]
+H_RECON = [[0.0, -0.5], [1.0, 1.0], [0.5, 1.0]]
+H_VISIBLE = [[1, 0], [1, 1], [0, 1]]  # entries (0, 1) and (2, 0) hidden from the encoder
+H_MU = [[0.3, -0.2], [1.0, 0.5], [-0.4, 0.0]]
+H_LOGVAR = [[0.0, -1.0], [0.5, 0.2], [-0.3, 0.1]]
+H_LOGITS = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 3.0, 0.0]]
+H_Y = [0, 2, 1]
+H_BETA, H_ALPHA, H_MASKED = 0.3, 0.5, 0.5
+
+
+def _hybrid_terms(reduction: str, observed=None):
+    from lithovae.models.base import LossContext, ModelOutput
+    from lithovae.models.hybrid import HybridSemiSupervisedVAE
+
+    model = HybridSemiSupervisedVAE(
+        DataSpec(2, ("GRA", "R"), 3, 2), reduction=reduction, classifier_hidden=[4],
+        classifier_dropout=0.0, target="principal", latent_dim=2, hidden=[4], batchnorm=False,
+        dropout=0.0).double()
+    observed = torch.ones(3, 2, dtype=torch.bool) if observed is None else observed
+    batch = {"x": t(H_X), "observed": observed, "y": torch.tensor(H_Y), "y_group": torch.tensor(H_Y)}
+    out = ModelOutput(mu=t(H_MU), logvar=t(H_LOGVAR), z=t(H_MU), recon=t(H_RECON), logits=t(H_LOGITS))
+    ctx = LossContext(beta=H_BETA, alpha=H_ALPHA, masked_weight=H_MASKED)
+    return {k: float(v) for k, v in model.loss(batch, out, torch.tensor(H_VISIBLE, dtype=torch.bool), ctx).items()}
+
+
+def test_hybrid_mean_reduction_is_seed_004s_loss():
+    # 004 (generate_all_figures.py): recon_loss = MSE(recon, x, 'mean'); masked_loss =
+    # MSE(recon[mask], x[mask], 'mean'); kl = -0.5 * mean(1 + logvar - mu^2 - exp(logvar));
+    # loss = recon + 0.5 * masked + beta * kl (+ 0.5 * CrossEntropy(logits, labels), mean)
+    entries = [(i, j) for i in range(3) for j in range(2)]
+    recon = sum((H_RECON[i][j] - H_X[i][j]) ** 2 for i, j in entries) / 6
+    hidden = [(i, j) for i, j in entries if not H_VISIBLE[i][j]]
+    masked = sum((H_RECON[i][j] - H_X[i][j]) ** 2 for i, j in hidden) / len(hidden)
+    kl = -0.5 * sum(1 + H_LOGVAR[i][j] - H_MU[i][j] ** 2 - math.exp(H_LOGVAR[i][j]) for i, j in entries) / 6
+    ce = sum(hand_cross_entropy(H_LOGITS[i], H_Y[i]) for i in range(3)) / 3
+    terms = _hybrid_terms("mean")
+    assert terms["recon"] == pytest.approx(recon, rel=1e-12)
+    assert terms["masked_recon"] == pytest.approx(masked, rel=1e-12)
+    assert terms["kl"] == pytest.approx(kl, rel=1e-12)
+    assert terms["class"] == pytest.approx(H_ALPHA * ce, rel=1e-12)
+    assert terms["loss"] == pytest.approx(recon + H_MASKED * masked + H_BETA * kl + H_ALPHA * ce, rel=1e-12)
+
+
+def test_hybrid_sum_reduction_is_the_per_sample_sum_averaged_over_the_batch():
+    # 004's standard loss (reduction='sum' over the batch) divided by the batch size
+    recon = sum((H_RECON[i][j] - H_X[i][j]) ** 2 for i in range(3) for j in range(2)) / 3
+    masked = sum((H_RECON[i][j] - H_X[i][j]) ** 2 for i in range(3) for j in range(2) if not H_VISIBLE[i][j]) / 3
+    kl = -0.5 * sum(1 + H_LOGVAR[i][j] - H_MU[i][j] ** 2 - math.exp(H_LOGVAR[i][j])
+                    for i in range(3) for j in range(2)) / 3
+    ce = sum(hand_cross_entropy(H_LOGITS[i], H_Y[i]) for i in range(3)) / 3
+    terms = _hybrid_terms("sum")
+    assert [terms[k] for k in ("recon", "masked_recon", "kl", "class")] == pytest.approx(
+        [recon, masked, kl, H_ALPHA * ce], rel=1e-12)
+    assert terms["loss"] == pytest.approx(recon + H_MASKED * masked + H_BETA * kl + H_ALPHA * ce, rel=1e-12)
+
+
+def test_hybrid_mean_reduction_scores_observed_entries_only():
+    # an entry never measured is left out of the mean (not counted as a zero error)
+    observed = torch.tensor([[True, True], [True, False], [True, True]])
+    entries = [(0, 0), (0, 1), (1, 0), (2, 0), (2, 1)]
+    recon = sum((H_RECON[i][j] - H_X[i][j]) ** 2 for i, j in entries) / 5
+    assert _hybrid_terms("mean", observed)["recon"] == pytest.approx(recon, rel=1e-12)
+
+
+def test_masked_mse_of_an_empty_mask_is_zero_with_grad_path():
+    from lithovae.models.losses import masked_mse
+
+    recon = t([[1.0, 2.0]]).requires_grad_()
+    value = masked_mse(recon, t([[0.0, float("nan")]]), torch.zeros(1, 2, dtype=torch.bool))
+    assert value.item() == 0.0 and value.requires_grad
+    assert masked_mse(recon, t([[0.0, 5.0]]), t([[1.0, 3.0]])).item() == pytest.approx((1.0 + 3 * 9.0) / 4)
+
+
+def test_hybrid_reduction_must_be_mean_or_sum():
+    from lithovae.models.hybrid import HybridVAE
+
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        HybridVAE(DataSpec(2, ("GRA", "R"), 3, 2), reduction="total", latent_dim=2, hidden=[4],
+                  batchnorm=False, dropout=0.0)

@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import math
+
 import mlflow
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from lithovae.data import reference
-from lithovae.studies import history_table
+from lithovae.studies import FOLD_COLUMNS, fold_row, grid_table, history_table, write_summary
 from tests.conftest import CONF_DIR, FAST_EVAL, compose_train
 
 STUDIES = sorted(p.stem for p in (Path(CONF_DIR) / "study").glob("*.yaml"))
@@ -36,7 +39,105 @@ def _runs(tmp_path: Path):
 
 
 def test_the_studies_of_the_seeds_are_all_here():
-    assert {"masking_sweep", "beta_schedules", "alpha_grid", "latent_size", "history", "cv"} <= set(STUDIES)
+    assert {"masking_sweep", "beta_schedules", "alpha_grid", "latent_size", "history", "cv",
+            "alpha_label_fraction", "beta_grid_v2_13", "beta_fixed_v2_5", "classifier_split"} <= set(STUDIES)
+
+
+@pytest.mark.parametrize("study, expected", [
+    ("alpha_label_fraction", {"experiment": "v2_14", "alpha.value": "0.01,0.1,0.5,1.0,2.0",
+                              "datamodule.label_fraction": "0.1,0.4,1.0"}),
+    ("beta_grid_v2_13", {"experiment": "v2_13", "beta.end": "0.5,0.75,1.0,1.5,2.0"}),
+    ("beta_fixed_v2_5", {"experiment": "v2_5", "beta.value": "0.1,0.5,1.0,2.0"}),
+    ("classifier_split", {"experiment": "lithology_classifier_v2_6_7,direct_classifier,vae_classifier_v1_0,"
+                                        "vae_classifier_v1_1",
+                          "datamodule.split": "random_boreholes,entropy_balanced"}),
+])
+def test_the_seeds_grids_are_swept_as_published(tmp_path, study, expected):
+    cfg = compose_train([f"study={study}"], tmp_path, return_hydra_config=True)
+    assert {k: str(v) for k, v in cfg.hydra.sweeper.params.items()} == expected
+    assert cfg.study.published == "published_results.csv"
+
+
+def test_the_v2_14_row_of_the_history_is_alpha_0_1s():
+    # published_results.csv has v2.14's whole alpha grid; the preset is alpha 0.1 (0.2854)
+    summary = pd.DataFrame({"run": ["v2_14", "v2_5"], "dataset": "synthetic-x", "ari_best": [0.3, 0.2],
+                            "ari_kmeans_k12": [0.25, 0.2], "auc_pooled": [0.9, None], "r2_mean": [0.8, 0.7]})
+    table = history_table(summary, reference.read("published_results.csv"))
+    v2_14 = table[table["preset"] == "v2_14"].set_index("metric")
+    assert list(v2_14.index) == ["ari_best", "auc_pooled", "r2_mean"]
+    assert v2_14.loc["ari_best", "published"] == pytest.approx(0.2854)
+    assert v2_14.loc["auc_pooled", "published"] == pytest.approx(0.917)
+    v2_5 = table[table["preset"] == "v2_5"]  # beta 0.5's ARI, not the beta-1.0 point of the fixed-beta test
+    assert v2_5["published"].tolist() == pytest.approx([0.241])
+
+
+def test_grid_points_match_the_runs_coordinates():
+    published = reference.read("published_results.csv")
+    summary = pd.DataFrame({"run": ["0.01_1.0", "0.5_1.0", "0.5_0.4"], "preset": "v2_14", "dataset": "synthetic-x",
+                            "alpha.value": [0.01, 0.5, 0.5], "datamodule.label_fraction": [1.0, 1.0, 0.4],
+                            "ari_best": [0.1, 0.2, 0.3], "auc_pooled": [0.8, 0.85, 0.9], "r2_mean": 0.5})
+    table = history_table(summary, published).set_index(["preset", "metric"])["published"]
+    assert table[("0.01_1.0", "ari_best")] == pytest.approx(0.2476)
+    assert table[("0.01_1.0", "auc_pooled")] == pytest.approx(0.89)
+    assert table[("0.5_1.0", "ari_best")] == pytest.approx(0.2318)
+    assert pd.isna(table[("0.5_0.4", "ari_best")])  # the seeds labeled every bin
+    # the split of a classifier run decides which of 002's figures is beside it
+    runs = pd.DataFrame({"run": ["a", "b"], "preset": "lithology_classifier_v2_6_7", "dataset": "x",
+                         "datamodule.split": ["random_boreholes", "entropy_balanced"],
+                         "accuracy": [0.3, 0.4], "balanced_accuracy": [0.05, 0.06]})
+    table = history_table(runs, published).set_index(["preset", "metric"])["published"]
+    assert table[("a", "accuracy")] == pytest.approx(0.33)
+    assert table[("b", "accuracy")] == pytest.approx(0.4257)
+    assert table[("b", "balanced_accuracy")] == pytest.approx(0.0526)
+
+
+def test_the_fold_row_reproduces_the_seeds_entropy_differences():
+    published = reference.read("published_v2_6_7_cv_folds.csv")
+    first = published.iloc[0]
+    entropy_all = first["train_entropy"] + first["train_entropy_diff"]  # the whole set's
+    for _, fold in published.iterrows():
+        m = {"n_train": fold["train_samples"], "n_test": fold["test_samples"], "train_entropy": fold["train_entropy"],
+             "test_entropy": fold["test_entropy"], "latent_dim": 10, "active_dims": fold["effective_dim"],
+             "best_k": fold["best_k"], "ari_best": fold["best_ari"], "silhouette": fold["best_sil"]}
+        row = fold_row(int(fold["fold"]), m, {"entropy_all": entropy_all, "train_time": fold["train_time"]})
+        assert list(row) == FOLD_COLUMNS
+        for key in ("train_entropy_diff", "test_entropy_diff", "train_time", "collapsed_dims"):
+            assert row[key] == pytest.approx(fold[key], abs=1e-4), key
+        assert row["entropy_diff"] == pytest.approx(abs(fold["train_entropy"] - fold["test_entropy"]))
+    assert math.isnan(fold_row(1, m)["train_time"])  # not recorded anywhere
+
+
+def _fake_job(sweep_dir: Path, num: int, overrides: list[str], config: dict, metrics: dict, stats: dict) -> None:
+    job = sweep_dir / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    OmegaConf.save(OmegaConf.create(config), job / ".hydra" / "config.yaml")
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    (job / "split.json").write_text(json.dumps({"stats": stats}))
+
+
+def test_a_two_axis_study_writes_the_grid_the_history_and_one_line_per_fraction(tmp_path):
+    study = compose_train(["study=alpha_label_fraction"], tmp_path).study
+    num = 0
+    for alpha in (0.1, 1.0):
+        for fraction in (0.4, 1.0):
+            metrics = {"dataset": "synthetic-x", "synthetic": True, "preset": "v2_14",
+                       "ari_best": alpha * fraction, "auc_pooled": 0.5 + fraction / 4, "balanced_accuracy": 0.1}
+            _fake_job(tmp_path, num, ["experiment=v2_14", f"alpha.value={alpha}",
+                                      f"datamodule.label_fraction={fraction}"],
+                      {"alpha": {"value": alpha}, "datamodule": {"label_fraction": fraction, "split": "random_boreholes"}},
+                      metrics, {"n_train_labeled": int(100 * fraction)})
+            num += 1
+    files, _ = write_summary(study, tmp_path)
+    names = {f.name for f in files}
+    assert {"summary.csv", "history.csv", "alpha_label_fraction_grid.csv", "alpha_label_fraction.png"} <= names
+    grid = pd.read_csv(tmp_path / "alpha_label_fraction_grid.csv")
+    assert list(grid["alpha.value"]) == [0.1, 1.0]
+    assert grid["ari_best @ datamodule.label_fraction=0.4"].tolist() == pytest.approx([0.04, 0.4])
+    history = pd.read_csv(tmp_path / "history.csv")
+    beside = history[(history["metric"] == "ari_best") & history["published"].notna()]
+    assert sorted(beside["published"]) == pytest.approx([0.2495, 0.2854])  # alpha 1.0 and 0.1, all labels
+    assert (tmp_path / "alpha_label_fraction.png").stat().st_size > 10_000
 
 
 def test_masking_sweep_is_the_studys_51_runs_of_50_epochs(tmp_path):
@@ -76,6 +177,12 @@ def test_cv_study_runs_folds_on_disjoint_boreholes_and_a_parent_with_mean_and_st
     frame = pd.read_parquet(next(shared_data_dir.rglob("synthetic-small-seed0_complete6_*.parquet")))
     assert set().union(*test_sets) == set(frame["borehole_id"])  # every borehole is tested once
     assert table["test_samples"].sum() == len(frame)
+    # the seeds' fold columns (published_v2_6_7_cv_folds.csv), plus entropy_diff = |train - test|
+    published = set(reference.read("published_v2_6_7_cv_folds.csv").columns)
+    assert published <= set(table.columns) and list(table.columns) == FOLD_COLUMNS
+    assert (table["train_time"] > 0).all()
+    assert table["entropy_diff"].tolist() == pytest.approx((table["train_entropy"] - table["test_entropy"]).abs().tolist())
+    assert table[["train_entropy_diff", "test_entropy_diff"]].notna().all().all()
     client, runs = _runs(tmp_path)
     (parent,) = [r for r in runs if r.info.run_name == "cv-summary"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]

@@ -17,19 +17,21 @@ from lithovae.train import run, train
 from tests.conftest import CONF_DIR, compose_train
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
-CLASSIFIERS = {"v2_14", "v2_14_1", "v2_14_2", "v2_15", "hybrid_semisup", "direct_classifier",
-               "vae_classifier_v1_0", "vae_classifier_v1_1"}
+CLASSIFIERS = {"v2_14", "v2_14_1", "v2_14_2", "v2_14_100ep", "v2_15", "hybrid_semisup", "standard_semisup",
+               "direct_classifier", "vae_classifier_v1_0", "vae_classifier_v1_1", "lithology_classifier_v2_6_7"}
 IMPUTATION = {"v2_6_11", "v2_14_2", "v2_15", "hybrid_unsup", "hybrid_semisup"}
 # two-stage models: one epoch of each stage
 EXTRA = {"vae_classifier_v1_0": ["trainer.max_epochs=2", "model.vae_epochs=1"],
-         "vae_classifier_v1_1": ["trainer.max_epochs=2", "model.vae_epochs=1"]}
+         "vae_classifier_v1_1": ["trainer.max_epochs=2", "model.vae_epochs=1"],
+         "lithology_classifier_v2_6_7": ["trainer.max_epochs=2", "model.vae_epochs=1"]}
 
 
 def test_every_preset_of_the_study_is_here():
     expected = {"v1", "v2", "v2_1", "v2_2", "v2_5", "v2_6", "v2_6_6", "v2_6_7", "v2_6_8", "v2_6_10",
                 "v2_6_11", "v2_7", "v2_8", "v2_9", "v2_10", "v2_12", "v2_13", "v2_14", "v2_14_1",
                 "v2_14_2", "v2_15", "v3", "hybrid_unsup", "hybrid_semisup", "direct_classifier",
-                "vae_classifier_v1_0", "vae_classifier_v1_1"}
+                "vae_classifier_v1_0", "vae_classifier_v1_1", "standard_unsup", "standard_semisup",
+                "lithology_classifier_v2_6_7", "v2_6_100ep", "v2_14_100ep"}
     assert expected <= set(PRESETS)
 
 

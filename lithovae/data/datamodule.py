@@ -7,6 +7,7 @@ loading would dominate the step time).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,13 @@ from lithovae.data.errors import BuildError
 from lithovae.data.features import expand_features
 from lithovae.data.scaler import DistributionAwareScaler
 from lithovae.data.schema import DATASET_KEY_COLUMNS
-from lithovae.data.splits import borehole_split, check_disjoint, entropy_balanced_folds, two_way_split
+from lithovae.data.splits import (SPLIT_KINDS, borehole_split, check_disjoint, entropy_balanced_folds,
+                                   entropy_balanced_split, label_entropy, two_way_split)
 
 SPLITS = ("train", "val", "test")
+# datamodule.label_unit: which rows keep their labels together when label_fraction < 1
+LABEL_UNITS = ("borehole", "bin")
+_LABEL_STREAM = 0x1ABE1  # the labeled-subset draw has its own random stream, apart from the split's
 
 
 @dataclass
@@ -106,7 +111,15 @@ class LithoDataModule(pl.LightningDataModule):
     """Loads the binned Parquet, splits by borehole, scales, serves batches.
 
     ``fold``/``n_folds`` select an entropy-balanced CV fold as the test set
-    (validation is then carved from the remaining boreholes).
+    (validation is then carved from the remaining boreholes); otherwise ``split`` chooses the
+    train/val/test split by ``fractions``: ``random_boreholes`` (seeded shuffle) or
+    ``entropy_balanced`` (seed 002's greedy split, each part's lithology entropy near the whole
+    set's).
+
+    ``label_fraction`` < 1 keeps the labels (``y``, ``y_group``) of only that share of the
+    training bins, whole boreholes or single bins (``label_unit``), drawn by ``seed``; the other
+    training rows get -1, as unlabeled rows have. Validation and test keep every label (they are
+    scored). The draws are nested: a smaller fraction's labeled rows are a subset of a larger's.
 
     The options of the ``datamodule`` config and ``seed`` are required keywords: their
     defaults are written once, in ``lithovae/conf/train.yaml``. ``transforms`` (from the
@@ -118,6 +131,7 @@ class LithoDataModule(pl.LightningDataModule):
                  n_folds: int | None, fold: int | None,
                  standardize: bool, context: int, engineered: bool, impute_rgb: bool,
                  eval_batch_size: int, steps_per_batch: int, keep_on_device: bool,
+                 split: str, label_fraction: float, label_unit: str,
                  transforms: dict[str, str] | None = None,
                  scaler: DistributionAwareScaler | None = None, encoding: LabelEncoding | None = None):
         super().__init__()
@@ -134,6 +148,15 @@ class LithoDataModule(pl.LightningDataModule):
             raise BuildError(f"datamodule.fold: need datamodule.n_folds >= 2 and a fold in 0..n_folds-1, "
                              f"got n_folds={n_folds}, fold={fold!r}")
         self.n_folds, self.fold = n_folds, fold
+        if split not in SPLIT_KINDS:
+            raise BuildError(f"datamodule.split: must be one of {list(SPLIT_KINDS)}, got {split!r}")
+        if isinstance(label_fraction, bool) or not isinstance(label_fraction, (int, float)) \
+                or not 0 < label_fraction <= 1:
+            raise BuildError(f"datamodule.label_fraction: must be in (0, 1], got {label_fraction!r}")
+        if label_unit not in LABEL_UNITS:
+            raise BuildError(f"datamodule.label_unit: must be one of {list(LABEL_UNITS)}, got {label_unit!r}")
+        self.split, self.label_fraction, self.label_unit = split, float(label_fraction), label_unit
+        self._fit_started: float | None = None
         self.transforms = transforms
         self.standardize = standardize
         self.context, self.engineered, self.impute_rgb = context, engineered, impute_rgb
@@ -156,9 +179,35 @@ class LithoDataModule(pl.LightningDataModule):
             parts = {"train": train, "val": val, "test": test}
             check_disjoint(parts)
             return parts
+        if self.split == "entropy_balanced":
+            labels = frame["principal"].fillna("<unlabeled>")
+            return entropy_balanced_split(frame["borehole_id"], labels, self.fractions, self.seed)
         return borehole_split(frame["borehole_id"], self.fractions, self.seed)
 
+    def _labeled_train_rows(self, train_boreholes: pd.Series) -> np.ndarray:
+        """Which training rows keep their labels (bool, in row order): all for a fraction of 1;
+        else the first bins, or the first whole boreholes, of one seeded permutation, as many
+        as bring the labeled share of the training bins closest to ``label_fraction`` (at
+        least one bin or borehole)."""
+        n = len(train_boreholes)
+        keep = np.ones(n, dtype=bool)
+        if self.label_fraction >= 1 or n == 0:
+            return keep
+        rng = np.random.default_rng([self.seed, _LABEL_STREAM])
+        target = self.label_fraction * n
+        if self.label_unit == "bin":
+            keep[:] = False
+            keep[rng.permutation(n)[:max(1, int(round(target)))]] = True
+            return keep
+        ids = np.array(sorted(pd.unique(train_boreholes.astype(str))), dtype=object)
+        ids = ids[rng.permutation(len(ids))]
+        sizes = train_boreholes.astype(str).value_counts().reindex(ids).to_numpy()
+        n_labeled = int(np.argmin(np.abs(np.cumsum(sizes) - target))) + 1
+        return train_boreholes.astype(str).isin(ids[:n_labeled]).to_numpy()
+
     def setup(self, stage: str | None = None) -> None:
+        if stage == "fit":
+            self._fit_started = time.perf_counter()
         if self.tensors:
             return
         frame = pd.read_parquet(self.dataset_path)
@@ -188,6 +237,12 @@ class LithoDataModule(pl.LightningDataModule):
         scaled = np.nan_to_num(scaled, nan=0.0)  # unobserved entries are masked, never used as data
         y = self.encoding.encode(frame["principal"], self.encoding.classes)
         y_group = self.encoding.encode(frame["lithology_group"], self.encoding.groups)
+        # partial labels: training rows outside the labeled share lose both codes (train only)
+        train_rows = np.flatnonzero(masks["train"])
+        hidden = train_rows[~self._labeled_train_rows(frame["borehole_id"].iloc[train_rows])]
+        if len(hidden):
+            y, y_group = y.copy(), y_group.copy()  # the encoded codes may be read-only views
+            y[hidden], y_group[hidden] = -1, -1
         bh_codes = pd.factorize(frame["borehole_id"], sort=True)[0]
         self.feature_names = names
         for split in SPLITS:
@@ -205,9 +260,21 @@ class LithoDataModule(pl.LightningDataModule):
             }
         self.stats.update({f"n_{s}": int(masks[s].sum()) for s in SPLITS})
         self.stats.update({f"boreholes_{s}": len(parts[s]) for s in SPLITS})
+        # labeled training rows: what class counts, class weights and adaptive alpha see
+        self.stats["n_train_labeled"] = int((self.tensors["train"]["y"] >= 0).sum())
+        # label entropy of the whole dataset: the reference of the CV table's entropy differences
+        self.stats["entropy_all"] = label_entropy(frame["principal"].dropna())
         if min(self.stats[f"n_{s}"] for s in SPLITS) == 0:
             raise BuildError(f"{self.dataset_path}: a split is empty ({self.stats}); "
                              "the dataset has too few boreholes")
+
+    # Lightning calls setup("fit") when fitting starts and teardown("fit") when it ends: the
+    # span is the run's training wall time (``stats["train_time"]``, seconds; a resumed run's
+    # covers the resumed part only)
+    def teardown(self, stage: str) -> None:
+        if stage == "fit" and self._fit_started is not None:
+            self.stats["train_time"] = time.perf_counter() - self._fit_started
+            self._fit_started = None
 
     def __getstate__(self):
         # spawned DDP ranks rebuild the tensors in setup() (deterministic: same split and

@@ -32,6 +32,14 @@ def masked_sse(recon: Tensor, x: Tensor, mask: Tensor) -> Tensor:
     return (mask * diff.pow(2)).sum(dim=-1)
 
 
+def masked_mse(recon: Tensor, x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``(recon - x)^2`` over the entries of ``mask``: scalar (``MSE(recon[mask],
+    x[mask], reduction='mean')``; a float mask gives the weighted mean). An empty mask gives
+    exactly 0, still attached to the graph, rather than NaN."""
+    mask = mask.to(recon.dtype)
+    return masked_sse(recon, x, mask).sum() / mask.sum().clamp(min=torch.finfo(recon.dtype).tiny)
+
+
 def class_loss(logits: Tensor, target: Tensor, alpha: float | Tensor,
                weight: Tensor | None = None) -> Tensor:
     """Weighted cross-entropy over labeled rows (``target >= 0``): scalar.
