@@ -138,12 +138,12 @@ class LatentModel(nn.Module):
         """
         observed = batch["observed"].to(out.recon.dtype)
         terms: dict[str, Tensor] = {}
-        terms["recon"] = masked_sse(out.recon, batch["x"], observed).mean()
-        terms["kl"] = self.prior_kl(out).mean()
+        terms["recon"] = self.reconstruction_error(out.recon, batch["x"], observed)
+        terms["kl"] = self.kl_term(out)
         total = terms["recon"] + ctx.beta * terms["kl"]
         if isinstance(ctx.masked_weight, Tensor) or ctx.masked_weight:
             hidden = observed * (1.0 - visible.to(out.recon.dtype))
-            terms["masked_recon"] = masked_sse(out.recon, batch["x"], hidden).mean()
+            terms["masked_recon"] = self.reconstruction_error(out.recon, batch["x"], hidden)
             total = total + ctx.masked_weight * terms["masked_recon"]
         if out.logits is not None:
             terms["class"] = class_loss(out.logits, self.class_target(batch), ctx.alpha)
@@ -153,6 +153,14 @@ class LatentModel(nn.Module):
             total = total + value
         terms["loss"] = total
         return terms
+
+    # the reductions of the loss terms: summed over features (latent dims) per sample, then
+    # averaged over the batch; a variant may average over entries instead (models/hybrid.py)
+    def reconstruction_error(self, recon: Tensor, x: Tensor, mask: Tensor) -> Tensor:
+        return masked_sse(recon, x, mask).mean()
+
+    def kl_term(self, out: ModelOutput) -> Tensor:
+        return self.prior_kl(out).mean()
 
     def class_target(self, batch: dict[str, Tensor]) -> Tensor:
         return batch["y"]

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lithovae.models.base import DataSpec, LossContext, ModelOutput
-from lithovae.models.losses import class_loss, masked_mse
+from lithovae.models.base import DataSpec, ModelOutput
+from lithovae.models.losses import masked_mse
 from lithovae.models.semisup import SemiSupervisedVAE
 from lithovae.models.vae import VAE
 
@@ -38,32 +38,20 @@ def check_reduction(reduction: str) -> str:
 
 
 class ReductionMixin:
-    """``loss`` in the form ``self.reduction`` names (see the module docstring)."""
+    """The loss terms reduced as ``self.reduction`` names (see the module docstring)."""
 
     reduction: str
 
-    def loss(self, batch: dict[str, Tensor], out: ModelOutput, visible: Tensor,
-             ctx: LossContext) -> dict[str, Tensor]:
+    def reconstruction_error(self, recon: Tensor, x: Tensor, mask: Tensor) -> Tensor:
         if self.reduction == "sum":
-            return super().loss(batch, out, visible, ctx)
-        observed = batch["observed"].to(out.recon.dtype)
-        terms: dict[str, Tensor] = {}
-        terms["recon"] = masked_mse(out.recon, batch["x"], observed)
+            return super().reconstruction_error(recon, x, mask)
+        return masked_mse(recon, x, mask)
+
+    def kl_term(self, out: ModelOutput) -> Tensor:
+        if self.reduction == "sum":
+            return super().kl_term(out)
         # the per-sample KL is summed over latent dims: / dims and the batch mean = the mean entry
-        terms["kl"] = self.prior_kl(out).mean() / out.mu.shape[-1]
-        total = terms["recon"] + ctx.beta * terms["kl"]
-        if isinstance(ctx.masked_weight, Tensor) or ctx.masked_weight:
-            hidden = observed * (1.0 - visible.to(out.recon.dtype))
-            terms["masked_recon"] = masked_mse(out.recon, batch["x"], hidden)
-            total = total + ctx.masked_weight * terms["masked_recon"]
-        if out.logits is not None:
-            terms["class"] = class_loss(out.logits, self.class_target(batch), ctx.alpha)
-            total = total + terms["class"]
-        for name, value in self.extra_losses(batch, out, ctx).items():
-            terms[name] = value
-            total = total + value
-        terms["loss"] = total
-        return terms
+        return self.prior_kl(out).mean() / out.mu.shape[-1]
 
 
 class HybridVAE(ReductionMixin, VAE):
