@@ -17,7 +17,8 @@ def test_a_built_wheel_installed_in_a_fresh_venv_trains_from_outside_the_repo(tm
     # build from a copy: setuptools writes build/ beside the sources, and a stale one would hide
     # files missing from the package data
     source = tmp_path / "source"
-    shutil.copytree(REPO / "lithovae", source / "lithovae", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("lithovae", "hydra_plugins"):  # hydra_plugins: the ensemble launcher
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     dist = tmp_path / "dist"
@@ -46,3 +47,10 @@ def test_a_built_wheel_installed_in_a_fresh_venv_trains_from_outside_the_repo(tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "scored weights: last.ckpt, epoch 0" in proc.stdout
     assert list((work / "outputs" / "runs" / "train").glob("*/metrics.json"))
+    # the ensemble launcher is a Hydra plugin: found in the installed wheel, not in the repo
+    sweep = subprocess.run([str(python), "-m", "lithovae.train", "-m", "hydra/launcher=ensemble", "data.scale=small",
+                            "trainer.max_epochs=1", "mask=random", "mask.prob=0.1,0.2", "eval.figures=false",
+                            "eval.n_init=1", "trainer.enable_progress_bar=false"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    assert "1 stacked group(s) of [2]" in sweep.stdout
