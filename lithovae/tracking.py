@@ -205,7 +205,9 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None,
         try:
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
-                return client.create_experiment(name, artifact_location=artifact_location)
+                # MLflow 3's UI opens an untyped experiment on its GenAI overview; these hold runs
+                return client.create_experiment(name, artifact_location=artifact_location,
+                                                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
         except MlflowException as exc:
             if exc.error_code in FINAL_ERRORS:
                 raise ConfigError(f"{key}: experiment '{name}' on {redacted(uri)}: {exc.error_code}: "
@@ -218,8 +220,7 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None,
             raise ConfigError(f"{key}: experiment '{name}' is deleted on {redacted(uri)}: restore it "
                               f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
                               "or choose another logger.experiment_name")
-        if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
-            # MLflow 3's UI opens an untyped experiment on its GenAI overview; this one holds runs
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:  # made before the tag
             client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return experiment.experiment_id
     raise ConfigError(f"{key}: cannot create or read experiment '{name}' on {redacted(uri)} after "

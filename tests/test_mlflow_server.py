@@ -38,3 +38,17 @@ def test_a_run_without_a_preset_is_named_after_its_model_and_overrides():
 
     assert default_run_name("lithovae.models.semisup.SemiSupervisedVAE") == "SemiSupervisedVAE"
     assert default_run_name(None) is None
+
+
+def test_experiments_are_model_training_experiments_when_created_and_when_found(tmp_path):
+    import mlflow
+
+    from lithovae import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    new = tracking.ensure_experiment(uri, "made-here")
+    old = client.create_experiment("made-before")  # an experiment from before the tag
+    tracking.ensure_experiment(uri, "made-before")
+    for experiment_id in (new, old):
+        assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
