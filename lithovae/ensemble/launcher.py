@@ -9,10 +9,10 @@ epoch hooks) run one after another, exactly as the basic launcher runs them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,20 +49,16 @@ class _Job:
             del self.task_cfg["hydra"]
         self.started = False
 
+    @contextlib.contextmanager
     def active(self):
         """HydraConfig set to this job's config for the block (what ``${hydra:...}``, the job tags
         and the sweep's MLflow experiment read)."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def block():
-            previous = HydraConfig.instance().cfg
-            HydraConfig.instance().set_config(self.config)
-            try:
-                yield self
-            finally:
-                HydraConfig.instance().cfg = previous
-        return block()
+        previous = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(self.config)
+        try:
+            yield self
+        finally:
+            HydraConfig.instance().cfg = previous
 
     def start(self) -> None:
         """What Hydra's run_job does before the task: the job directory, its .hydra files, the
@@ -169,7 +165,3 @@ class EnsembleLauncher(Launcher):
 
         return train_group(jobs, number, self._run_alone, self.threads or len(os.sched_getaffinity(0)))
 
-
-def exit_on_interrupt(exc) -> None:
-    print(f"error: {exc}", file=sys.stderr)
-    sys.exit(exc.exit_code)
