@@ -76,6 +76,12 @@ class EvalConfig:
 
 
 @dataclass
+class ExportConfig:
+    mlflow_model: bool = MISSING
+    register_as: Optional[str] = MISSING
+
+
+@dataclass
 class PathsConfig:
     root_dir: str = MISSING
     output_dir: str = MISSING
@@ -101,6 +107,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     lr_scheduler: LRSchedulerConfig = field(default_factory=LRSchedulerConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     task_name: str = MISSING
     preset: Optional[str] = MISSING
     seed: int = MISSING

@@ -244,9 +244,14 @@ def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_gl
     if is_global_zero:
         files = _guarded("cluster tables", lambda: _write_cluster_tables(run_dir, metrics, arrays, dm, model), [])
         files += _guarded("diagnostic tables", lambda: _write_diagnostic_tables(run_dir, metrics, dm), [])
+        bundle = _write_predictor(parts, model, arrays, metrics)
         files += _write_run_files(run_dir, cfg, metrics, dm)  # metrics.json before figures
         tracking.log_test_metrics(logger, metrics)
         tracking.log_artifacts(logger, files)
+        if bundle is not None and cfg.export.mlflow_model and tracking.run_id(logger) is not None:
+            from lithovae.prediction.mlflow_model import log_model
+
+            log_model(logger, bundle, cfg.export.register_as)
         class_names = dm.encoding.vocabulary(model.class_target_name())
         if parts.figure_options["figures"]:
             figures = _write_figures(run_dir, arrays, dm, class_names, plan.history_frame(),
@@ -312,6 +317,16 @@ def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm, model)
     path = run_dir / "clusters.csv"
     cluster_table(arrays["assignment"], principal).to_csv(path)
     return [path]
+
+
+def _write_predictor(parts: RunParts, model, arrays: dict, metrics: dict) -> Path | None:
+    """The run's predictor bundle (``<run dir>/predictor/``: what ``lithovae.predict`` and the
+    MLflow model load), from the scored weights and clustering."""
+    from lithovae.prediction.bundle import write_bundle
+
+    return write_bundle(parts.run_dir, cfg=parts.cfg, dm=parts.dm, model=model,
+                        clustering=arrays["clustering"], assignment=arrays["assignment"], metrics=metrics,
+                        source=parts.source, score_options=parts.score_options)
 
 
 def _write_diagnostic_tables(run_dir: Path, metrics: dict, dm) -> list[Path]:

@@ -62,6 +62,24 @@ def test_preset_trains_one_epoch_with_finite_losses_and_all_metric_keys(preset, 
     assert saved["evaluated_epoch"] == saved["epochs_trained"] - 1 and saved["checkpoint_policy"] == "final"
     if preset in CLASSIFIERS:
         assert 0 <= saved["auc_pooled"] <= 1
+    _check_predictor_bundle(tmp_path / "run", saved, preset)
+
+
+def _check_predictor_bundle(run_dir: Path, saved: dict, preset: str) -> None:
+    """Every run saves what prediction needs; the bundle, loaded back, assigns the test bins to
+    the clusters the run scored (the bundle writer checks it on the test latents)."""
+    bundle = run_dir / "predictor"
+    if preset == "v2_6_10":  # RGB imputed by a regressor that is not saved: said, not written
+        assert not bundle.exists() and "impute_rgb" in saved["predictor"]
+        return
+    meta = json.loads((bundle / "predictor.json").read_text())
+    assert meta["clustering"]["method"] == saved["best_method"] and meta["clustering"]["k"] == saved["best_k"]
+    assert meta["clustering"]["agreement_with_scored_assignment"] >= 0.99
+    assert meta["weights"]["evaluated_epoch"] == saved["evaluated_epoch"]
+    quantiles = json.loads((bundle / "anomaly.json").read_text())["quantiles"]
+    assert len(quantiles) == 1001
+    if preset != "direct_classifier":  # no decoder: no reconstruction, no anomaly score
+        assert all(math.isfinite(q) for q in quantiles) and quantiles == sorted(quantiles)
 
 
 def _runs(tracking_dir: Path):

@@ -245,6 +245,7 @@ class LithoDataModule(pl.LightningDataModule):
             y[hidden], y_group[hidden] = -1, -1
         bh_codes = pd.factorize(frame["borehole_id"], sort=True)[0]
         self.feature_names = names
+        self.base_features = base_features  # the dataset's columns, before context/engineered
         for split in SPLITS:
             m = masks[split]
             self.frames[split] = frame.loc[m, ["borehole_id", "depth_m", "principal",

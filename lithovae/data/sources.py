@@ -177,24 +177,31 @@ class TableSource:
         return {"columns": self.columns, "features": self.features, "encoding": self.encoding,
                 "max_abs_value": MAX_ABS_VALUE, "table_version": TABLE_VERSION}
 
-    def _read(self) -> pd.DataFrame:
+    @property
+    def _parquet(self) -> bool:
+        return self.path.suffix.lower() in (".parquet", ".pq")
+
+    def header(self) -> list[str]:
+        """The file's column names (errors name the file: missing, empty, unreadable)."""
         if not self.path.exists():
             raise BuildError(f"{self.path}: file not found")
         if self.path.stat().st_size == 0:
             raise BuildError(f"{self.path}: empty file")
-        wanted = list(dict.fromkeys(c for c in list(self.columns.values()) + list(self.features.values()) if c))
-        parquet = self.path.suffix.lower() in (".parquet", ".pq")
         try:
-            if parquet:
+            if self._parquet:
                 import pyarrow.parquet as pq
 
-                have = pq.read_schema(self.path).names
-            else:
-                have = list(pd.read_csv(self.path, nrows=0, encoding=self.encoding).columns)
+                return pq.read_schema(self.path).names
+            return list(pd.read_csv(self.path, nrows=0, encoding=self.encoding).columns)
         except UnicodeDecodeError:
             raise not_decodable(self.path, self.encoding) from None
         except Exception as exc:  # unreadable file: say which
             raise BuildError(f"{self.path}: cannot read ({type(exc).__name__}: {exc})") from None
+
+    def _read(self) -> pd.DataFrame:
+        wanted = list(dict.fromkeys(c for c in list(self.columns.values()) + list(self.features.values()) if c))
+        parquet = self._parquet
+        have = self.header()
         missing = [c for c in wanted if c not in have]
         if missing:
             raise BuildError(f"{self.path}: missing column '{missing[0]}'")

@@ -30,6 +30,7 @@ from lithovae.evaluation.batched import adjusted_rand as adjusted_rand_batch
 
 __all__ = [
     "ClusteringResult",
+    "fitted_params",
     "clustering_scores",
     "clustering_scores_many",
     "silhouette",
@@ -58,11 +59,33 @@ class ClusteringResult:
     None when no run could be scored.
     ``assignments``: the int cluster per row of every run that was scored, keyed like its score
     without ``ari_`` (``kmeans_k10``, ``gmm_k12``; e.g. for a silhouette per k).
+    ``fitted``: the fitted parameters of those runs, same keys (:func:`fitted_params`): what
+    assigns new rows to the same clusters (``best_fitted``: of the best run).
     """
 
     scores: dict[str, float | int | str | None]
     assignment: np.ndarray | None
     assignments: dict[str, np.ndarray] = field(default_factory=dict)
+    fitted: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def best_fitted(self) -> dict | None:
+        method, k = self.scores.get("best_method"), self.scores.get("best_k")
+        return self.fitted.get(f"{method}_k{k}") if method else None
+
+
+def fitted_params(method: str, k: int, *, centers=None, weights=None, means=None, covariances=None,
+                  covariance: str = "full") -> dict:
+    """A fitted clusterer as plain float64 arrays: ``{"method": "kmeans", "k", "centers" [k, D]}``
+    or ``{"method": "gmm", "k", "covariance", "weights" [k], "means" [k, D], "covariances"
+    [k, D, D] (full) or [k, D] (diag)}``."""
+    def array(a):
+        return np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
+
+    if method == "kmeans":
+        return {"method": method, "k": int(k), "centers": array(centers)}
+    return {"method": method, "k": int(k), "covariance": covariance, "weights": array(weights),
+            "means": array(means), "covariances": array(covariances)}
 
 
 def _as_2d(name: str, array) -> np.ndarray:
@@ -78,8 +101,9 @@ def _check_backend(backend: str) -> None:
 
 
 def _fit_predict(method: str, k: int, fit_rows: np.ndarray, latent: np.ndarray, seed: int,
-                 n_init: int, gmm_covariance: str) -> np.ndarray | None:
-    """Cluster codes of every row, or None (with a one-line warning) when the fit fails.
+                 n_init: int, gmm_covariance: str) -> tuple[np.ndarray, dict] | None:
+    """Cluster codes of every row and the fitted parameters (:func:`fitted_params`), or None
+    (with a one-line warning) when the fit fails.
 
     A Gaussian mixture on a collapsed latent (constant or duplicated dimensions) has singular
     covariances; it is refitted with a larger ``reg_covar`` before giving up.
@@ -88,7 +112,8 @@ def _fit_predict(method: str, k: int, fit_rows: np.ndarray, latent: np.ndarray, 
         with warnings.catch_warnings():
             # fewer distinct points than k: sklearn warns and still returns k labels
             warnings.filterwarnings("ignore", message="Number of distinct clusters")
-            return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(fit_rows).predict(latent)
+            model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(fit_rows)
+            return model.predict(latent), fitted_params(method, k, centers=model.cluster_centers_)
     for reg_covar in GMM_REG_COVAR:
         try:
             model = GaussianMixture(n_components=k, covariance_type=gmm_covariance,
@@ -96,7 +121,9 @@ def _fit_predict(method: str, k: int, fit_rows: np.ndarray, latent: np.ndarray, 
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Number of distinct clusters")
                 model.fit(fit_rows)
-            return model.predict(latent)
+            return model.predict(latent), fitted_params(
+                method, k, weights=model.weights_, means=model.means_, covariances=model.covariances_,
+                covariance=gmm_covariance)
         except ValueError as exc:  # "ill-defined empirical covariance"
             reason = str(exc).splitlines()[0]
     _gmm_failed(k, reason)
@@ -142,11 +169,12 @@ class _Member:
         return [k for k in ks if k <= n_fit]
 
     def result(self, ks: Sequence[int], methods: Sequence[str], assignments: dict,
-               aris: dict | None = None) -> ClusteringResult:
+               aris: dict | None = None, fitted: dict | None = None) -> ClusteringResult:
         """Scores from ``assignments[(k, method)]`` (missing or None: null); ``aris`` the
-        already computed ARIs of some of them."""
+        already computed ARIs of some of them; ``fitted[(k, method)]`` their parameters."""
         scores: dict[str, float | int | str | None] = {}
         kept: dict[str, np.ndarray] = {}
+        params: dict[str, dict] = {}
         best = (np.nan, None, None, None)  # (ari, k, method, assignment)
         for k in ks:
             for method in methods:
@@ -160,12 +188,14 @@ class _Member:
                     ari = float(adjusted_rand_score(self.labels[self.labeled], assignment[self.labeled]))
                 scores[key] = ari
                 kept[f"{method}_k{k}"] = assignment
+                if (fitted or {}).get((k, method)) is not None:
+                    params[f"{method}_k{k}"] = fitted[(k, method)]
                 if np.isnan(best[0]) or ari > best[0]:
                     best = (ari, k, method, assignment)
         scores[f"{self.prefix}ari_best"] = float(best[0])
         scores[f"{self.prefix}best_k"] = best[1]
         scores[f"{self.prefix}best_method"] = best[2]
-        return ClusteringResult(scores=scores, assignment=best[3], assignments=kept)
+        return ClusteringResult(scores=scores, assignment=best[3], assignments=kept, fitted=params)
 
 
 def _check_options(gmm_covariance: str, max_fit_samples: int | None, backend: str) -> None:
@@ -238,10 +268,12 @@ def clustering_scores_many(latents, labels, ks: Sequence[int], *, seed: int, n_i
         results = []
         for member in members:
             fit_rows = member.latent[member.fit_index]
-            assignments = {(k, method): _fit_predict(method, k, fit_rows, member.latent, seed,
-                                                     n_init, gmm_covariance)
-                           for k in member.fits(ks, methods) for method in methods}
-            results.append(member.result(ks, methods, assignments))
+            fits = {(k, method): _fit_predict(method, k, fit_rows, member.latent, seed, n_init,
+                                              gmm_covariance)
+                    for k in member.fits(ks, methods) for method in methods}
+            fits = {key: fit for key, fit in fits.items() if fit is not None}
+            results.append(member.result(ks, methods, {key: fit[0] for key, fit in fits.items()},
+                                         fitted={key: fit[1] for key, fit in fits.items()}))
         return results
     return _torch_scores(members, tensors, ks, methods, seed, n_init, gmm_covariance, members_per_pass)
 
@@ -264,6 +296,7 @@ def _torch_scores(members: list[_Member], tensors, ks, methods, seed: int, n_ini
         passes += [(shape, fit_ks, device, indices[s:s + size]) for s in range(0, len(indices), size)]
     assignments: list[dict] = [{} for _ in members]
     aris: list[dict] = [{} for _ in members]
+    fitted: list[dict] = [{} for _ in members]
     for shape, fit_ks, device, indices in passes:
         x = torch.stack([(tensors[i] if tensors[i] is not None
                           else torch.as_tensor(np.ascontiguousarray(members[i].latent))).to(device)
@@ -288,7 +321,13 @@ def _torch_scores(members: list[_Member], tensors, ks, methods, seed: int, n_ini
                         continue
                     assignments[i][(k, method)] = labels[j, g].cpu().numpy()
                     aris[i][(k, method)] = scored[g]
-    return [member.result(ks, methods, assignments[i], aris[i]) for i, member in enumerate(members)]
+                    fitted[i][(k, method)] = (
+                        fitted_params("kmeans", k, centers=km.centers[j, g, :k]) if method == "kmeans"
+                        else fitted_params("gmm", k, weights=mixture.weights[j, g, :k],
+                                           means=mixture.means[j, g, :k],
+                                           covariances=mixture.covariances[j, g, :k],
+                                           covariance=gmm_covariance))
+    return [member.result(ks, methods, assignments[i], aris[i], fitted[i]) for i, member in enumerate(members)]
 
 
 def silhouette(latent, assignment, sample_size: int | None = 10000, seed: int = 0,

@@ -176,7 +176,7 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
         masked = model_outputs(model, tensors, visible)
         metrics.update(imputation_r2(x, masked["recon"], hidden, feature_names))
     arrays = {"mu": out["mu"], "recon": out["recon"], "logits": out["logits"], "target": target,
-              "assignment": clusters.assignment, "prior_assignment": own}
+              "assignment": clusters.assignment, "prior_assignment": own, "clustering": clusters}
     return metrics, arrays
 
 

@@ -1,0 +1,128 @@
+"""Write a run's predictor bundle: what applying it to new bins needs, in plain files.
+
+``<run dir>/predictor/``:
+
+- ``predictor.json``: format, model config and data spec, feature lists and how model inputs
+  are derived (context, engineered, transforms), the scored weights (checkpoint, epoch,
+  policy), the clustering (method, k, fitted on which rows), the training range per feature;
+- ``weights.pt``: the network's state dict (tensors only: read with ``weights_only``);
+- ``scaler.json``, ``label_encoding.json``: the run's;
+- ``clusterer.json``: the scored clustering's parameters (centres, or GMM weights, means and
+  covariances); ``clusters.csv``: its clusters' lithologies on the test boreholes;
+- ``anomaly.json``: the anomaly score's distribution over the training bins (1001 quantiles).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lithovae.prediction.clusterer import FittedClusterer
+from lithovae.prediction.predictor import BUNDLE_DIR, BUNDLE_FORMAT, Predictor
+
+QUANTILES = np.linspace(0.0, 1.0, 1001)
+
+
+def training_range(dm) -> dict[str, list[float]]:
+    """Per base feature, the min and max of the training bins in original units."""
+    train = dm.tensors["train"]
+    raw = dm.scaler.inverse_transform(train["x"].numpy().astype(np.float64))
+    raw = np.where(train["observed"].numpy(), raw, np.nan)[:, :len(dm.base_features)]
+    with np.errstate(all="ignore"):
+        low, high = np.nanmin(raw, 0), np.nanmax(raw, 0)
+    return {"min": low.tolist(), "max": high.tolist()}
+
+
+def unsupported_reason(cfg) -> str | None:
+    """Why a run cannot be applied to new bins, or None."""
+    if cfg.datamodule.get("impute_rgb"):
+        return ("datamodule.impute_rgb: the RGB regressor fitted on the training bins is not saved, "
+                "so new bins cannot be prepared as training prepared them")
+    return None
+
+
+def write_bundle(run_dir: Path, *, cfg, dm, model, clustering, assignment, metrics: dict,
+                 source, score_options: dict) -> Path | None:
+    """The bundle of a scored run (replacing an older one atomically); None (and a note in
+    ``metrics["predictor"]``) when the run cannot predict: no clustering was scored, or the
+    run's data preparation cannot be repeated on new bins."""
+    from omegaconf import OmegaConf
+
+    from lithovae import __version__
+    from lithovae.evaluation.clusters import cluster_table
+
+    reason = unsupported_reason(cfg)
+    params = clustering.best_fitted if clustering is not None else None
+    if reason is None and (params is None or assignment is None):
+        reason = "no clustering of the test latents could be scored (see the ari_* warnings)"
+    if reason is not None:
+        metrics["predictor"] = f"not written: {reason}"
+        return None
+    clusterer = FittedClusterer(params)
+    model = model.cpu().eval()
+    meta = {
+        "format": BUNDLE_FORMAT, "lithovae_version": __version__,
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "data_spec": dataclasses.asdict(model.data),
+        "features": list(dm.base_features), "model_features": list(dm.feature_names),
+        "context": int(cfg.datamodule.context), "engineered": bool(cfg.datamodule.engineered),
+        "transforms": dict(dm.scaler.transforms),
+        "weights": {k: metrics.get(k) for k in ("evaluated_checkpoint", "evaluated_epoch",
+                                                 "evaluated_global_step", "checkpoint_policy")},
+        "clustering": {"method": clusterer.method, "k": clusterer.k, "fitted_on": "test latent means",
+                       "n_fitted": int(len(assignment)), "ari": metrics.get("ari_best")},
+        "training_range": training_range(dm),
+        "dataset": source.name, "synthetic": bool(source.synthetic), "seed": int(cfg.seed),
+        "preset": cfg.get("preset"), "eval": score_options, "top_k": 3,
+    }
+    principal = dm.frames["test"]["principal"].to_numpy()
+    final = run_dir / BUNDLE_DIR
+    tmp = Path(tempfile.mkdtemp(prefix=f".{BUNDLE_DIR}-", dir=run_dir))
+    try:
+        (tmp / "predictor.json").write_text(json.dumps(meta, indent=1, default=str))
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "weights.pt")
+        dm.scaler.save(tmp / "scaler.json")
+        (tmp / "label_encoding.json").write_text(json.dumps(dm.encoding.to_dict(), indent=1))
+        (tmp / "clusterer.json").write_text(json.dumps(clusterer.to_dict()))
+        cluster_table(assignment, principal).to_csv(tmp / "clusters.csv")
+        (tmp / "anomaly.json").write_text(json.dumps({"quantiles": [0.0] * len(QUANTILES)}))
+        predictor = Predictor(tmp)  # the bundle as prediction reads it
+        train = dm.tensors["train"]
+        scores = predictor.anomaly_scores(train["x"], train["observed"])
+        (tmp / "anomaly.json").write_text(json.dumps(anomaly_distribution(scores), indent=1))
+        agreement = float(np.mean(predictor.clusterer.predict(predictor_latents(predictor, dm)) == assignment))
+        meta["clustering"]["agreement_with_scored_assignment"] = agreement
+        (tmp / "predictor.json").write_text(json.dumps(meta, indent=1, default=str))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return final
+
+
+def predictor_latents(predictor: Predictor, dm) -> np.ndarray:
+    test = dm.tensors["test"]
+    return predictor.network(test["x"], test["observed"])["mu"].numpy()
+
+
+def anomaly_distribution(scores: np.ndarray) -> dict:
+    """The anomaly score over the training bins: 1001 quantiles (0, 0.1, ..., 100 %), n, mean, sd."""
+    finite = scores[np.isfinite(scores)]
+    if finite.size == 0:  # a model with no reconstruction (a direct classifier)
+        return {"definition": DEFINITION, "n": 0, "quantiles": [None] * len(QUANTILES)}
+    return {"definition": DEFINITION, "n": int(finite.size), "n_nonfinite": int(scores.size - finite.size),
+            "mean": float(finite.mean()), "std": float(finite.std()),
+            "quantiles": np.quantile(finite, QUANTILES).tolist()}
+
+
+DEFINITION = ("negative ELBO per bin at the latent mean: sum over observed scaled features of the "
+              "squared reconstruction error, plus KL(q(z|x) || p(z)); computed on the training bins")

@@ -1,0 +1,273 @@
+"""lithovae.predict and the run's MLflow model: a trained run applied to new bins."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from lithovae.errors import LithovaeError
+from lithovae.predict import predict
+from lithovae.train import train
+from tests.conftest import CONF_DIR, compose_train
+from tests.test_tracking_server import MLFLOW, _env, _free_port
+
+MODEL_NAME = "lithology-test"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shared_data_dir):
+    """v2_14_2 (semi-supervised, masked) trained 2 epochs, logged and registered in a local store."""
+    root = tmp_path_factory.mktemp("trained")
+    cfg = compose_train(["experiment=v2_14_2", "trainer.max_epochs=2", f"export.register_as={MODEL_NAME}"],
+                        root, shared_data_dir)
+    metrics = train(cfg)
+    dataset = Path(metrics["dataset_path"]) if "dataset_path" in metrics else \
+        next(Path(shared_data_dir).rglob("synthetic-small-seed0*.parquet"))
+    store = root / "outputs" / "mlruns"
+    client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("lithovae").experiment_id])
+    split = json.loads((root / "run" / "split.json").read_text())["boreholes"]
+    return {"root": root, "run_dir": root / "run", "metrics": metrics, "dataset": dataset, "store": store,
+            "run_id": run.info.run_id, "test_boreholes": split["test"], "data_dir": shared_data_dir}
+
+
+def _bins(trained, boreholes=None, labels: bool = False) -> pd.DataFrame:
+    frame = pd.read_parquet(trained["dataset"])
+    if boreholes is not None:
+        frame = frame[frame["borehole_id"].isin(boreholes)].reset_index(drop=True)
+    columns = ["borehole_id", "depth_m", "GRA", "MS", "NGR", "R", "G", "B"] + ["principal"] * labels
+    return frame[columns]
+
+
+def _predict_cfg(trained, tmp_path: Path, *overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="predict", overrides=[
+            f"paths.root_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.mlflow_dir={trained['store']}", *overrides])
+
+
+def _run_predict(trained, tmp_path: Path, csv: Path, *overrides: str, run: str | None = None):
+    cfg = _predict_cfg(trained, tmp_path, f"run={run or trained['run_dir']}", "data=table",
+                       f"data.path={csv}", *overrides)
+    return predict(cfg)
+
+
+def test_predict_writes_one_row_per_bin_and_a_log_per_borehole(trained, tmp_path):
+    bins = _bins(trained)
+    csv = tmp_path / "bins.csv"
+    bins.to_csv(csv, index=False)  # no label column
+    summary = _run_predict(trained, tmp_path, csv, "out=" + str(tmp_path / "pred"))
+    table = pd.read_parquet(tmp_path / "pred" / "predictions.parquet")
+    assert len(table) == len(bins) == summary["n_bins"]
+    expected = {"borehole_id", "depth_m", "cluster", "cluster_top_lithology", "cluster_purity",
+                "predicted_lithology", "lithology_top1", "probability_top3", "recon_error", "anomaly_score",
+                "anomaly_percentile", "GRA_imputed", "B_out_of_range", "n_out_of_range"}
+    assert expected | {f"z_{j}" for j in range(10)} <= set(table.columns)
+    meta = json.loads((trained["run_dir"] / "predictor" / "predictor.json").read_text())
+    assert table["cluster"].between(0, meta["clustering"]["k"] - 1).all()
+    assert table["anomaly_percentile"].between(0, 100).all() and np.isfinite(table["anomaly_score"]).all()
+    probabilities = table[["probability_top1", "probability_top2", "probability_top3"]].to_numpy()
+    assert (np.diff(probabilities, axis=1) <= 0).all() and (probabilities.sum(1) <= 1 + 1e-9).all()
+    assert (table["predicted_lithology"] == table["lithology_top1"]).all()
+    figures = sorted((tmp_path / "pred" / "figures").glob("*.png"))
+    assert len(figures) == bins["borehole_id"].nunique() == summary["n_boreholes"]
+    assert "scores" not in summary and summary["weights"]["evaluated_epoch"] == 1
+
+
+def test_the_saved_clusterer_reproduces_the_runs_score_on_its_test_boreholes(trained, tmp_path):
+    """Predicting the run's own labeled test boreholes gives back the run's ARI: the same
+    weights, scaler, clusterer and bins (what evaluate also prints, refitted, beside it)."""
+    csv = tmp_path / "test.csv"
+    _bins(trained, trained["test_boreholes"], labels=True).to_csv(csv, index=False)
+    summary = _run_predict(trained, tmp_path, csv, "figures=false", "format=csv")
+    scores = summary["scores"]
+    assert scores["ari_saved_clusterer"] == pytest.approx(trained["metrics"]["ari_best"], abs=1e-9)
+    assert scores["ari_best"] == pytest.approx(trained["metrics"]["ari_best"], abs=1e-6)
+    assert scores["baseline_ari_best"] == pytest.approx(trained["metrics"]["baseline_ari_best"], abs=1e-6)
+    assert Path(summary["table"]).suffix == ".csv" and Path(summary["table"]).exists()
+
+
+def test_the_mlflow_model_returns_the_table_of_predict(trained, tmp_path):
+    bins = _bins(trained, trained["test_boreholes"])
+    csv = tmp_path / "bins.csv"
+    bins.to_csv(csv, index=False)
+    summary = _run_predict(trained, tmp_path, csv, "figures=false")
+    expected = pd.read_parquet(summary["table"])
+    mlflow.set_tracking_uri(f"sqlite:///{trained['store'] / 'mlflow.db'}")
+    for uri in (f"runs:/{trained['run_id']}/model", f"models:/{MODEL_NAME}/1"):
+        got = mlflow.pyfunc.load_model(uri).predict(bins)
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_dtype=False)
+    # and lithovae.predict takes the run id and the registered model as well as the run dir
+    for run in (trained["run_id"], f"models:/{MODEL_NAME}/1"):
+        again = _run_predict(trained, tmp_path, csv, "figures=false", f"out={tmp_path / run[-6:]}", run=run)
+        pd.testing.assert_frame_equal(pd.read_parquet(again["table"]), expected)
+
+
+def test_the_logged_model_has_a_signature_naming_the_features_and_is_registered(trained):
+    client = mlflow.MlflowClient(f"sqlite:///{trained['store'] / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{trained['store'] / 'mlflow.db'}")
+    info = mlflow.models.get_model_info(f"runs:/{trained['run_id']}/model")
+    assert info.signature.inputs.input_names() == ["borehole_id", "depth_m", "GRA", "MS", "NGR", "R", "G", "B"]
+    assert "cluster" in info.signature.outputs.input_names()
+    (version,) = client.search_model_versions(f"name='{MODEL_NAME}'")
+    assert version.run_id == trained["run_id"]
+    # the run lists the model as its output: the UI's Models column
+    assert client.get_run(trained["run_id"]).outputs.model_outputs[0].model_id == info.model_id
+
+
+@contextlib.contextmanager
+def _served(model_uri: str, tracking_uri: str, log_path: Path):
+    port = _free_port()
+    # the scoring server is uvicorn, started by name: this environment's comes first
+    env = {**_env(), "MLFLOW_TRACKING_URI": tracking_uri,
+           "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [str(MLFLOW), "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1",
+             "-p", str(port), "-w", "1"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                if server.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"mlflow models serve did not come up: {log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield base
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+def test_a_served_registered_model_answers_invocations_like_predict(trained, tmp_path):
+    bins = _bins(trained, trained["test_boreholes"][:2])
+    bins.loc[3, "MS"] = np.nan  # a missing value: imputed, flagged
+    csv = tmp_path / "bins.csv"
+    bins.to_csv(csv, index=False)
+    expected = pd.read_parquet(_run_predict(trained, tmp_path, csv, "figures=false")["table"])
+    # JSON carries 15 significant digits (the CSV all 17): float32 latents agree to ~1e-7
+    payload = {"dataframe_split": json.loads(bins.to_json(orient="split", index=False, double_precision=15))}
+    with _served(f"models:/{MODEL_NAME}/1", f"sqlite:///{trained['store'] / 'mlflow.db'}",
+                 tmp_path / "serve.log") as base:
+        req = urllib.request.Request(f"{base}/invocations", data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            answer = pd.DataFrame(json.loads(resp.read())["predictions"])
+    assert len(answer) == len(bins)
+    assert (answer["cluster"].to_numpy() == expected["cluster"].to_numpy()).all()
+    for column in [f"z_{j}" for j in range(10)] + ["anomaly_score", "anomaly_percentile", "MS"]:
+        np.testing.assert_allclose(answer[column].to_numpy(float), expected[column].to_numpy(float),
+                                   rtol=1e-5, atol=1e-6)
+    assert bool(answer.loc[3, "MS_imputed"]) and not bool(answer.loc[2, "MS_imputed"])
+    assert (answer["predicted_lithology"] == expected["predicted_lithology"]).all()
+
+
+# -- bad input: one line naming what is wrong, nothing written ---------------------------------------
+
+def _fails(trained, tmp_path, csv, *overrides, run=None) -> str:
+    with pytest.raises(LithovaeError) as info:
+        _run_predict(trained, tmp_path, csv, f"out={tmp_path / 'out'}", *overrides, run=run)
+    assert not (tmp_path / "out").exists()
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_missing_feature_column_names_it(trained, tmp_path):
+    csv = tmp_path / "bins.csv"
+    _bins(trained).drop(columns=["MS"]).to_csv(csv, index=False)
+    assert "missing column 'MS'" in _fails(trained, tmp_path, csv)
+
+
+def test_other_features_than_the_runs_name_both_lists(trained, tmp_path):
+    csv = tmp_path / "bins.csv"
+    _bins(trained).to_csv(csv, index=False)
+    message = _fails(trained, tmp_path, csv, "data.features=[GRA,MS,NGR]")
+    assert "['GRA', 'MS', 'NGR']" in message and "['GRA', 'MS', 'NGR', 'R', 'G', 'B']" in message
+
+
+def test_a_non_numeric_depth_names_the_column_and_row(trained, tmp_path):
+    bins = _bins(trained).astype({"depth_m": object})
+    bins.loc[5, "depth_m"] = "deep"
+    csv = tmp_path / "bins.csv"
+    bins.to_csv(csv, index=False)
+    message = _fails(trained, tmp_path, csv)
+    assert "'depth_m'" in message and "'deep'" in message
+
+
+def test_an_empty_file_and_a_well_without_values_are_errors(trained, tmp_path):
+    csv = tmp_path / "empty.csv"
+    _bins(trained).head(0).to_csv(csv, index=False)
+    assert "no data rows" in _fails(trained, tmp_path, csv)
+    bins = _bins(trained).head(20)
+    bins.loc[:, ["GRA", "MS", "NGR", "R", "G", "B"]] = np.nan
+    bins.to_csv(csv, index=False)
+    assert "no finite value" in _fails(trained, tmp_path, csv)
+
+
+def test_values_far_outside_the_training_range_are_flagged_not_fatal(trained, tmp_path):
+    bins = _bins(trained, trained["test_boreholes"][:1]).reset_index(drop=True)
+    bins.loc[0, "GRA"] = 50.0  # g/cm3: no rock
+    bins.loc[1, "NGR"] = -1e6
+    csv = tmp_path / "bins.csv"
+    bins.to_csv(csv, index=False)
+    summary = _run_predict(trained, tmp_path, csv, "figures=false")
+    table = pd.read_parquet(summary["table"])
+    assert bool(table.loc[0, "GRA_out_of_range"]) and bool(table.loc[1, "NGR_out_of_range"])
+    assert table["n_out_of_range"].iloc[2:].eq(table["n_out_of_range"].iloc[2:]).all()
+    assert summary["n_values_out_of_range"] >= 2 and len(table) == len(bins)
+    assert table.loc[0, "anomaly_percentile"] == 100.0  # and it is the most anomalous bin there is
+
+
+def test_runs_that_cannot_predict_say_why(trained, tmp_path):
+    import shutil
+
+    csv = tmp_path / "bins.csv"
+    _bins(trained).head(50).to_csv(csv, index=False)
+    old = tmp_path / "old-run"
+    shutil.copytree(trained["run_dir"], old, ignore=shutil.ignore_patterns("predictor"))
+    assert "has no predictor/" in _fails(trained, tmp_path, csv, run=str(old))
+    newer = tmp_path / "newer-run"
+    shutil.copytree(trained["run_dir"], newer)
+    meta = json.loads((newer / "predictor" / "predictor.json").read_text())
+    (newer / "predictor" / "predictor.json").write_text(json.dumps({**meta, "format": 99}))
+    assert "format 99" in _fails(trained, tmp_path, csv, run=str(newer))
+    assert "not a lithovae run directory" in _fails(trained, tmp_path, csv, run=str(tmp_path))
+    assert "neither a run directory" in _fails(trained, tmp_path, csv, run="no-such-run")
+
+
+def test_the_command_line_exits_2_with_one_line(trained, tmp_path):
+    csv = tmp_path / "bins.csv"
+    _bins(trained).drop(columns=["NGR"]).to_csv(csv, index=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lithovae.predict", f"run={trained['run_dir']}", "data=table", f"data.path={csv}",
+         f"paths.root_dir={tmp_path}", f"out={tmp_path / 'out'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {csv}: missing column 'NGR'"
+    assert not (tmp_path / "out").exists()
