@@ -239,7 +239,6 @@ def test_values_far_outside_the_training_range_are_flagged_not_fatal(trained, tm
     summary = _run_predict(trained, tmp_path, csv, "figures=false")
     table = pd.read_parquet(summary["table"])
     assert bool(table.loc[0, "GRA_out_of_range"]) and bool(table.loc[1, "NGR_out_of_range"])
-    assert table["n_out_of_range"].iloc[2:].eq(table["n_out_of_range"].iloc[2:]).all()
     assert summary["n_values_out_of_range"] >= 2 and len(table) == len(bins)
     assert table.loc[0, "anomaly_percentile"] == 100.0  # and it is the most anomalous bin there is
 

@@ -37,13 +37,15 @@ class FittedClusterer:
         chol = torch.linalg.cholesky(covariances)
         eye = torch.eye(chol.shape[-1], dtype=torch.float64).expand_as(chol)
         self.precision_chol = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
-        self.log_det = self.precision_chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        log_det = self.precision_chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        self.shift = torch.einsum("kd,kde->ke", self.means, self.precision_chol)
+        self.constant = -0.5 * self.means.shape[1] * math.log(2 * math.pi) + log_det + self.weights.log()
 
     @property
     def dim(self) -> int:
         return int((self.centers if self.method == "kmeans" else self.means).shape[1])
 
-    def predict(self, z, chunk: int = 65536) -> np.ndarray:
+    def predict(self, z, chunk: int = 4096) -> np.ndarray:
         """Cluster id (int64) of each row of ``z`` [N, D]; -1 for a row with a non-finite value."""
         z = torch.as_tensor(np.asarray(z), dtype=torch.float64)
         out = torch.full((len(z),), -1, dtype=torch.int64)
@@ -57,11 +59,10 @@ class FittedClusterer:
         """[N, k]: minus squared distances (k-means) or weighted log densities (GMM)."""
         if self.method == "kmeans":
             return -torch.cdist(z, self.centers).square()
-        y = torch.einsum("nd,kde->nke", z, self.precision_chol) \
-            - torch.einsum("kd,kde->ke", self.means, self.precision_chol)
-        d = z.shape[1]
-        return (-0.5 * (d * math.log(2 * math.pi) + y.square().sum(-1)) + self.log_det
-                + self.weights.log())
+        k, d = self.means.shape
+        # (z - m_k) P_k for every k as one product: [N, D] x [D, k*D]
+        y = (z @ self.precision_chol.permute(1, 0, 2).reshape(d, k * d)).view(len(z), k, d) - self.shift
+        return -0.5 * (y * y).sum(-1) + self.constant
 
     def to_dict(self) -> dict:
         """The parameters as JSON-ready lists (what :meth:`load` reads)."""
