@@ -357,18 +357,47 @@ def _train(tmp_path: Path, *overrides: str) -> dict:
     return json.loads(found[0].read_text())
 
 
-def test_training_on_a_folder_of_las_wells_ends_with_metrics(tmp_path):
+def _predict(tmp_path: Path, *overrides: str) -> tuple[dict, pd.DataFrame]:
+    """``lithovae.predict`` with the run that :func:`_train` left, in process."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lithovae.predict import predict
+    from tests.conftest import CONF_DIR
+
+    (run_dir,) = [p.parent for p in (tmp_path / "outputs").rglob("metrics.json")]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="predict", overrides=[
+            f"run={run_dir}", f"paths.root_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}",
+            f"out={tmp_path / 'predicted'}", *overrides])
+    summary = predict(cfg)
+    return summary, pd.read_parquet(summary["table"])
+
+
+def test_training_on_a_folder_of_las_wells_ends_with_metrics_and_predicts_new_wells(tmp_path):
     folder = _las_folder(tmp_path / "wells")
-    metrics = _train(tmp_path, "data=las", f"data.path={folder}", "data.features={GR: GR, RHOB: RHOB|DEN, NPHI: NPHI}",
-                     "data.label=LITH")
+    features = "data.features={GR: GR, RHOB: RHOB|DEN, NPHI: NPHI}"
+    metrics = _train(tmp_path, "data=las", f"data.path={folder}", features, "data.label=LITH")
     assert metrics["dataset"] == "las-wells" and metrics["synthetic"] is False
     assert metrics["n_test"] > 0 and {"r2_GR", "r2_RHOB", "r2_NPHI"} <= set(metrics)
+    new = _las_folder(tmp_path / "new-wells", n_wells=3, seed=1)  # unlabeled: data.label stays null
+    summary, table = _predict(tmp_path, "data=las", f"data.path={new}", features)
+    assert len(table) == summary["n_bins"] == 3 * 150 and table["borehole_id"].nunique() == 3
+    assert {"GR", "RHOB", "NPHI", "GR_imputed", "z_0", "cluster", "anomaly_percentile"} <= set(table.columns)
+    missing_gr = table["GR_imputed"].to_numpy()
+    assert missing_gr.any() and np.isfinite(table.loc[missing_gr, "GR"]).all()  # filled by the decoder
+    assert len(summary["figures"]) == 3 and "scores" not in summary
 
 
-def test_training_on_a_csv_of_well_log_columns_ends_with_metrics(tmp_path):
+def test_training_on_a_csv_of_well_log_columns_ends_with_metrics_and_predicts(tmp_path):
     csv = _well_log_csv(tmp_path / "logs.csv", n_wells=20)
-    metrics = _train(tmp_path, "data=table", f"data.path={csv}", "data.borehole=WELL", "data.depth=DEPTH",
-                     "data.label=LITHOLOGY", "data.features=[GR,RHOB,NPHI,DTC,RDEP]",
-                     "data.transforms={RDEP: log1p}")
+    columns = ["data.borehole=WELL", "data.depth=DEPTH", "data.label=LITHOLOGY",
+               "data.features=[GR,RHOB,NPHI,DTC,RDEP]", "data.transforms={RDEP: log1p}"]
+    metrics = _train(tmp_path, "data=table", f"data.path={csv}", *columns)
     assert metrics["dataset"] == "table-logs" and metrics["n_test"] > 0
     assert {"r2_GR", "r2_DTC", "r2_RDEP"} <= set(metrics)
+    new = _well_log_csv(tmp_path / "new.csv", n_wells=2, seed=3)
+    summary, table = _predict(tmp_path, "data=table", f"data.path={new}", *columns, "figures=false")
+    assert len(table) == 2 * 40 and summary["n_labeled"] == 80
+    assert -1 <= summary["scores"]["ari_saved_clusterer"] <= 1 and "ari_best" in summary["scores"]
