@@ -206,16 +206,20 @@ def _scores(predictor, frame, bins, outputs, table, labeled) -> dict:
 
 
 def _figures(predictor, table, frame, labeled, folder: Path) -> list[str]:
+    """A log figure per borehole; one that cannot be drawn is a one-line warning, not a lost table."""
     import pandas as pd
 
-    from lithovae.evaluation.figures import _safe_name
+    from lithovae.evaluation.figures import _draw, _safe_name
     from lithovae.prediction.figure import prediction_log
 
     described = pd.Series(frame["principal"].to_numpy(), index=table.index) if labeled.any() else None
     boreholes = list(pd.unique(table["borehole_id"]))
     print(f"drawing {len(boreholes)} borehole logs in {folder}")
-    return [str(prediction_log(table, predictor.features, bh, folder / f"{_safe_name(bh)}.png", described))
-            for bh in boreholes]
+    written: dict = {}
+    for bh in boreholes:
+        _draw(written, str(bh), prediction_log, table, predictor.features, bh,
+              folder / f"{_safe_name(bh)}.png", described)
+    return [str(path) for path in written.values()]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

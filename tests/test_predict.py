@@ -39,7 +39,7 @@ def trained(tmp_path_factory, shared_data_dir):
         next(Path(shared_data_dir).rglob("synthetic-small-seed0*.parquet"))
     store = root / "outputs" / "mlruns"
     client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("lithovae").experiment_id])
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])  # the only one
     split = json.loads((root / "run" / "split.json").read_text())["boreholes"]
     return {"root": root, "run_dir": root / "run", "metrics": metrics, "dataset": dataset, "store": store,
             "run_id": run.info.run_id, "test_boreholes": split["test"], "data_dir": shared_data_dir}
@@ -241,6 +241,18 @@ def test_values_far_outside_the_training_range_are_flagged_not_fatal(trained, tm
     assert bool(table.loc[0, "GRA_out_of_range"]) and bool(table.loc[1, "NGR_out_of_range"])
     assert summary["n_values_out_of_range"] >= 2 and len(table) == len(bins)
     assert table.loc[0, "anomaly_percentile"] == 100.0  # and it is the most anomalous bin there is
+
+
+def test_a_las_file_without_a_depth_curve_is_named(trained, tmp_path):
+    las = tmp_path / "wells" / "a.las"
+    las.parent.mkdir()
+    las.write_text("~Version\nVERS. 2.0 : CWLS LAS 2.0\nWRAP. NO : one line per step\n~Well\n"
+                   "NULL. -999.25 : NULL VALUE\nWELL. W : WELL\n~Curve Information\nTIME.S :\nGRA.G/C3 :\n"
+                   "MS.SI :\nNGR.CPS :\nR. :\nG. :\nB. :\n~ASCII\n0 1.5 10 20 50 50 50\n1 1.6 11 21 51 51 51\n")
+    with pytest.raises(LithovaeError, match="a.las: no depth/index curve"):
+        predict(_predict_cfg(trained, tmp_path, f"run={trained['run_dir']}", "data=las",
+                             f"data.path={las.parent}", f"out={tmp_path / 'out'}"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_runs_that_cannot_predict_say_why(trained, tmp_path):

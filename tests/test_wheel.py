@@ -46,7 +46,13 @@ def test_a_built_wheel_installed_in_a_fresh_venv_trains_from_outside_the_repo(tm
                           cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "scored weights: last.ckpt, epoch 0" in proc.stdout
-    assert list((work / "outputs" / "runs" / "train").glob("*/metrics.json"))
+    (run_dir,) = [p.parent for p in (work / "outputs" / "runs" / "train").glob("*/metrics.json")]
+    # predict (its config and the MLflow model's code file come from the wheel too)
+    predicted = subprocess.run([str(python), "-m", "lithovae.predict", f"run={run_dir}", "data=synthetic",
+                                "data.scale=small", "figures=false", f"out={work / 'predicted.csv'}"],
+                               cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert (work / "predicted.csv").stat().st_size > 0
     # the ensemble launcher is a Hydra plugin: found in the installed wheel, not in the repo
     sweep = subprocess.run([str(python), "-m", "lithovae.train", "-m", "hydra/launcher=ensemble", "data.scale=small",
                             "trainer.max_epochs=1", "mask=random", "mask.prob=0.1,0.2", "eval.figures=false",

@@ -174,7 +174,7 @@ class Predictor:
 
     # -- the table ---------------------------------------------------------------------------
     def predict(self, frame: pd.DataFrame, where: str = "input", top_k: int | None = None) -> pd.DataFrame:
-        """One row per row of ``frame``, in its order (columns in docs/prediction.md)."""
+        """One row per row of ``frame``, in its order (the columns: README, "Prediction")."""
         bins = self.prepare(frame, where)
         return self.table(frame, bins, self.network(bins.x, bins.observed), top_k)
 
