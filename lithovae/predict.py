@@ -64,9 +64,9 @@ def _mlflow_predictor(uri: str, tracking_uri: str | None, mlflow_dir: str):
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     store, _ = tracking.resolved_store(tracking_uri, mlflow_dir, key="tracking_uri")
-    mlflow.set_tracking_uri(store)
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        with tracking.global_uri(store):
+            model = mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # noqa: BLE001 - not found, no such version, not a pyfunc model
         from lithovae.cli import one_line
 

@@ -279,8 +279,11 @@ def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "output
         lock = file_lock(database.parent / ".lock")
     with lock:
         ensure_experiment(uri, experiment_name, artifacts, source)
-    return MLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
-                        artifact_location=artifacts)
+    logger = MLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
+                          artifact_location=artifacts)
+    with global_uri(uri):  # Lightning sets MLflow's process-wide URI as it starts the run: not beyond it
+        logger.experiment
+    return logger
 
 
 def no_logger() -> None:
@@ -432,6 +435,26 @@ def tracked_run(logger, cfg: DictConfig, tags: dict[str, str]):
         end_run(logger, "FAILED", {"error": one_line(exc)[:5000]})
         raise
     end_run(logger, "FINISHED")
+
+
+@contextlib.contextmanager
+def global_uri(uri: str):
+    """MLflow's process-wide tracking URI set to ``uri`` for the block (what its fluent API,
+    model logging and loading read), then restored exactly: the previous URI and the
+    ``MLFLOW_TRACKING_URI`` variable, which ``mlflow.set_tracking_uri`` also sets."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    previous, variable = utils._tracking_uri, os.environ.get(ENV_URI)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if variable is None:
+            os.environ.pop(ENV_URI, None)
+        else:
+            os.environ[ENV_URI] = variable
 
 
 def log_dataset(logger, name: str, digest: str, source: str, context: str = "training") -> None:

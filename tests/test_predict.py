@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,9 +18,10 @@ from hydra.core.global_hydra import GlobalHydra
 
 from lithovae.errors import LithovaeError
 from lithovae.predict import predict
+from lithovae.tracking import global_uri
 from lithovae.train import train
 from tests.conftest import CONF_DIR, compose_train
-from tests.test_tracking_server import MLFLOW, _env, _free_port
+from tests.test_tracking_server import MLFLOW, _env, background_server
 
 MODEL_NAME = "lithology-test"
 
@@ -32,9 +30,12 @@ MODEL_NAME = "lithology-test"
 def trained(tmp_path_factory, shared_data_dir):
     """v2_14_2 (semi-supervised, masked) trained 2 epochs, logged and registered in a local store."""
     root = tmp_path_factory.mktemp("trained")
+    environment = os.environ.get("MLFLOW_TRACKING_URI")
     cfg = compose_train(["experiment=v2_14_2", "trainer.max_epochs=2", f"export.register_as={MODEL_NAME}"],
                         root, shared_data_dir)
     metrics = train(cfg)
+    # training (Lightning's logger, the model's logging) left no tracking URI behind for the next run
+    assert os.environ.get("MLFLOW_TRACKING_URI") == environment
     dataset = Path(metrics["dataset_path"]) if "dataset_path" in metrics else \
         next(Path(shared_data_dir).rglob("synthetic-small-seed0*.parquet"))
     store = root / "outputs" / "mlruns"
@@ -108,9 +109,10 @@ def test_the_mlflow_model_returns_the_table_of_predict(trained, tmp_path):
     bins.to_csv(csv, index=False)
     summary = _run_predict(trained, tmp_path, csv, "figures=false")
     expected = pd.read_parquet(summary["table"])
-    mlflow.set_tracking_uri(f"sqlite:///{trained['store'] / 'mlflow.db'}")
     for uri in (f"runs:/{trained['run_id']}/model", f"models:/{MODEL_NAME}/1"):
-        got = mlflow.pyfunc.load_model(uri).predict(bins)
+        with global_uri(f"sqlite:///{trained['store'] / 'mlflow.db'}"):
+            model = mlflow.pyfunc.load_model(uri)
+        got = model.predict(bins)
         pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_dtype=False)
     # and lithovae.predict takes the run id and the registered model as well as the run dir
     for run in (trained["run_id"], f"models:/{MODEL_NAME}/1"):
@@ -120,8 +122,8 @@ def test_the_mlflow_model_returns_the_table_of_predict(trained, tmp_path):
 
 def test_the_logged_model_has_a_signature_naming_the_features_and_is_registered(trained):
     client = mlflow.MlflowClient(f"sqlite:///{trained['store'] / 'mlflow.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{trained['store'] / 'mlflow.db'}")
-    info = mlflow.models.get_model_info(f"runs:/{trained['run_id']}/model")
+    with global_uri(f"sqlite:///{trained['store'] / 'mlflow.db'}"):
+        info = mlflow.models.get_model_info(f"runs:/{trained['run_id']}/model")
     assert info.signature.inputs.input_names() == ["borehole_id", "depth_m", "GRA", "MS", "NGR", "R", "G", "B"]
     assert "cluster" in info.signature.outputs.input_names()
     (version,) = client.search_model_versions(f"name='{MODEL_NAME}'")
@@ -130,38 +132,14 @@ def test_the_logged_model_has_a_signature_naming_the_features_and_is_registered(
     assert client.get_run(trained["run_id"]).outputs.model_outputs[0].model_id == info.model_id
 
 
-@contextlib.contextmanager
 def _served(model_uri: str, tracking_uri: str, log_path: Path):
-    port = _free_port()
+    """`mlflow models serve` of ``model_uri`` on 127.0.0.1, in this environment (no conda or
+    virtualenv); yields its URL once /ping answers."""
     # the scoring server is uvicorn, started by name: this environment's comes first
     env = {**_env(), "MLFLOW_TRACKING_URI": tracking_uri,
            "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [str(MLFLOW), "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1",
-             "-p", str(port), "-w", "1"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 180
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
-                        if resp.status == 200:
-                            break
-                except OSError:
-                    pass
-                if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"mlflow models serve did not come up: {log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield base
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+    return background_server(["models", "serve", "-m", model_uri, "--env-manager", "local", "-w", "1"], "/ping",
+                             log_path, env, wait_s=180)
 
 
 def test_a_served_registered_model_answers_invocations_like_predict(trained, tmp_path):
@@ -282,3 +260,17 @@ def test_the_command_line_exits_2_with_one_line(trained, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == f"error: {csv}: missing column 'NGR'"
     assert not (tmp_path / "out").exists()
+
+
+def test_logging_a_model_leaves_mlflows_global_tracking_uri_as_it_was(monkeypatch, tmp_path):
+    """Model logging and loading set MLflow's process-wide URI (and MLFLOW_TRACKING_URI) for a
+    moment: afterwards both are as before, so a later run in the process logs where it should."""
+    inner = f"sqlite:///{tmp_path / 'inner.db'}"
+    with global_uri(inner):
+        assert mlflow.get_tracking_uri() == inner and os.environ["MLFLOW_TRACKING_URI"] == inner
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    outer = f"sqlite:///{tmp_path / 'outer.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", outer)
+    with global_uri(inner):
+        pass
+    assert os.environ["MLFLOW_TRACKING_URI"] == outer and mlflow.get_tracking_uri() == outer

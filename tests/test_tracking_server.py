@@ -44,37 +44,44 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _mlflow_server(backend_uri: str, artifacts: Path):
-    """`mlflow server` on 127.0.0.1 with served artifacts; yields its URL once /health answers."""
+def background_server(args: list[str], ready_path: str, log_path: Path, env: dict[str, str] | None = None,
+                      wait_s: float = 120):
+    """``mlflow <args> --host 127.0.0.1 --port P`` in its own process group; yields its URL
+    once ``ready_path`` answers 200, and stops it (and the workers it started) afterwards."""
     port = _free_port()
-    log = open(artifacts.parent / f"mlflow-server-{port}.log", "w")
-    server = subprocess.Popen(
-        [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", backend_uri, "--serve-artifacts", "--artifacts-destination", str(artifacts)],
-        stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    log = open(log_path, "w")
+    server = subprocess.Popen([str(MLFLOW), *args, "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT, env=env or _env(), start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + wait_s
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
+                with urllib.request.urlopen(f"{base}{ready_path}", timeout=2) as resp:
                     if resp.status == 200:
                         break
             except OSError:
                 pass
             if server.poll() is not None or time.time() > deadline:
-                pytest.fail(f"mlflow server did not come up: {Path(log.name).read_text()[-2000:]}")
+                pytest.fail(f"mlflow {args[0]} did not come up: {Path(log.name).read_text()[-3000:]}")
             time.sleep(0.5)
         yield base
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
+            os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=10)
+            server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
+
+
+def _mlflow_server(backend_uri: str, artifacts: Path):
+    """`mlflow server` on 127.0.0.1 with served artifacts; yields its URL once /health answers."""
+    return background_server(["server", "--workers", "1", "--backend-store-uri", backend_uri, "--serve-artifacts",
+                              "--artifacts-destination", str(artifacts)], "/health",
+                             artifacts.parent / f"mlflow-server-{artifacts.name}.log")
 
 
 def _post(url: str, payload: dict) -> dict:

@@ -465,6 +465,19 @@ def rgb_colours(rgb) -> np.ndarray:
     return rgba
 
 
+def log_axes(widths: Sequence[float]):
+    """A depth-log figure: (figure, one axis per track or strip of ``widths``, sharing the depth
+    axis, a legend axis 3.0 wide on the right)."""
+    widths = [*widths, 3.0]
+    fig = Figure(figsize=(sum(widths) + 1.0, 10))
+    axes = fig.subplots(1, len(widths), gridspec_kw={"width_ratios": widths}, squeeze=False)[0]
+    legend_ax, axes = axes[-1], axes[:-1]
+    for ax in axes[1:]:
+        ax.sharey(axes[0])
+        ax.tick_params(labelleft=False)
+    return fig, axes, legend_ax
+
+
 def borehole_log(frame: pd.DataFrame, x_raw, feature_names: Sequence[str], assignment,
                  borehole_id, path) -> Path:
     """Depth log of one borehole: GRA, MS, NGR tracks, the core colour from raw RGB, the
@@ -487,13 +500,7 @@ def borehole_log(frame: pd.DataFrame, x_raw, feature_names: Sequence[str], assig
     tracks = [f for f in LOG_TRACKS if f in names]
     has_rgb = all(c in names for c in ("R", "G", "B"))
     n_strips = int(has_rgb) + 1 + int(clusters is not None)
-    widths = [2.2] * len(tracks) + [0.6] * n_strips + [3.0]  # last column: legends
-    fig = Figure(figsize=(sum(widths) + 1.0, 10))
-    axes = fig.subplots(1, len(widths), gridspec_kw={"width_ratios": widths}, squeeze=False)[0]
-    legend_ax, axes = axes[-1], axes[:-1]
-    for ax in axes[1:]:
-        ax.sharey(axes[0])
-        ax.tick_params(labelleft=False)
+    fig, axes, legend_ax = log_axes([2.2] * len(tracks) + [0.6] * n_strips)
 
     for ax, (feature, colour) in zip(axes, zip(tracks, ("tab:blue", "tab:red", "tab:green"))):
         values = x_raw[rows, names.index(feature)]

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgba
-from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from lithovae.evaluation.figures import (OTHER_COLOUR, _bin_height, _cluster_colours, _palette, _save,
-                                         _strip, _with_gaps, rgb_colours)
+                                         _strip, _with_gaps, log_axes, rgb_colours)
 
 MAX_TRACKS = 8
 MAX_NAMES = 20  # named colours in a lithology strip; the rest are grey
@@ -40,13 +39,7 @@ def prediction_log(table: pd.DataFrame, features: list[str], borehole_id, path,
     predicted = next((c for c in part.columns if c.startswith("predicted_")), None)
     strips = ["colour"] * has_rgb + ["cluster"] + [predicted] * (predicted is not None) \
         + ["described"] * (described is not None)
-    widths = [1.8] * len(tracks) + [0.6] * len(strips) + [1.8, 3.0]  # anomaly track, legends
-    fig = Figure(figsize=(sum(widths) + 1.0, 10))
-    axes = fig.subplots(1, len(widths), gridspec_kw={"width_ratios": widths}, squeeze=False)[0]
-    legend_ax, axes = axes[-1], axes[:-1]
-    for ax in axes[1:]:
-        ax.sharey(axes[0])
-        ax.tick_params(labelleft=False)
+    fig, axes, legend_ax = log_axes([1.8] * len(tracks) + [0.6] * len(strips) + [1.8])  # last: anomaly
     for ax, feature in zip(axes, tracks):
         values = part[feature].to_numpy(np.float64)
         imputed = part[f"{feature}_imputed"].to_numpy(bool)

@@ -44,13 +44,10 @@ def example_bins(predictor, n: int = 4) -> pd.DataFrame:
 def _active_run(tracking_uri: str, run_id: str):
     """The training run as MLflow's active run on its store (what log_model attaches to), the
     global tracking URI restored afterwards; the run's status is left to its owner."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        with mlflow.start_run(run_id=run_id):
-            yield
-    finally:
-        mlflow.set_tracking_uri(previous)
+    from lithovae.tracking import global_uri
+
+    with global_uri(tracking_uri), mlflow.start_run(run_id=run_id):
+        yield
 
 
 def log_model(logger, bundle: Path, register_as: str | None = None):
