@@ -153,7 +153,7 @@ def predict(cfg: DictConfig) -> dict:
         "n_values_out_of_range": int(table["n_out_of_range"].sum()),
         "n_bins_out_of_range": int((table["n_out_of_range"] > 0).sum()),
         "n_bins_anomalous_p99": int((table["anomaly_percentile"] > 99).sum()),
-        "preparation": {k: v for k, v in (manifest or {}).get("steps", {}).items()},
+        "preparation": (manifest or {}).get("steps", {}),
     }
     if labeled.any():
         summary["scores"] = _scores(predictor, frame, bins, outputs, table, labeled)
@@ -192,9 +192,8 @@ def _scores(predictor, frame, bins, outputs, table, labeled) -> dict:
 
     enc = predictor.encoding
     y = enc.encode(frame["principal"], enc.classes).copy()  # writable: torch shares its memory
-    groups = frame["lithology_group"] if "lithology_group" in frame else frame["principal"] * np.nan
     tensors = {"x": bins.x, "observed": bins.observed, "y": torch.from_numpy(y),
-               "y_group": torch.from_numpy(enc.encode(groups, enc.groups).copy())}
+               "y_group": torch.from_numpy(enc.encode(frame["lithology_group"], enc.groups).copy())}
     known = y >= 0
     metrics, _ = evaluate(predictor.model, tensors, predictor.model_features, scaler=predictor.scaler,
                           seed=predictor.meta["seed"], group_names=enc.groups, **predictor.meta["eval"])

@@ -54,3 +54,12 @@ def random_lily(raw_dir: Path, n_boreholes: int = 8, bins_per_borehole: int = 60
                          "NGR": ngr + rng.normal(0, 2), "R": rgb + rng.normal(0, 5),
                          "G": rgb * 0.95 + rng.normal(0, 5), "B": rgb * 0.9 + rng.normal(0, 5)})
     return write_lily(raw_dir, {name: lily_frame(name, rows) for name in INSTRUMENTS})
+
+
+def built_random_lily(tmp: Path, build: dict, **random) -> Path:
+    """The dataset the builder makes of :func:`random_lily` files (``random``: its options),
+    with the train config's ``data.build`` options: its Parquet path."""
+    from lithovae.data.builder import BuildOptions, build_dataset
+
+    raw = random_lily(tmp / "raw", **random)
+    return build_dataset(raw, tmp / "out", BuildOptions(**build, encoding="utf-8"), log=lambda *a: None).path

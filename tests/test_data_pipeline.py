@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from lithovae.data.builder import BuildError, BuildOptions, build_dataset
+from lithovae.data.builder import BuildError
 from lithovae.data.datamodule import LithoDataModule
 from lithovae.data.scaler import DistributionAwareScaler
 from lithovae.data.sources import TableSource
 from lithovae.data.splits import (borehole_split, check_disjoint, entropy_balanced_folds,
                                   entropy_balanced_split, label_entropy)
 from tests.conftest import config_defaults
-from tests.lily_files import random_lily
+from tests.lily_files import built_random_lily
 
 
 def _source_yaml(option: str) -> dict:
@@ -129,10 +129,8 @@ def defaults() -> dict:
 
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory, defaults):
-    tmp = tmp_path_factory.mktemp("dm")
-    raw = random_lily(tmp / "raw", n_boreholes=12, bins_per_borehole=30, seed=3)
-    options = BuildOptions(**defaults["data"]["build"], encoding="utf-8")
-    return build_dataset(raw, tmp / "out", options, log=lambda *a: None).path
+    return built_random_lily(tmp_path_factory.mktemp("dm"), defaults["data"]["build"], n_boreholes=12,
+                             bins_per_borehole=30, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import torch
 
 from lithovae.alpha import AdaptiveAlpha
 from lithovae.config import ConfigError, validate
-from lithovae.data.builder import BuildError, BuildOptions, build_dataset
+from lithovae.data.builder import BuildError
 from lithovae.data.datamodule import LithoDataModule
 from tests.conftest import compose_train, config_defaults
-from tests.lily_files import random_lily
+from tests.lily_files import built_random_lily
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,8 @@ def defaults() -> dict:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, defaults):
     """40 boreholes of 25 bins: a 0.4 share of the training boreholes is close to 0.4 of its bins."""
-    tmp = tmp_path_factory.mktemp("labels")
-    raw = random_lily(tmp / "raw", n_boreholes=40, bins_per_borehole=25, seed=5)
-    options = BuildOptions(**defaults["data"]["build"], encoding="utf-8")
-    return build_dataset(raw, tmp / "out", options, log=lambda *a: None).path
+    return built_random_lily(tmp_path_factory.mktemp("labels"), defaults["data"]["build"], n_boreholes=40,
+                             bins_per_borehole=25, seed=5)
 
 
 def make(dataset, defaults, **overrides) -> LithoDataModule:

@@ -3,7 +3,7 @@
 ``<run dir>/predictor/``:
 
 - ``predictor.json``: format, model config and data spec, feature lists and how model inputs
-  are derived (context, engineered, transforms), the scored weights (checkpoint, epoch,
+  are derived (context, engineered; the transforms are the scaler's), the scored weights (checkpoint, epoch,
   policy), the clustering (method, k, fitted on which rows), the training range per feature;
 - ``weights.pt``: the network's state dict (tensors only: read with ``weights_only``);
 - ``scaler.json``, ``label_encoding.json``: the run's;
@@ -73,7 +73,6 @@ def write_bundle(run_dir: Path, *, cfg, dm, model, clustering, assignment, metri
         "data_spec": dataclasses.asdict(model.data),
         "features": list(dm.base_features), "model_features": list(dm.feature_names),
         "context": int(cfg.datamodule.context), "engineered": bool(cfg.datamodule.engineered),
-        "transforms": dict(dm.scaler.transforms),
         "weights": {k: metrics.get(k) for k in ("evaluated_checkpoint", "evaluated_epoch",
                                                  "evaluated_global_step", "checkpoint_policy")},
         "clustering": {"method": clusterer.method, "k": clusterer.k, "fitted_on": "test latent means",

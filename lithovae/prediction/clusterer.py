@@ -41,10 +41,6 @@ class FittedClusterer:
         self.shift = torch.einsum("kd,kde->ke", self.means, self.precision_chol)
         self.constant = -0.5 * self.means.shape[1] * math.log(2 * math.pi) + log_det + self.weights.log()
 
-    @property
-    def dim(self) -> int:
-        return int((self.centers if self.method == "kmeans" else self.means).shape[1])
-
     def predict(self, z, chunk: int = 4096) -> np.ndarray:
         """Cluster id (int64) of each row of ``z`` [N, D]; -1 for a row with a non-finite value."""
         z = torch.as_tensor(np.asarray(z), dtype=torch.float64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -59,16 +60,21 @@ def log_model(logger, bundle: Path, register_as: str | None = None):
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in run logs
     predictor = Predictor(bundle)
     example = example_bins(predictor)
-    signature = mlflow.models.infer_signature(example, predictor.predict(example))
     client = logger.experiment
     status = client.get_run(logger.run_id).info.status
-    with _active_run(logger._tracking_uri, logger.run_id):
-        info = mlflow.pyfunc.log_model(
-            # models from code: the model is this package's class, named in a file, never pickled
-            name=MODEL_NAME, python_model=str(Path(__file__).with_name("model_code.py")),
-            artifacts={"predictor": str(bundle)},
-            signature=signature, pip_requirements=[f"lithovae=={__version__}"],
-            registered_model_name=register_as, await_registration_for=60)
+    with warnings.catch_warnings():
+        # MLflow's hints: integer output columns (never missing here) and no input example
+        # (the signature is given, so none is needed)
+        warnings.filterwarnings("ignore", message=".*[Ii]nteger column", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+        signature = mlflow.models.infer_signature(example, predictor.predict(example))
+        with _active_run(logger._tracking_uri, logger.run_id):
+            info = mlflow.pyfunc.log_model(
+                # models from code: the model is this package's class, named in a file, never pickled
+                name=MODEL_NAME, python_model=str(Path(__file__).with_name("model_code.py")),
+                artifacts={"predictor": str(bundle)},
+                signature=signature, pip_requirements=[f"lithovae=={__version__}"],
+                registered_model_name=register_as, await_registration_for=60)
     if status == "RUNNING":  # leaving the active run ended it: the training run ends it itself
         client.update_run(logger.run_id, status="RUNNING")
     return info

@@ -68,7 +68,6 @@ class Predictor:
         self.features: list[str] = list(meta["features"])  # the input columns (original units)
         self.model_features: list[str] = list(meta["model_features"])  # with context/engineered
         self.context, self.engineered = int(meta["context"]), bool(meta["engineered"])
-        self.transforms: dict = meta["transforms"]
         self.scaler = DistributionAwareScaler.load(bundle_dir / "scaler.json")
         self.encoding = LabelEncoding(**json.loads((bundle_dir / "label_encoding.json").read_text()))
         spec = DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data_spec"].items()})
@@ -120,8 +119,7 @@ class Predictor:
             order = np.lexsort((base["depth_m"].to_numpy(), base["borehole_id"].to_numpy()))
             base = base.iloc[order].reset_index(drop=True)
         try:
-            expanded, names, _ = expand_features(base, self.features, self.context, self.engineered,
-                                                 self.transforms)
+            expanded, names, _ = expand_features(base, self.features, self.context, self.engineered)
         except BuildError as exc:
             raise DataError(f"{where}: {exc}") from None
         if order is not None:
