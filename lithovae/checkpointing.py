@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,33 @@ log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
+
+
+def copy_atomically(source: Path, path: Path) -> None:
+    """A copy of ``source`` at ``path``, renamed into place (never half-written)."""
+    from lithovae.files import atomic_write
+
+    atomic_write(path, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def take_over(ckpt_path: Path, ckpt_dir: Path, policy: "CheckpointPolicy", state: dict) -> list[Path]:
+    """A resumed run continues the stopped run's checkpoints in its own folder: ``ckpt_path``
+    (the state it resumes from) becomes its ``last.ckpt``, and the stopped run's ``best.ckpt``
+    its own when the same policy kept it (the checkpoint then carries that policy's state, which
+    Lightning restores). Every policy then scores what the uninterrupted run would, and a resume
+    with no epoch left to train has its weights at hand. Returns the files copied."""
+    ckpt_path, ckpt_dir = Path(ckpt_path), Path(ckpt_dir)
+    pairs = [(ckpt_path, ckpt_dir / LAST)]
+    best = ckpt_path.parent / BEST
+    if policy.name != "final" and best.is_file() and policy.state_key in (state.get("callbacks") or {}):
+        pairs.append((best, ckpt_dir / BEST))
+    copied = []
+    for source, target in pairs:
+        if target.exists() and os.path.samefile(source, target):
+            continue  # resumed in its own folder
+        copy_atomically(source, target)
+        copied.append(target)
+    return copied
 
 
 def save_atomically(trainer: pl.Trainer, path: Path) -> None:
@@ -125,6 +153,11 @@ class LowestValidationMetric(CheckpointPolicy):
         super().__init__()
         self.metric = metric
         self.name = f"val_{metric}"
+
+    @property
+    def state_key(self) -> str:
+        # val_loss and val_recon keep apart: a resume restores (and takes over) the same policy's best
+        return f"{type(self).__qualname__}[{self.metric}]"
 
     def score(self, trainer, pl_module) -> float | None:
         value = trainer.callback_metrics.get(f"val/{self.metric}")

@@ -5,7 +5,10 @@ interrupted run exit code 128 + signal. The library raises; it never exits."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import os
+import re
 import signal
 import sys
 import threading
@@ -49,6 +52,27 @@ def signals_interrupt():
             signal.signal(sig, old)
 
 
+# a full disk, a quota, a read-only or forbidden folder: the machine's state, not a bug
+FILE_SYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                                errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG})
+# the temporary names of lithovae.files.atomic_write (.NAME.XXXXXXXX.tmp) and
+# checkpointing.save_atomically (.NAME.tmp): a message names the file being written
+_TEMPORARY = re.compile(r"^\.(?P<name>.+?)(\.[a-z0-9_]{8})?\.tmp$")
+
+
+def file_system_error(exc: OSError) -> str:
+    """``<file>: <reason> (<ERRNO>)``, naming the file written, not its temporary name."""
+    from pathlib import Path
+
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    reason = exc.strerror or os.strerror(exc.errno)
+    if exc.filename is None:
+        return f"{reason} ({name})"
+    path = Path(os.fsdecode(exc.filename))
+    found = _TEMPORARY.match(path.name)
+    return f"{path.with_name(found['name']) if found else path}: {reason} ({name})"
+
+
 def user_error(exc: BaseException) -> str | None:
     """The one-line message for a user error, or None for a bug (which keeps its traceback)."""
     from hydra.errors import InstantiationException
@@ -57,6 +81,8 @@ def user_error(exc: BaseException) -> str | None:
 
     while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__
+    if isinstance(exc, OSError) and exc.errno in FILE_SYSTEM_ERRNOS:
+        return file_system_error(exc)
     if isinstance(exc, (LithovaeError, FileNotFoundError)):
         return str(exc).splitlines()[0]
     if isinstance(exc, InstantiationException):
@@ -64,9 +90,10 @@ def user_error(exc: BaseException) -> str | None:
     return None
 
 
-def exits_cleanly(fn):
+def exits_cleanly(fn, on_user_error=None):
     """Run ``fn``; print user errors as ``error: ...`` on stderr and exit 2 (128 + signal
-    for an interrupted run)."""
+    for an interrupted run). ``on_user_error(message)`` runs first (e.g. to mark the run's
+    folder with the reason)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -79,6 +106,8 @@ def exits_cleanly(fn):
             message = user_error(exc)
             if message is None:
                 raise
+            if on_user_error is not None:
+                on_user_error(message)
             print(f"error: {message}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 

@@ -206,6 +206,19 @@ def at_least(minimum: int) -> Check:
     return check
 
 
+def between(minimum: int, maximum: int) -> Check:
+    """An integer in [``minimum``, ``maximum``]."""
+    def check(key: str, value) -> None:
+        try:
+            integer_at_least(f"{key}:", value, minimum)
+            ok = value <= maximum
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{key}: must be an integer in [{minimum}, {maximum}], got {value!r}")
+    return check
+
+
 def non_negative(key: str, value) -> None:
     """A finite number >= 0."""
     non_negative_number(f"{key}:", value)
@@ -296,6 +309,24 @@ def split_fractions(key: str, value) -> None:
         raise ValueError(f"{key}: must be three numbers >= 0 summing to 1, got {value!r}")
 
 
+# Maxima: a larger value cannot fit in memory (checked before anything is built, where it
+# would otherwise fail after training). The arithmetic, for the worst case each allows:
+# latent size d: the evaluation's full-covariance GMM indexes the d(d+1)/2 covariance entries
+# (two int64 each) and holds sum(eval.k) d x d float64 matrices: at 1024, 8 MB and
+# 57 * 1024^2 * 8 B = 0.5 GB for the default k; at 100 000 the index pairs alone are 80 GB.
+MAX_LATENT_DIM = 1024
+# hidden width w: a w x w layer trains with four float32 copies (weight, gradient, Adam's two
+# moments): 4096^2 * 16 B = 268 MB per layer, 134 MB of activations per 8192-row batch.
+MAX_WIDTH = 4096
+# clusters, mixture components, pseudo-inputs K: the GMM's feature sums are sum(k) x
+# (d(d+3)/2 + 1) float64 (1000 components at d = 64: 17 MB; at d = 1024: 4.2 GB); a VampPrior
+# batch is B x K x d floats (512 x 1000 x 1024 x 4 B = 2 GB).
+MAX_CLUSTERS = 1000
+# context c: each bin becomes (2c + 1) x F float64 values, F <= 12 features: at 32, 6.2 KB per
+# bin, 1.5 GB for the 240 K bins of LILY (the predictor expands new tables the same way, and
+# predictor.json's context is checked against this too).
+MAX_CONTEXT = 32
+
 # dotted key -> check; keys absent from a config (another model, beta schedule, ...) are skipped
 RANGES: dict[str, Check] = {
     "seed": seed,
@@ -311,26 +342,26 @@ RANGES: dict[str, Check] = {
     "datamodule.eval_batch_size": at_least(1),
     "datamodule.steps_per_batch": at_least(1),
     "datamodule.fractions": split_fractions,
-    "datamodule.context": at_least(0),
+    "datamodule.context": between(0, MAX_CONTEXT),
     "datamodule.n_folds": optional(at_least(2)),
     "datamodule.fold": optional(at_least(0)),
     "datamodule.split": one_of("random_boreholes", "entropy_balanced"),  # lithovae.data.splits.SPLIT_KINDS
     "datamodule.label_fraction": half_open_unit_interval,
     "datamodule.label_unit": one_of("borehole", "bin"),  # lithovae.data.datamodule.LABEL_UNITS
     # model (each key applies to the models that have it)
-    "model.latent_dim": at_least(1),
-    "model.hidden": each(at_least(1)),
+    "model.latent_dim": between(1, MAX_LATENT_DIM),
+    "model.hidden": each(between(1, MAX_WIDTH)),
     "model.dropout": dropout,
-    "model.classifier_hidden": each(at_least(1)),
+    "model.classifier_hidden": each(between(1, MAX_WIDTH)),
     "model.classifier_dropout": dropout,
-    "model.branch_hidden": each(at_least(1)),
-    "model.fusion_hidden": each(at_least(1)),
-    "model.decoder_hidden": each(at_least(1)),
+    "model.branch_hidden": each(between(1, MAX_WIDTH)),
+    "model.fusion_hidden": each(between(1, MAX_WIDTH)),
+    "model.decoder_hidden": each(between(1, MAX_WIDTH)),
     "model.vae_epochs": at_least(0),
-    "model.n_components": at_least(1),
+    "model.n_components": between(1, MAX_CLUSTERS),
     "model.init_epoch": at_least(0),
-    "model.n_pseudo_inputs": at_least(1),
-    "model.n_clusters": at_least(2),
+    "model.n_pseudo_inputs": between(1, MAX_CLUSTERS),
+    "model.n_clusters": between(2, MAX_CLUSTERS),
     "model.refresh_every": at_least(1),
     "model.gamma": non_negative,
     "model.temperature": positive,
@@ -343,7 +374,7 @@ RANGES: dict[str, Check] = {
     "beta.epochs": at_least(1),
     "beta.period": at_least(1),
     "beta.ratio": half_open_unit_interval,
-    "mask.prob": unit_interval,  # RandomMask further excludes 1
+    "mask.prob": unit_interval,  # and the strategy's own limit: see _class_checks
     "mask.masked_weight": non_negative,
     "alpha.value": non_negative,
     "alpha.base": non_negative,
@@ -354,7 +385,7 @@ RANGES: dict[str, Check] = {
     "lr_scheduler.factor": open_unit_interval,
     "early_stopping.patience": at_least(0),
     # evaluation
-    "eval.k": each(at_least(2), non_empty=True),
+    "eval.k": each(between(2, MAX_CLUSTERS), non_empty=True),
     "eval.n_init": at_least(1),
     "eval.silhouette_samples": at_least(2),
     "eval.max_fit_samples": optional(at_least(1)),
@@ -362,7 +393,7 @@ RANGES: dict[str, Check] = {
     "eval.umap_sample": at_least(1),
     "eval.umap_top_n": at_least(1),
     "checkpoint.every_n_epochs": at_least(1),
-    "checkpoint.k": at_least(2),
+    "checkpoint.k": between(2, MAX_CLUSTERS),
     "checkpoint.n_init": at_least(1),
     "checkpoint.max_rows": at_least(2),
 }
@@ -383,9 +414,27 @@ def _lookup(cfg: DictConfig, key: str):
     return value
 
 
+def _class_checks(cfg: DictConfig) -> dict[str, Check]:
+    """Limits a group's class states itself, so the class and this check share one definition:
+    ``mask.prob`` may be 1 only where the strategy says so (``PROB_ALLOWS_ONE``: BlockMask hides
+    one instrument, RandomMask would hide every feature and leave the encoder nothing)."""
+    from hydra.utils import get_object
+
+    target = _lookup(cfg, "mask._target_")
+    try:
+        allow_one = getattr(get_object(str(target)), "PROB_ALLOWS_ONE", None) if target is not _ABSENT else None
+    except Exception:  # noqa: BLE001 - a bad target is check_target's to report
+        allow_one = None
+    return {} if allow_one is None else {"mask.prob": unit_interval if allow_one else dropout}
+
+
 def check_ranges(cfg: DictConfig, ranges: dict[str, Check] = RANGES) -> None:
     """Every key of ``ranges`` that ``cfg`` sets must pass its check."""
-    for key, check in ranges.items():
+    if ranges is RANGES:  # the table's bounds first, then a class's own, narrower ones
+        ranges = [*RANGES.items(), *_class_checks(cfg).items()]
+    else:
+        ranges = ranges.items()
+    for key, check in ranges:
         value = _lookup(cfg, key)
         if value is _ABSENT:
             continue
@@ -399,6 +448,8 @@ def check_ranges(cfg: DictConfig, ranges: dict[str, Check] = RANGES) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
+    from lithovae.untrusted import check_config  # first: check_target imports the targets
+    check_config(cfg, "", allow_interpolation=True, error=ConfigError)
     for group in TARGET_GROUPS:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and "_target_" in node:

@@ -21,23 +21,47 @@ def load_run_model(run_dir: Path, spec, checkpoint: str = "scored"):
     """The run's model with the chosen checkpoint's weights, and which weights those are."""
     from hydra.utils import instantiate
 
-    from lithovae.files import load_checkpoint
+    from lithovae.files import fit_weights, load_checkpoint
+    from lithovae.untrusted import load_config
 
-    run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    run_cfg = load_config(run_dir / "config.yaml")  # no foreign _target_ at any depth
     if checkpoint == "scored":  # the checkpoint the run's own metrics came from
-        metrics_path = run_dir / "metrics.json"
-        scored = json.loads(metrics_path.read_text()).get("evaluated_checkpoint") if metrics_path.exists() else None
-        checkpoint = Path(scored).stem if scored else "last"
+        checkpoint = _scored_checkpoint(run_dir / "metrics.json")
     path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
-    model = instantiate(run_cfg.model, _partial_=True, _convert_="all")(data=spec)
     checkpoint_state = load_checkpoint(path)  # weights_only: a pickled payload is refused, never run
-    state = checkpoint_state["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    state = checkpoint_state.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a lithovae checkpoint (no state_dict)")
+    model_cfg = run_cfg.model
+    if "pretrained" in model_cfg:  # the checkpoint holds every weight: read no file the config names
+        model_cfg = OmegaConf.merge(model_cfg, {"pretrained": None})
+    try:
+        model = instantiate(model_cfg, _partial_=True, _convert_="all")(data=spec)
+    except Exception as exc:  # noqa: BLE001 - a constructor refusing the saved values
+        from lithovae.cli import one_line
+
+        raise RunDirError(f"{run_dir / 'config.yaml'}: model: cannot build {model_cfg.get('_target_')} "
+                          f"({one_line(exc)[:200]})") from None
+    fit_weights(model, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}, path)
     scored = {"evaluated_checkpoint": path.name, "evaluated_epoch": checkpoint_state.get("epoch"),
               "evaluated_global_step": checkpoint_state.get("global_step")}
     return model, scored
+
+
+def _scored_checkpoint(metrics_path: Path) -> str:
+    """``best`` or ``last``: the checkpoint the run's metrics.json says was scored (``last``
+    when it has none); the file names only one of the run's own checkpoints."""
+    if not metrics_path.exists():
+        return "last"
+    try:
+        scored = json.loads(metrics_path.read_text()).get("evaluated_checkpoint")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        raise RunDirError(f"{metrics_path}: not a readable metrics file (JSON object expected)") from None
+    if scored in (None, "best.ckpt", "last.ckpt"):
+        return Path(scored).stem if scored else "last"
+    raise RunDirError(f"{metrics_path}: evaluated_checkpoint {str(scored)[:80]!r} is not best.ckpt or last.ckpt")
 
 
 def _option_yaml(conf: Path, group: str, target) -> DictConfig | None:
@@ -68,15 +92,60 @@ def _with_current_defaults(run_cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(current, run_cfg)
 
 
+def _saved_split(run_dir: Path, split: str) -> dict[str, list[str]] | None:
+    """The run's own borehole parts (its split.json), so a run is scored on the boreholes it
+    held out whatever rows were added or removed since. A run saved before runs kept their
+    split has none: its split is recomputed from the data, with one line saying so."""
+    from lithovae.data.splits import saved_assignment
+
+    assignment = saved_assignment(run_dir / "split.json")
+    if assignment is None:
+        if split == "unseen":
+            raise RunDirError(f"{run_dir}: no split.json, so which boreholes the run never saw is "
+                              "unknown; split=unseen needs it")
+        print(f"[lithovae.evaluate] warning: {run_dir}: no split.json (a run saved before runs kept "
+              "their split): the split is recomputed from the data, so boreholes added or removed "
+              "since can move between train, val and test")
+    return assignment
+
+
+def _scored_part(dm, split: str, dataset: str):
+    """The tensors of ``split`` (``all``: train, val and test) and its borehole ids. The run's
+    boreholes that the data lacks are named in one warning line; none left is an error."""
+    import torch
+
+    from lithovae.data.datamodule import SPLITS
+    from lithovae.errors import DataError
+
+    parts = list(SPLITS) if split == "all" else [split]
+    if split == "unseen" and not len(dm.split_boreholes["unseen"]):
+        raise DataError(f"split=unseen: every borehole of {dataset} is in the run's train, val or "
+                        "test part; none is unseen")
+    if dm.assignment is not None and split != "unseen":
+        missing = [b for p in parts for b in dm.missing_boreholes[p]]
+        expected = sum(len(dm.assignment[p]) for p in parts)
+        named = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        if len(missing) == expected:
+            raise DataError(f"split={split}: none of the run's {expected} {split} boreholes is in {dataset} "
+                            f"({named}); split=unseen scores the boreholes the run never saw")
+        if missing:
+            print(f"[lithovae.evaluate] warning: {len(missing)} of the run's {expected} {split} boreholes "
+                  f"are not in {dataset} and are not scored: {named}")
+    tensors = {k: torch.cat([dm.tensors[p][k] for p in parts]) for k in dm.tensors[parts[0]]}
+    boreholes = sorted(b for p in parts for b in dm.split_boreholes[p])
+    return tensors, boreholes
+
+
 def evaluate_run(cfg: DictConfig) -> dict:
     import torch
     from hydra.utils import instantiate
 
     from lithovae import tracking
-    from lithovae.data.datamodule import SPLITS, LabelEncoding, LithoDataModule
-    from lithovae.data.scaler import DistributionAwareScaler
+    from lithovae.data.datamodule import SPLITS, LithoDataModule
     from lithovae.evaluation.scoring import evaluate, split_eval_options
+    from lithovae.outputs import check_evaluation_output
     from lithovae.results import write_json
+    from lithovae.untrusted import check_saved_ranges, load_label_encoding, load_run_config, load_scaler
 
     if cfg.log_mlflow:  # an unreachable tracking server fails now, not after the evaluation
         tracking.resolved_store(cfg.get("tracking_uri"), cfg.paths.mlflow_dir, key="tracking_uri")
@@ -85,22 +154,23 @@ def evaluate_run(cfg: DictConfig) -> dict:
     missing = [n for n in needed if not (run_dir / n).exists()]
     if missing:
         raise RunDirError(f"{run_dir}: not a lithovae run directory (missing {missing[0]})")
-    if cfg.split not in (*SPLITS, "all"):
-        raise ConfigError(f"split: unknown '{cfg.split}', choose one of {[*SPLITS, 'all']}")
-    run_cfg = _with_current_defaults(OmegaConf.load(run_dir / "config.yaml"))
+    if cfg.split not in (*SPLITS, "all", "unseen"):
+        raise ConfigError(f"split: unknown '{cfg.split}', choose one of {[*SPLITS, 'all', 'unseen']}")
+    assignment = _saved_split(run_dir, cfg.split)
+    run_cfg = _with_current_defaults(load_run_config(run_dir))  # checked (and .hydra/) before any build
+    check_saved_ranges(run_cfg, str(run_dir / "config.yaml"))  # e.g. a saved context of 1e9
     torch.set_num_threads(run_cfg.get("threads", 1))
     source = instantiate(cfg.data if cfg.get("data") else run_cfg.data, _convert_="all")
+    out = run_dir / "evaluations" / f"{source.name}-{cfg.split}"
+    check_evaluation_output(run_dir, out, source, str(cfg.weights))  # it replaces no input
     dataset_path, _ = source.prepare(cfg.paths.data_dir)
-    encoding = LabelEncoding(**json.loads((run_dir / "label_encoding.json").read_text()))
+    encoding = load_label_encoding(run_dir / "label_encoding.json")
     dm = LithoDataModule(dataset_path, seed=run_cfg.seed,
-                         scaler=DistributionAwareScaler.load(run_dir / "scaler.json"), encoding=encoding,
-                         **OmegaConf.to_container(run_cfg.datamodule))
+                         scaler=load_scaler(run_dir / "scaler.json"), encoding=encoding,
+                         assignment=assignment, **OmegaConf.to_container(run_cfg.datamodule))
     dm.setup()
+    tensors, boreholes = _scored_part(dm, cfg.split, source.name)
     model, scored = load_run_model(run_dir, dm.data_spec(), cfg.weights)
-    if cfg.split == "all":
-        tensors = {k: torch.cat([dm.tensors[s][k] for s in SPLITS]) for k in dm.tensors["test"]}
-    else:
-        tensors = dm.tensors[cfg.split]
     mask = instantiate(run_cfg.mask, _convert_="all").bind(dm.feature_names)
     score_options, _ = split_eval_options(OmegaConf.to_container(run_cfg.eval))
     metrics, _ = evaluate(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed,
@@ -108,8 +178,9 @@ def evaluate_run(cfg: DictConfig) -> dict:
                           group_names=encoding.vocabulary("group"), **score_options)
     metrics.update(scored)
     metrics.update({"dataset": source.name, "synthetic": source.synthetic, "split": cfg.split,
-                    "run_dir": str(run_dir), "preset": run_cfg.get("preset")})
-    out = run_dir / "evaluations" / f"{source.name}-{cfg.split}"
+                    "run_dir": str(run_dir), "preset": run_cfg.get("preset"),
+                    "split_from": "split.json" if assignment is not None else "recomputed",
+                    "boreholes": boreholes})
     write_json(out / "metrics.json", metrics)
     if cfg.log_mlflow:
         logger = tracking.mlflow_logger("lithovae-evaluate", cfg.paths.mlflow_dir,

@@ -90,8 +90,10 @@ class RandomMask(MaskStrategy):
     The seeds' ``apply_mask`` (v2.14.2: prob 0.3); hybrid: prob 0.1, masked_weight 0.5.
     """
 
+    PROB_ALLOWS_ONE = False  # every feature hidden leaves the encoder nothing (config checks this too)
+
     def __init__(self, *, prob: float, masked_weight: float):
-        self.prob = probability("prob", prob, allow_one=False)
+        self.prob = probability("prob", prob, allow_one=self.PROB_ALLOWS_ONE)
         self.masked_weight = non_negative_number("masked_weight", masked_weight)
 
     def _hidden(self, observed: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -108,8 +110,10 @@ class BlockMask(MaskStrategy):
     camera: R, G, B) is missing as a whole.
     """
 
+    PROB_ALLOWS_ONE = True  # one instrument always missing: the others remain
+
     def __init__(self, *, prob: float, features: Sequence[str], masked_weight: float):
-        self.prob = probability("prob", prob, allow_one=True)
+        self.prob = probability("prob", prob, allow_one=self.PROB_ALLOWS_ONE)
         if isinstance(features, str):
             raise ValueError(f"features must be a list of feature names, got the string {features!r}")
         self.features = tuple(str(name) for name in features)

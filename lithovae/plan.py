@@ -144,7 +144,10 @@ class TrainingPlan(pl.LightningModule):
     # with the same weights as an uninterrupted run (dropout and sampling use torch's global RNG).
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "mask": self.mask_generator.get_state()}
-        checkpoint["lithovae"] = {"mlflow_run_id": self.mlflow_run_id}  # a resumed run names its origin
+        # a resumed run names its origin; stopped_early: training ended here (early stopping), so
+        # a resume from this checkpoint goes straight to scoring, as one at max_epochs does
+        checkpoint["lithovae"] = {"mlflow_run_id": self.mlflow_run_id,
+                                  "stopped_early": bool(self.trainer.should_stop)}
         checkpoint["history"] = [self.history[e] for e in sorted(self.history)]  # curves from epoch 0
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

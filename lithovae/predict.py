@@ -10,6 +10,7 @@ log figure per borehole; with labels in the data, also the scores of ``lithovae.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -56,27 +57,39 @@ def resolve_predictor(run: str, tracking_uri: str | None, mlflow_dir: str):
 
 
 def _mlflow_predictor(uri: str, tracking_uri: str | None, mlflow_dir: str):
+    """The Predictor of a logged lithovae model, built from its predictor bundle artifact alone:
+    the model's code file is never run (``mlflow.pyfunc.load_model`` would run it, and a
+    model on a shared server may have been tampered with)."""
     import os
+    import tempfile
 
     import mlflow
 
     from lithovae import tracking
+    from lithovae.cli import one_line
+    from lithovae.errors import LithovaeError
+    from lithovae.prediction.predictor import BUNDLE_DIR, Predictor
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     store, _ = tracking.resolved_store(tracking_uri, mlflow_dir, key="tracking_uri")
-    try:
-        with tracking.global_uri(store):
-            model = mlflow.pyfunc.load_model(uri)
-    except Exception as exc:  # noqa: BLE001 - not found, no such version, not a pyfunc model
-        from lithovae.cli import one_line
-
-        raise RunDirError(f"run: cannot load the MLflow model {uri} from {tracking.redacted(store)} "
-                          f"({one_line(exc)[:300]})") from None
-    python_model = model.unwrap_python_model()
-    predictor = getattr(python_model, "predictor", None)
-    if predictor is None:
-        raise RunDirError(f"run: {uri} is not a lithovae model")
-    return predictor
+    artifact = f"{uri.rstrip('/')}/artifacts/{BUNDLE_DIR}"  # where log_model puts the bundle
+    with tempfile.TemporaryDirectory(prefix="lithovae-model-") as tmp, tracking.global_uri(store):
+        try:  # the MLmodel file (YAML, read safely) says whether it is a lithovae model
+            flavor = mlflow.models.get_model_info(uri).flavors.get("python_function") or {}
+        except Exception as exc:  # noqa: BLE001 - not found, no such version, not a model
+            raise RunDirError(f"run: cannot load the MLflow model {uri} from {tracking.redacted(store)} "
+                              f"({one_line(exc)[:300]})") from None
+        if BUNDLE_DIR not in (flavor.get("artifacts") or {}):
+            raise RunDirError(f"run: {uri} is not a lithovae model (no {BUNDLE_DIR} artifact)")
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=artifact, dst_path=tmp)
+        except Exception as exc:  # noqa: BLE001 - a missing or unreadable artifact
+            raise RunDirError(f"run: cannot download {artifact} from {tracking.redacted(store)} "
+                              f"({one_line(exc)[:300]})") from None
+        try:
+            return Predictor(local)  # every file checked: nothing from it is run
+        except LithovaeError as exc:  # named by the model URI, not the temporary copy
+            raise type(exc)(str(exc).replace(str(local), artifact)) from None
 
 
 def _output_paths(cfg: DictConfig, run_name: str, dataset: str) -> tuple[Path, Path]:
@@ -122,24 +135,23 @@ def _check_features(predictor, frame, dataset_path: Path) -> None:
 
 
 def predict(cfg: DictConfig) -> dict:
-    import numpy as np
     import pandas as pd
     import torch
 
-    from lithovae.files import atomic_write
-    from lithovae.results import write_json
+    from lithovae.prediction.rows import REASON, mark_unclustered
 
     torch.set_num_threads(cfg.threads)
     predictor, run_name = resolve_predictor(cfg.run, cfg.get("tracking_uri"), cfg.paths.mlflow_dir)
     source = _source(cfg)
     table_path, folder = _output_paths(cfg, run_name, source.name)
+    _check_outputs(cfg, predictor, source, table_path, folder)  # before any work
     dataset_path, manifest = source.prepare(cfg.paths.data_dir)
     frame = pd.read_parquet(dataset_path)
     _check_features(predictor, frame, dataset_path)
     started = time.perf_counter()
     bins = predictor.prepare(frame, where=str(dataset_path))
     outputs = predictor.network(bins.x, bins.observed)
-    table = predictor.table(frame, bins, outputs, cfg.top_k)
+    table = mark_unclustered(predictor, predictor.table(frame, bins, outputs, cfg.top_k))
     seconds = time.perf_counter() - started
     labeled = frame["principal"].notna().to_numpy()
     summary = {
@@ -153,16 +165,13 @@ def predict(cfg: DictConfig) -> dict:
         "n_values_out_of_range": int(table["n_out_of_range"].sum()),
         "n_bins_out_of_range": int((table["n_out_of_range"] > 0).sum()),
         "n_bins_anomalous_p99": int((table["anomaly_percentile"] > 99).sum()),
+        "n_bins_unclustered": int((table["cluster"] < 0).sum()),
         "preparation": (manifest or {}).get("steps", {}),
     }
     if labeled.any():
         summary["scores"] = _scores(predictor, frame, bins, outputs, table, labeled)
-    suffix = table_path.suffix
-    atomic_write(table_path, lambda tmp: table.to_parquet(tmp, index=False) if suffix == ".parquet"
-                 else table.to_csv(tmp, index=False))
-    if cfg.figures:
-        summary["figures"] = _figures(predictor, table, frame, labeled, folder / "figures")
-    write_json(folder / "summary.json", summary)
+    _write_outputs(cfg, table, summary, table_path, folder,
+                   lambda: _figures(predictor, table, frame, labeled, folder / "figures"))
     weights = predictor.meta["weights"]
     note = " (SYNTHETIC data, not a real-data result)" if source.synthetic else ""
     print(f"predicted {len(table)} bins in {summary['n_boreholes']} boreholes of {source.name}{note} "
@@ -172,6 +181,8 @@ def predict(cfg: DictConfig) -> dict:
     print(f"out of the training range: {summary['n_values_out_of_range']} values in "
           f"{summary['n_bins_out_of_range']} bins; imputed: {summary['n_bins_imputed']} values; "
           f"anomaly above the training 99th percentile: {summary['n_bins_anomalous_p99']} bins")
+    if summary["n_bins_unclustered"]:
+        print(f"no cluster: {summary['n_bins_unclustered']} bins (see the column {REASON})")
     if "scores" in summary:
         s = summary["scores"]
         print("scores on the labeled bins: " + ", ".join(
@@ -179,6 +190,57 @@ def predict(cfg: DictConfig) -> dict:
                                         "auc_pooled") if isinstance(s.get(k), float)))
     print(table_path)
     return summary
+
+
+def _check_outputs(cfg: DictConfig, predictor, source, table_path: Path, folder: Path) -> None:
+    """The outputs are none of the inputs, and can be written: one ``out:`` line otherwise."""
+    from lithovae.outputs import refuse_inputs, refuse_unwritable
+    from lithovae.prediction.predictor import BUNDLE_DIR
+
+    files = [table_path, folder / "summary.json"]
+    folders = [folder / "figures"] if cfg.figures else []
+    inputs = [("data.path", getattr(source, "path", None), None),
+              ("data.raw_dir", getattr(source, "raw_dir", None), True),
+              ("the prepared datasets in paths.data_dir", Path(cfg.paths.data_dir), True),
+              ("the predictor bundle", predictor.path, True)]
+    if predictor.path.name == BUNDLE_DIR:  # the run directory around it
+        inputs.append(("the run directory", predictor.path.parent, True))
+    if Path(str(cfg.run)).is_dir():
+        inputs.append(("the run", Path(str(cfg.run)), True))
+    refuse_inputs(files, folders, inputs)
+    refuse_unwritable(files, folders, bool(cfg.overwrite))
+
+
+def _write_outputs(cfg: DictConfig, table, summary: dict, table_path: Path, folder: Path, draw) -> None:
+    """The table, the figures (``draw``) and summary.json, each written atomically; a write that
+    fails (a full disk) removes what this call wrote and is one line naming the file."""
+    import errno
+    import os
+
+    from lithovae.files import atomic_write
+    from lithovae.results import write_json
+
+    created = [p for p in (folder, table_path.parent) if not p.exists()]
+    written: list[Path] = []
+    current = table_path
+    try:
+        atomic_write(table_path, lambda tmp: table.to_parquet(tmp, index=False) if table_path.suffix == ".parquet"
+                     else table.to_csv(tmp, index=False))
+        written.append(table_path)
+        if cfg.figures:
+            summary["figures"] = draw()
+            written += [Path(p) for p in summary["figures"]]
+        current = folder / "summary.json"
+        write_json(current, summary)
+    except OSError as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for path in [folder / "figures", *created]:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when left empty
+        reason = f"{os.strerror(exc.errno)} ({errno.errorcode.get(exc.errno, exc.errno)})" \
+            if exc.errno else str(exc).splitlines()[0]
+        raise ConfigError(f"out: cannot write {current}: {reason}; nothing written") from None
 
 
 def _scores(predictor, frame, bins, outputs, table, labeled) -> dict:
@@ -208,16 +270,17 @@ def _figures(predictor, table, frame, labeled, folder: Path) -> list[str]:
     """A log figure per borehole; one that cannot be drawn is a one-line warning, not a lost table."""
     import pandas as pd
 
-    from lithovae.evaluation.figures import _draw, _safe_name
+    from lithovae.evaluation.figures import _draw, _unique_names
     from lithovae.prediction.figure import prediction_log
 
     described = pd.Series(frame["principal"].to_numpy(), index=table.index) if labeled.any() else None
     boreholes = list(pd.unique(table["borehole_id"]))
     print(f"drawing {len(boreholes)} borehole logs in {folder}")
     written: dict = {}
+    names = _unique_names(boreholes)  # A/B and A_B: two files
     for bh in boreholes:
         _draw(written, str(bh), prediction_log, table, predictor.features, bh,
-              folder / f"{_safe_name(bh)}.png", described)
+              folder / f"{names[bh]}.png", described)
     return [str(path) for path in written.values()]
 
 

@@ -75,6 +75,9 @@ def _scheme(uri: str) -> str:
     return urlsplit(uri).scheme.lower()
 
 
+FILE_STORE_OPT_IN = "MLFLOW_ALLOW_FILE_STORE"  # MLflow's own switch for its folder store
+
+
 def check_uri(uri: str, key: str = "logger.tracking_uri", saved: bool = True) -> None:
     """A tracking URI (``key`` names where it came from). ``saved``: it is in the config, which
     is saved with every run and logged as its params, so it must hold no password."""
@@ -82,6 +85,11 @@ def check_uri(uri: str, key: str = "logger.tracking_uri", saved: bool = True) ->
         raise ConfigError(f"{key}: '{uri}' is not a tracking URI: give an MLflow server "
                           "(http://host:port), or a database (sqlite:///path/mlflow.db, "
                           "postgresql+psycopg://user@host/db); a local folder is logger.tracking_dir")
+    if _scheme(uri) == "file" and os.environ.get(FILE_STORE_OPT_IN, "").strip().lower() not in ("true", "1"):
+        folder = urlsplit(uri).path or "<folder>"
+        raise ConfigError(f"{key}: '{uri}' is a folder store, which MLflow 3 no longer writes: use "
+                          f"logger.tracking_dir={folder} (a SQLite store there) or sqlite:///{folder.rstrip('/')}"
+                          f"/mlflow.db; `mlflow migrate-filestore` converts an existing one")
     if saved and urlsplit(uri).password is not None:
         raise ConfigError(f"{key}: '{redacted(uri)}' holds a password, which would be saved in the run's "
                           "config: drop it from the URI and set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD "
@@ -257,9 +265,19 @@ def default_run_name(model: str | None = None) -> str | None:
     return name or None
 
 
+class RunLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger, except that the end of ``trainer.fit`` does not end the MLflow
+    run: evaluation comes after it, and the run may say FINISHED only once its test metrics,
+    metrics.json and predictor bundle are written. :func:`tracked_run` ends it (FINISHED,
+    FAILED or KILLED); a process killed before that leaves it RUNNING, which is the truth."""
+
+    def finalize(self, status: str = "success") -> None:
+        return None  # no checkpoint scan either: the run logs the checkpoint it scores itself
+
+
 def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "outputs/mlruns",
                   run_name: str | None = None, sweep_suffix: bool = True, tracking_uri: str | None = None,
-                  uri_key: str = "logger.tracking_uri", model: str | None = None) -> MLFlowLogger:
+                  uri_key: str = "logger.tracking_uri", model: str | None = None) -> RunLogger:
     """An MLFlowLogger on ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the local store
     under ``tracking_dir``; in a multirun, in the sweep's experiment (``sweep_suffix=False``:
     ``experiment_name`` is already the full name). The store is probed first: unreachable, it is
@@ -279,8 +297,8 @@ def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "output
         lock = file_lock(database.parent / ".lock")
     with lock:
         ensure_experiment(uri, experiment_name, artifacts, source)
-    logger = MLFlowLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
-                          artifact_location=artifacts)
+    logger = RunLogger(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
+                       artifact_location=artifacts)
     with global_uri(uri):  # Lightning sets MLflow's process-wide URI as it starts the run: not beyond it
         logger.experiment
     return logger

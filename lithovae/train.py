@@ -7,6 +7,7 @@ logs everything to MLflow. Returns ``ari_best`` (the sweep objective).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lithovae import config as config_schema  # registers the train schema
 from lithovae.cli import EXIT_USER_ERROR, RunInterrupted, exits_cleanly
+from lithovae.files import atomic_write
 
 log = logging.getLogger("lithovae")
 
@@ -71,6 +73,8 @@ def _configured_logger(cfg: DictConfig):
     from hydra.utils import instantiate
 
     try:
+        from lithovae.untrusted import check_config  # first: nothing foreign is imported or built
+        check_config(cfg, "", allow_interpolation=True, error=config_schema.ConfigError)
         config_schema.check_target(cfg.logger, "logger")
         return instantiate(cfg.logger)
     except config_schema.ConfigError:
@@ -106,10 +110,12 @@ class RunParts:
         return self.run_dir / "checkpoints"
 
 
-def build_run(cfg: DictConfig, logger, datamodules: dict | None = None) -> RunParts:
+def build_run(cfg: DictConfig, logger, datamodules: dict | None = None, resumed: dict | None = None) -> RunParts:
     """Validate ``cfg``, seed, build (or reuse) the dataset, the data module and the training
-    plan, bind the checkpoint policy. ``datamodules`` caches data modules by their options, so
-    the members of an ensemble that share data share one module."""
+    plan, bind the checkpoint policy, and write what scores and resumes the run (config, scaler,
+    label encoding, split) before any training. ``datamodules`` caches data modules by their
+    options, so the members of an ensemble that share data share one module. ``resumed``: the
+    checkpoint a resume starts from (:func:`_resume_state`), which must fit the plan."""
     config_schema.validate(cfg)
     import pytorch_lightning as pl
     import torch
@@ -135,7 +141,10 @@ def build_run(cfg: DictConfig, logger, datamodules: dict | None = None) -> RunPa
     key = json.dumps([str(dataset_path), cfg.seed, source.transforms, dm_options], sort_keys=True, default=str)
     dm = (datamodules or {}).get(key)
     if dm is None:
-        dm = LithoDataModule(dataset_path, seed=cfg.seed, transforms=source.transforms, **dm_options)
+        # a resume keeps the stopped run's boreholes in each part, whatever the data gained since
+        assignment = resumed.get("assignment") if resumed is not None else None
+        dm = LithoDataModule(dataset_path, seed=cfg.seed, transforms=source.transforms,
+                             assignment=assignment, **dm_options)
         dm.setup()
         if datamodules is not None:
             datamodules[key] = dm
@@ -152,7 +161,10 @@ def build_run(cfg: DictConfig, logger, datamodules: dict | None = None) -> RunPa
                         plateau_patience=cfg.lr_scheduler.patience,
                         plateau_factor=cfg.lr_scheduler.factor, seed=cfg.seed)
     plan.mlflow_run_id = tracking.run_id(logger)
+    if resumed is not None:
+        _check_fits(resumed, plan)
     policy = instantiate(cfg.checkpoint).bind(run_dir / "checkpoints")
+    _write_setup_files(run_dir, cfg, dm)
     return RunParts(cfg, logger, run_dir, source, Path(dataset_path), dm, plan, policy,
                     score_options, figure_options)
 
@@ -177,13 +189,15 @@ def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
     from pytorch_lightning.callbacks import EarlyStopping, TQDMProgressBar
 
     from lithovae import tracking
-    from lithovae.checkpointing import EpochEndCheckpoint
+    from lithovae.checkpointing import EpochEndCheckpoint, take_over
     from lithovae.cli import RunInterrupted
     from lithovae.files import load_checkpoint
 
-    resumed = _resume_state(cfg.ckpt_path)
-    parts = build_run(cfg, logger)
+    resumed = _resume_state(cfg.ckpt_path, cfg)
+    parts = build_run(cfg, logger, resumed=resumed)
     ckpt_dir = parts.ckpt_dir
+    if resumed is not None:  # the stopped run's checkpoints, in this run's folder
+        take_over(resumed["path"], ckpt_dir, parts.policy, resumed["state"])
     callbacks = [parts.policy, EpochEndCheckpoint(ckpt_dir), *extra_callbacks]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=1))  # a step is a chunk of 32 mini-batches
@@ -199,6 +213,8 @@ def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
                      "resumed_from_run": str(resumed.get("mlflow_run_id"))})
         tracking.mark_superseded(logger, resumed.get("mlflow_run_id"), tracking.run_id(logger))
     track_run(parts, tags)
+    if resumed is not None and resumed["complete"]:
+        return _score_complete(parts, resumed)
     try:
         trainer.fit(parts.plan, datamodule=parts.dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     except RunInterrupted as exc:
@@ -207,8 +223,21 @@ def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
                 f"ckpt_path={last}") if last.exists() else "no epoch finished, nothing to resume"
         raise RunInterrupted(exc.signum, done) from None
     final_losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
-    return score_run(parts, epochs_trained=trainer.current_epoch, final_losses=final_losses,
-                     is_global_zero=trainer.is_global_zero)
+    with _scoring_stops(parts):
+        return score_run(parts, epochs_trained=trainer.current_epoch, final_losses=final_losses,
+                         is_global_zero=trainer.is_global_zero)
+
+
+@contextlib.contextmanager
+def _scoring_stops(parts: RunParts):
+    """A run stopped while scoring says how to finish it: its training is complete."""
+    try:
+        yield
+    except RunInterrupted as exc:
+        last = parts.ckpt_dir / "last.ckpt"
+        raise RunInterrupted(exc.signum, f"stopped while scoring, training complete: score it with "
+                                         f"python -m lithovae.evaluate run_dir={parts.run_dir}, or resume "
+                                         f"with ckpt_path={last}") from None
 
 
 def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_global_zero: bool = True,
@@ -245,7 +274,7 @@ def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_gl
         files = _guarded("cluster tables", lambda: _write_cluster_tables(run_dir, metrics, arrays, dm, model), [])
         files += _guarded("diagnostic tables", lambda: _write_diagnostic_tables(run_dir, metrics, dm), [])
         bundle = _write_predictor(parts, model, arrays, metrics)
-        files += _write_run_files(run_dir, cfg, metrics, dm)  # metrics.json before figures
+        files += _write_run_files(run_dir, metrics, dm)  # metrics.json before figures
         tracking.log_test_metrics(logger, metrics)
         tracking.log_artifacts(logger, files)
         if bundle is not None and cfg.export.mlflow_model and tracking.run_id(logger) is not None:
@@ -262,30 +291,153 @@ def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_gl
     return metrics
 
 
-def _resume_state(ckpt_path) -> dict | None:
-    """The resumed checkpoint's epoch and MLflow run (None for a fresh run)."""
+def _resume_state(ckpt_path, cfg: DictConfig | None = None) -> dict | None:
+    """The checkpoint a resume starts from (None for a fresh run): its state, epoch, MLflow run,
+    and whether its training is complete. Faults are one line before any work: a file that is
+    not a training checkpoint and, given the run's ``cfg``, a saved config of the stopped run
+    that differs where a resume must not (:func:`_check_same_run`) or ``trainer.max_epochs``
+    below the checkpoint's epochs."""
     if ckpt_path is None:
         return None
+    from lithovae.errors import CheckpointError
     from lithovae.files import load_checkpoint
 
     path = Path(ckpt_path)
     if not path.is_file():
         raise config_schema.ConfigError(f"ckpt_path: no checkpoint file at {path}")
-    state = load_checkpoint(path)
-    if state.get("lithovae", {}).get("ensemble"):
+    state = load_checkpoint(path)  # weights_only: nothing in it runs
+    origin = state.get("lithovae") if isinstance(state.get("lithovae"), dict) else {}
+    if origin.get("ensemble"):
         raise config_schema.ConfigError(
             f"ckpt_path: {path} was written by the ensemble launcher: it holds weights but no optimizer "
             "state, so it can be evaluated (python -m lithovae.evaluate) but not resumed")
-    return {"epoch": state.get("epoch"), "mlflow_run_id": state.get("lithovae", {}).get("mlflow_run_id")}
+    if not isinstance(state.get("epoch"), int) or not isinstance(state.get("state_dict"), dict) \
+            or "optimizer_states" not in state:
+        raise CheckpointError(f"ckpt_path: {path} is not a training checkpoint (no epoch, weights or optimizer "
+                              "state): resume from a run's checkpoints/last.ckpt")
+    trained = state["epoch"] + 1
+    if cfg is not None:
+        _check_same_run(cfg, path)
+    max_epochs = cfg.trainer.get("max_epochs") if cfg is not None else trained
+    if not isinstance(max_epochs, int) or max_epochs < 1:
+        max_epochs = trained  # not a valid value: the config's validation names it
+    elif max_epochs < trained:
+        raise config_schema.ConfigError(
+            f"trainer.max_epochs: {max_epochs} is below the {trained} epochs {path} already holds (epoch "
+            f"{state['epoch']}, 0-based): resume with trainer.max_epochs >= {trained}")
+    from lithovae.data.splits import saved_assignment
+
+    return {"path": path, "state": state, "epoch": state["epoch"], "mlflow_run_id": origin.get("mlflow_run_id"),
+            "assignment": saved_assignment(path.resolve().parent.parent / "split.json"),
+            "complete": trained >= max_epochs or bool(origin.get("stopped_early"))}
+
+
+# what a resume must share with the stopped run: the model, and what decides the data, its
+# features and its split (a resume with other boreholes in test would score seen data)
+RESUME_KEYS = ("model", "seed", "data._target_", "data.scale", "data.seed", "data.build", "data.features",
+               "data.label", "data.group", "data.borehole", "data.depth", "data.bin_size",
+               *(f"datamodule.{k}" for k in ("fractions", "split", "n_folds", "fold", "label_fraction",
+                                             "label_unit", "standardize", "context", "engineered",
+                                             "impute_rgb")))
+
+
+def _saved_config(run_dir: Path):
+    """The stopped run's saved config (``config.yaml``, else ``.hydra/config.yaml``), read as
+    untrusted input (:func:`lithovae.untrusted.load_config`: a foreign ``_target_`` at any depth
+    is refused in one line), and its path; None when the checkpoint lies outside a run."""
+    from lithovae.untrusted import load_config
+
+    found = None
+    for name, unresolved in (("config.yaml", False), (".hydra/config.yaml", True)):
+        path = run_dir / name
+        if path.is_file():  # both are checked: a planted file refuses the run folder whole
+            cfg = load_config(path, allow_interpolation=unresolved)
+            found = found or (cfg, path)
+    return found
+
+
+def _flat(node, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _check_same_run(cfg: DictConfig, ckpt_path: Path) -> None:
+    """Refuse, in one line naming each key and both values, a resume whose config differs from
+    the stopped run's (its run dir is the checkpoint's grandparent) in :data:`RESUME_KEYS`. Keys
+    that only one side has (added since), or that the saved file leaves unresolved, are not
+    compared."""
+    found = _saved_config(ckpt_path.resolve().parent.parent)
+    if found is None:
+        return
+    saved_cfg, saved_path = found
+    tops = sorted({k.split(".")[0] for k in RESUME_KEYS})
+    saved = _flat(OmegaConf.to_container(saved_cfg, resolve=False))
+    current = _flat(OmegaConf.to_container(OmegaConf.masked_copy(cfg, tops), resolve=True))
+    differences = []
+    for key, new in current.items():
+        old = saved.get(key, new)
+        if not any(key == k or key.startswith(k + ".") for k in RESUME_KEYS) or (
+                isinstance(old, str) and "${" in old):
+            continue
+        if old != new:
+            differences.append(f"{key}: the stopped run used {old!r}, this run {new!r}")
+    if differences:
+        more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+        raise config_schema.ConfigError(
+            f"ckpt_path: {ckpt_path} cannot resume with this config ({saved_path} differs): "
+            + "; ".join(differences[:3]) + more)
+
+
+def _check_fits(resumed: dict, plan) -> None:
+    """The checkpoint's weights fit the plan: the same parameter names and shapes (a different
+    architecture or feature count is one line naming the first mismatching key)."""
+    from lithovae.errors import CheckpointError
+
+    saved, here = resumed["state"]["state_dict"], plan.state_dict()
+    path = resumed["path"]
+    for key, value in saved.items():
+        shape = tuple(getattr(value, "shape", ()))
+        if key not in here:
+            raise CheckpointError(f"ckpt_path: {path} does not fit this run's model: it holds {key}, which this "
+                                  "model has not (a resume needs the same architecture and data features)")
+        if tuple(here[key].shape) != shape:
+            raise CheckpointError(f"ckpt_path: {path} does not fit this run's model: {key} has shape "
+                                  f"{list(shape)} in the checkpoint, {list(here[key].shape)} here (a resume "
+                                  "needs the same architecture and data features)")
+    missing = [k for k in here if k not in saved]
+    if missing:
+        raise CheckpointError(f"ckpt_path: {path} does not fit this run's model: it lacks {missing[0]} "
+                              "(a resume needs the same architecture and data features)")
+
+
+def _score_complete(parts: RunParts, resumed: dict) -> dict:
+    """A resume with no epoch left to train (killed while scoring): score at once, with the
+    stopped run's training curves and final losses, read from its checkpoint."""
+    state = resumed["state"]
+    parts.plan.on_load_checkpoint(state)
+    history = state.get("history") or [{}]
+    final_losses = {k: float(v) for k, v in history[-1].items() if k.startswith(("train/", "val/"))}
+    print(f"{resumed['path']}: training already complete (epoch {resumed['epoch']}, 0-based): scoring it")
+    with _scoring_stops(parts):
+        return score_run(parts, epochs_trained=resumed["epoch"] + 1, final_losses=final_losses)
 
 
 def _guarded(what: str, step, default):
-    """Run one optional output step; a failure is a one-line warning, never a lost run."""
+    """Run one optional output step; a failure is a one-line warning, never a lost run. A full
+    disk or read-only folder is not such a failure: it fails the run (every later write would)."""
+    from lithovae.cli import FILE_SYSTEM_ERRNOS, one_line
+
     try:
         return step()
     except Exception as exc:  # noqa: BLE001 - any failure of an optional output
-        from lithovae.cli import one_line
-
+        if isinstance(exc, OSError) and exc.errno in FILE_SYSTEM_ERRNOS:
+            raise
         log.warning("%s not written: %s", what, one_line(exc))
         return default
 
@@ -315,7 +467,8 @@ def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm, model)
     if arrays["assignment"] is None:
         return []
     path = run_dir / "clusters.csv"
-    cluster_table(arrays["assignment"], principal).to_csv(path)
+    table = cluster_table(arrays["assignment"], principal)
+    atomic_write(path, table.to_csv)
     return [path]
 
 
@@ -338,7 +491,7 @@ def _write_diagnostic_tables(run_dir: Path, metrics: dict, dm) -> list[Path]:
     paths = []
     for name, table in diagnostic_tables(metrics, dm.feature_names).items():
         paths.append(run_dir / f"{name}.csv")
-        table.to_csv(paths[-1], index=False)
+        atomic_write(paths[-1], lambda tmp, table=table: table.to_csv(tmp, index=False))
     return paths
 
 
@@ -367,23 +520,59 @@ def _write_figures(run_dir: Path, arrays: dict, dm, class_names: list[str], hist
     return list(written.values())
 
 
-def _write_run_files(run_dir: Path, cfg: DictConfig, metrics: dict, dm) -> list[Path]:
-    from lithovae.results import to_json, write_text
+RUN_FILES = ("config.yaml", "label_encoding.json", "split.json", "scaler.json")  # before training
+
+
+def _write_setup_files(run_dir: Path, cfg: DictConfig, dm) -> None:
+    """What scores and resumes the run (``evaluate run_dir=``, ``ckpt_path=``), on disk before
+    training starts, so a run killed in any phase keeps it (rank 0 writes)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from lithovae.results import write_text
+
+    if rank_zero_only.rank != 0:
+        return
 
     files = {
-        "metrics.json": to_json(metrics),
         "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
         "label_encoding.json": json.dumps(dm.encoding.to_dict(), indent=1),
-        "split.json": json.dumps({"boreholes": dm.split_boreholes, "stats": dm.stats}, indent=1),
+        "split.json": _split_file(dm),
     }
-    paths = [write_text(run_dir / name, text) for name, text in files.items()]
+    for name, text in files.items():
+        write_text(run_dir / name, text)
     dm.scaler.save(run_dir / "scaler.json")
-    paths.append(run_dir / "scaler.json")
-    return paths
+
+
+def _split_file(dm) -> str:
+    return json.dumps({"boreholes": dm.split_boreholes, "stats": dm.stats}, indent=1)
+
+
+def _write_run_files(run_dir: Path, metrics: dict, dm) -> list[Path]:
+    """metrics.json, after scoring, and split.json again with the fit's statistics (its
+    ``train_time``); with the other setup files, the run's files to log."""
+    from lithovae.results import to_json, write_text
+
+    write_text(run_dir / "split.json", _split_file(dm))
+    write_text(run_dir / "metrics.json", to_json(metrics))
+    return [run_dir / "metrics.json", *(run_dir / name for name in RUN_FILES)]
 
 
 # train as the command line runs it: one `error:` line and exit code 2 (143/130 when stopped)
 run = exits_cleanly(train)
+
+
+def _mark_failed_run(cfg: DictConfig, message: str) -> None:
+    """A run that stops on a user error leaves its folder (Hydra made it, with ``.hydra/``)
+    saying why: ``FAILED`` holds the error line, as a failed multirun job's folder does."""
+    from lithovae.results import write_text
+    from lithovae.sweeps import FAILED_MARK
+
+    try:
+        run_dir = Path(cfg.paths.run_dir)
+        if run_dir.is_dir():
+            write_text(run_dir / FAILED_MARK, f"exit code {EXIT_USER_ERROR}: error: {message}\n")
+    except Exception:  # noqa: BLE001 - an unresolvable run dir, a full disk: the error line still prints
+        pass
 
 
 def _in_optuna_search() -> bool:
@@ -418,7 +607,7 @@ def main(cfg: DictConfig) -> float | None:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
     else:
-        metrics = run(cfg)
+        metrics = exits_cleanly(train, on_user_error=lambda message: _mark_failed_run(cfg, message))(cfg)
     value = metrics.get(cfg.optimized_metric)
     if value is None and cfg.optimized_metric not in metrics:
         print(f"error: optimized_metric: '{cfg.optimized_metric}' is not a metric of this run", file=sys.stderr)

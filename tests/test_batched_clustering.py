@@ -197,6 +197,12 @@ def members():
     return np.stack([x, *others, x @ rng.normal(size=(6, 6)).astype(np.float32)]), y
 
 
+def same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` group the rows alike (cluster numbers aside)."""
+    pairs = torch.unique(torch.stack([a, b]), dim=1)
+    return pairs.shape[1] == torch.unique(a).numel() == torch.unique(b).numel()
+
+
 def test_members_in_one_batch_are_the_members_alone(members):
     xs, _ = members
     ks = (6, 9, 12)
@@ -204,12 +210,16 @@ def test_members_in_one_batch_are_the_members_alone(members):
     mixtures = batched.gmm(xs, ks, seed=2, init_labels=together.first_labels)
     for m in range(len(xs)):
         alone = batched.kmeans(xs[m], ks, n_init=3, seed=2, first_labels=True)
-        assert torch.equal(together.labels[m], alone.labels[0])
+        # the same partitions: where two restarts reach one partition, which of them (and so
+        # which numbering) wins can turn on the last digits, as BLAS kernels may order a batch's
+        # reductions differently from one member's
+        for j in range(len(ks)):
+            assert same_partition(together.labels[m][j], alone.labels[0][j])
         assert torch.equal(together.first_labels[m], alone.first_labels[0])
-        assert torch.equal(together.inertia[m], alone.inertia[0])
+        torch.testing.assert_close(together.inertia[m], alone.inertia[0], rtol=1e-6, atol=0)
         mixture = batched.gmm(xs[m], ks, seed=2)
         assert torch.equal(mixtures.labels[m], mixture.labels[0])
-        assert torch.equal(mixtures.lower_bound[m], mixture.lower_bound[0])
+        torch.testing.assert_close(mixtures.lower_bound[m], mixture.lower_bound[0], rtol=1e-6, atol=0)
 
 
 def test_a_member_with_ties_leaves_the_others_unchanged():

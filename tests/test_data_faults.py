@@ -17,7 +17,7 @@ from lithovae.data.builder import BuildError, BuildOptions, build_dataset
 from lithovae.data.sources import LilySource, TableSource
 from lithovae.data.schema import INSTRUMENTS
 from tests.conftest import config_defaults
-from tests.lily_files import lily_frame, write_lily
+from tests.lily_files import lily_frame, random_lily, write_lily
 
 
 def _source_yaml(option: str) -> dict:
@@ -238,3 +238,127 @@ def test_command_line_prints_one_error_line_and_exits_2(tmp_path, case):
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith(expected), proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert _no_dataset_written(tmp_path / "outputs")
+
+
+# --- 5. rows without a borehole id: dropped, counted and said, never merged into a borehole -------
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_rows_without_a_borehole_id_are_dropped_counted_and_said(tmp_path, kind):
+    """The probe's table: 300 rows, 100 of them without an id (empty, NaN, blank) at the depths
+    of H1. They were averaged away into H1's bins or a borehole of their own; now each is
+    dropped, counted in the manifest and named in one printed line, and H1 is untouched."""
+    depths = np.round(np.arange(100) * 0.2, 6)
+    frame = pd.concat([
+        pd.DataFrame({"borehole_id": "H1", "depth_m": depths, "principal": "clay", "GRA": 1.6, "MS": 10.0}),
+        pd.DataFrame({"borehole_id": "H2", "depth_m": depths, "principal": "silt", "GRA": 1.9, "MS": 20.0}),
+        pd.DataFrame({"borehole_id": np.array(["", None, "  ", np.nan] * 25, dtype=object),
+                      "depth_m": depths, "principal": "basalt", "GRA": 2.8, "MS": 900.0}),
+    ], ignore_index=True)
+    path = tmp_path / f"mine.{kind}"
+    frame.to_csv(path, index=False) if kind == "csv" else frame.to_parquet(path, index=False)
+    lines = []
+    out, manifest = table_source(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(
+        tmp_path / "data", log=lines.append)
+    data = pd.read_parquet(out)
+    assert sorted(data["borehole_id"].unique()) == ["H1", "H2"] and len(data) == 200
+    assert (data.loc[data["borehole_id"] == "H1", "MS"] == 10.0).all()  # nothing averaged in
+    assert manifest["steps"]["dropped_missing_borehole"] == 100
+    assert manifest["steps"]["duplicate_rows_averaged"] == 0 and manifest["rows"] == 200
+    assert lines == [f"[lithovae.data] mine.{kind}: 100 of 300 rows have no borehole id "
+                     "(column 'borehole_id' empty or NaN): dropped"]
+
+
+def test_a_table_without_any_borehole_id_is_one_line(tmp_path):
+    path = _table(tmp_path / "mine.csv", [(None, 0.0, "clay", 1.6, 10), ("", 0.2, "clay", 1.7, 11)])
+    with pytest.raises(BuildError) as err:
+        table_source(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(tmp_path / "data", log=_quiet)
+    assert str(err.value) == f"{path}: column 'borehole_id' (the borehole id) is empty in all 2 rows"
+    assert _no_dataset_written(tmp_path / "data")
+
+
+def test_a_dataset_with_rows_without_a_borehole_id_is_one_line_not_a_type_error(tmp_path):
+    """A dataset written before such rows were dropped (or by hand): the split would sort ids
+    mixed with NaN (a TypeError in splits.py); it is one line naming the file instead."""
+    from lithovae.data.datamodule import LithoDataModule
+
+    rows = [(b, d, "clay", 1.6 + d) for b in ("H1", "H2", "H3", None) for d in (0.0, 0.2)]
+    frame = pd.DataFrame(rows, columns=["borehole_id", "depth_m", "principal", "GRA"])
+    for column in ("prefix", "suffix", "full_lithology", "lithology_group"):
+        frame[column] = None
+    path = tmp_path / "old.parquet"
+    frame.to_parquet(path, index=False)
+    datamodule = config_defaults()["datamodule"]
+    dm = LithoDataModule(path, seed=0, **datamodule)
+    with pytest.raises(BuildError) as err:
+        dm.setup()
+    assert str(err.value) == (f"{path}: 2 of 8 rows have no borehole_id; rebuild the dataset "
+                              "from its source")
+
+
+# --- 6. a damaged cached dataset or manifest is detected on use and rebuilt -------------------
+
+def _truncate(path: Path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _garble(path: Path):
+    """Bytes changed in the middle, same size: the footer still reads."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def _edit_manifest(change):
+    def edit(path: Path):
+        manifest = json.loads(path.read_text())
+        path.write_text(json.dumps(change(manifest)))
+    return edit
+
+
+DAMAGE = {
+    "truncated_parquet": ("parquet", _truncate, "damaged cached dataset (unreadable Parquet: ArrowInvalid)"),
+    "garbled_parquet": ("parquet", _garble, "damaged cached dataset (its SHA-256 differs from its manifest's)"),
+    "manifest_not_json": ("manifest", lambda p: p.write_text('{"inputs": {'), "damaged manifest (not JSON: "),
+    "manifest_a_list": ("manifest", lambda p: p.write_text("[1, 2]"),
+                        "damaged manifest (a JSON list, not an object)"),
+    "manifest_inputs_a_list": ("manifest", _edit_manifest(lambda m: {**m, "inputs": list(m["inputs"])}),
+                               "damaged manifest (no 'inputs' object)"),
+    "manifest_input_sizes_text": ("manifest", _edit_manifest(lambda m: {**m, "inputs": {
+        k: {**v, "size": str(v["size"])} for k, v in m["inputs"].items()}}),
+        "damaged manifest (inputs.GRA_DataLITH.csv: not {size, mtime_ns, sha256})"),
+    "manifest_other_rows": ("manifest", _edit_manifest(lambda m: {**m, "rows": m["rows"] + 1}),
+                            "damaged cached dataset ("),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_cache_is_detected_on_use_and_rebuilt_with_one_line(tmp_path, case):
+    target, damage, said = DAMAGE[case]
+    raw = write_lily(tmp_path / "raw", {n: lily_frame(n, [
+        {"depth": d, "hole": h, "GRA": 1.6 + d, "MS": 1, "NGR": 1, "R": 90, "G": 80, "B": 70}
+        for h in "ABC" for d in np.arange(40) * 0.2]) for n in INSTRUMENTS})
+    first = build_dataset(raw, tmp_path / "out", _options(), log=_quiet)
+    expected = pd.read_parquet(first.path)
+    damage(first.path if target == "parquet" else first.manifest_path)
+    lines = []
+    again = build_dataset(raw, tmp_path / "out", _options(), log=lines.append)
+    what = first.path if target == "parquet" or case == "manifest_other_rows" else first.manifest_path
+    assert again.rebuilt and lines[0].startswith(f"[lithovae.data] {what}: {said}"), lines
+    assert lines[0].endswith("; rebuilding") and not any("damaged" in line for line in lines[1:])
+    pd.testing.assert_frame_equal(pd.read_parquet(again.path), expected)
+    assert json.loads(again.manifest_path.read_text())["rows"] == len(expected)
+    lines.clear()
+    assert not build_dataset(raw, tmp_path / "out", _options(), log=lines.append).rebuilt
+    assert lines == [f"[lithovae.data] up to date: {first.path}"]
+
+
+def test_a_manifest_from_before_outputs_were_recorded_is_reused_and_records_it(tmp_path):
+    raw = random_lily(tmp_path / "raw", n_boreholes=3, bins_per_borehole=10)
+    first = build_dataset(raw, tmp_path / "out", _options(), log=_quiet)
+    old = json.loads(first.manifest_path.read_text())
+    recorded = old.pop("output")
+    first.manifest_path.write_text(json.dumps(old))
+    assert not build_dataset(raw, tmp_path / "out", _options(), log=_quiet).rebuilt
+    assert json.loads(first.manifest_path.read_text())["output"] == recorded

@@ -136,6 +136,7 @@ def _multirun(args: list[str], tmp_path: Path, data_dir: Path) -> subprocess.Com
         capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHONPATH": os.getcwd()})
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_an_ensemble_sweep_leaves_a_run_per_job_and_a_bad_member_fails_alone(tmp_path, shared_data_dir):
     from lithovae.evaluate import load_run_model
 

@@ -254,6 +254,25 @@ def _raw_las(path: Path, curves: str, rows: str) -> Path:
     return path
 
 
+# a LAS 3.0 file: comma-delimited, ~Log_Definition / ~Log_Data sections (lasio reads it partly)
+LAS3 = """~Version
+VERS.                3.0 : CWLS LOG ASCII STANDARD -VERSION 3.0
+WRAP.                 NO : ONE LINE PER DEPTH STEP
+DLM .              COMMA : DELIMITING CHARACTER BETWEEN DATA COLUMNS
+~Well
+NULL.            -999.25 : NULL VALUE
+WELL.                 W3 : WELL
+~Log_Definition
+DEPT.M                   : DEPTH {F}
+GR  .API                 : GAMMA {F}
+RHOB.K/M3                : DENSITY {F}
+LITH.                    : LITHOLOGY {S}
+~Log_Data | Log_Definition
+0.0, 1.0, 2000, "fine sand"
+0.2, 2.0, 2100, "coarse sand"
+0.4, 3.0, 2200, shale
+"""
+
 BAD_LAS = {
     "missing_curve": (lambda d: _good(d / "w" / "a.las") and write_las(
         d / "w" / "b.las", {"DEPT": [0.0, 0.2], "GR": [1.0, 2.0], "NPHI": [0.1, 0.2]}),
@@ -284,6 +303,12 @@ BAD_LAS = {
     "mixed_units": (lambda d: _good(d / "w" / "a.las") and write_las(
         d / "w" / "b.las", {"DEPT": [0.0, 1.0], "GR": [1.0, 2.0], "RHOB": [2.0, 2.0]}, unit="FT"),
         "w: wells in different depth units (m in a.las, ft in b.las)"),
+    # a file without a depth unit may be in feet as well as in metres: not one unit
+    "unit_and_unitless": (lambda d: _good(d / "w" / "a.las") and [
+        _raw_las(d / "w" / f"{n}.las", "DEPT. :\nGR.API :\nRHOB.G/C3 :\n", "0.0 1.0 2.0\n0.2 2.0 2.1\n")
+        for n in "bc"], "w: depth unit m in a.las but none in b.las and 1 more"),
+    "las_version_3": (lambda d: _good(d / "w" / "a.las") and (d / "w" / "b.las").write_text(LAS3),
+                      "b.las: LAS version 3.0 is not supported (lithovae reads LAS 1.2 and 2.0)"),
 }
 
 
@@ -401,3 +426,40 @@ def test_training_on_a_csv_of_well_log_columns_ends_with_metrics_and_predicts(tm
     summary, table = _predict(tmp_path, "data=table", f"data.path={new}", *columns, "figures=false")
     assert len(table) == 2 * 40 and summary["n_labeled"] == 80
     assert -1 <= summary["scores"]["ari_saved_clusterer"] <= 1 and "ari_best" in summary["scores"]
+
+
+# --- header details: an empty WELL, a repeated mnemonic --------------------------------------
+
+def test_an_empty_well_header_is_the_file_name_never_a_missing_borehole(tmp_path):
+    """Rows of a LAS file always have a borehole id: with WELL empty it is the file name, so two
+    such files stay two boreholes (never merged, never dropped)."""
+    for name in ("a", "b"):
+        _raw_las(tmp_path / "w" / f"{name}.las", "DEPT.M :\nGR.API :\n", "0.0 1.0\n0.2 2.0\n")
+        text = (tmp_path / "w" / f"{name}.las").read_text().replace("WELL. W : WELL", "WELL.   : WELL")
+        (tmp_path / "w" / f"{name}.las").write_text(text)
+    path, manifest = las_source(tmp_path / "w", features=["GR"]).prepare(tmp_path / "data", log=_quiet)
+    data = pd.read_parquet(path)
+    assert sorted(data["borehole_id"].unique()) == ["a", "b"] and len(data) == 4
+    assert manifest["steps"]["dropped_missing_borehole"] == 0
+    assert "boreholes_from_several_files" not in manifest["steps"]
+
+
+def test_a_repeated_mnemonic_is_said_in_one_line_and_recorded_in_the_manifest(tmp_path):
+    _raw_las(tmp_path / "w" / "a.las", "DEPT.M :\nGR.API :\nGR.API :\nRHOB.G/C3 :\n",
+             "0.0 1.0 5.0 2.0\n0.2 2.0 6.0 2.1\n")
+    _good(tmp_path / "w" / "b.las")
+    lines = []
+    path, manifest = las_source(tmp_path / "w", features=["GR", "RHOB"]).prepare(
+        tmp_path / "data", log=lines.append)
+    said = [line for line in lines if "GR" in line and "appears" in line]
+    assert said == ["[lithovae.data] a.las: curve GR appears 2 times (read as GR:1, GR:2): GR means GR:1; "
+                    "name GR:2 in data.features to use another"], lines
+    assert manifest["steps"]["repeated_mnemonics"] == {"a.las": ["GR"]}
+    assert manifest["inputs"]["a.las"]["repeated_mnemonics"] == {"GR": ["GR:1", "GR:2"]}
+    assert "repeated_mnemonics" not in manifest["inputs"]["b.las"]
+    data = pd.read_parquet(path)
+    assert data.loc[data["borehole_id"] == "W", "GR"].tolist() == [1.0, 2.0]  # the first GR
+    # the second is named by lasio's name for it
+    other, _ = las_source(tmp_path / "w" / "a.las", features={"GR": "GR:2"}).prepare(
+        tmp_path / "data", log=_quiet)
+    assert pd.read_parquet(other)["GR"].tolist() == [5.0, 6.0]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.test_study import _multirun
 from tests.test_tracking_server import _mlflow_server, _post
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_mlflow_server_finds_a_studys_runs_with_metrics(tmp_path, shared_data_dir):
     _multirun(["study=alpha_grid", "trainer.max_epochs=1", "alpha.value=0.1,1.0"], tmp_path, shared_data_dir)
     store = tmp_path / "outputs" / "mlruns" / "mlflow.db"

@@ -84,6 +84,18 @@ BAD = [
     (["eval.max_fit_samples=0"], "eval.max_fit_samples"),
     (["eval.umap_sample=0"], "eval.umap_sample"),
     (["eval.umap_top_n=0"], "eval.umap_top_n"),
+    # the class's own limit (RandomMask: prob < 1), and maxima that cannot fit in memory
+    (["mask=random", "mask.prob=1.0"], "mask.prob"),
+    (["model.latent_dim=100000"], "model.latent_dim"),
+    (["model.hidden=[100000,16]"], "model.hidden"),
+    (["model=semisup", "model.classifier_hidden=[100000]"], "model.classifier_hidden"),
+    (["model=dual_encoder", "model.decoder_hidden=[16,100000]"], "model.decoder_hidden"),
+    (["datamodule.context=1000000000"], "datamodule.context"),
+    (["eval.k=[12,100000]"], "eval.k"),
+    (["model=vade", "model.n_components=100000"], "model.n_components"),
+    (["model=vampprior", "model.n_pseudo_inputs=100000"], "model.n_pseudo_inputs"),
+    (["model=contrastive", "model.n_clusters=100000"], "model.n_clusters"),
+    (["checkpoint=val_ari", "checkpoint.k=100000"], "checkpoint.k"),
 ]
 
 
@@ -115,7 +127,9 @@ def test_an_out_of_range_option_fails_fast_naming_the_key(tmp_path, capsys, no_d
 @pytest.mark.parametrize("overrides, message", [
     (["trainer.max_epochs=-1"], "trainer.max_epochs: must be an integer >= 1, got -1"),
     (["datamodule.batch_size=0"], "datamodule.batch_size: must be an integer >= 2, got 0"),
-    (["eval.k=[1,12]"], "eval.k[0]: must be an integer >= 2, got 1"),
+    (["eval.k=[1,12]"], "eval.k[0]: must be an integer in [2, 1000], got 1"),
+    (["model.latent_dim=100000"], "model.latent_dim: must be an integer in [1, 1024], got 100000"),
+    (["mask=random", "mask.prob=1.0"], "mask.prob: must be in [0, 1), got 1.0"),
     (["eval.max_fit_samples=0"], "eval.max_fit_samples: must be null or an integer >= 1, got 0"),
     (["optimizer.lr=0"], "optimizer.lr: must be a finite number > 0, got 0.0"),
     (["lr_scheduler.factor=1.0"], "lr_scheduler.factor: must be in (0, 1), got 1.0"),
@@ -139,6 +153,8 @@ def test_the_messages_name_the_range(tmp_path, overrides, message):
     ["datamodule.n_folds=2", "datamodule.fold=1", "seed=4294967295"],
     ["model=dual_encoder", "model.fusion_hidden=[]"],
     ["mask=block", "mask.prob=1.0"],
+    ["mask=random", "mask.prob=0.999"],
+    ["model.latent_dim=1024", "model.hidden=[4096,4096]", "datamodule.context=32", "eval.k=[2,1000]"],
     ["beta=cyclical", "beta.ratio=1.0"],
 ])
 def test_boundary_values_are_accepted(tmp_path, overrides):
@@ -176,13 +192,20 @@ def test_every_checked_key_exists_in_some_config(tmp_path):
     assert not set(RANGES) - seen, sorted(set(RANGES) - seen)
 
 
-def test_the_command_line_exits_2_with_one_error_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "lithovae.train", "trainer.max_epochs=-1",
+@pytest.mark.parametrize("overrides, line", [
+    (["trainer.max_epochs=-1"], "error: trainer.max_epochs: must be an integer >= 1, got -1"),
+    # the class's own limit (RandomMask raised a ValueError once training began)
+    (["mask=random", "mask.prob=1.0"], "error: mask.prob: must be in [0, 1), got 1.0"),
+    # a maximum (it trained, then failed allocating 80 GB)
+    (["model.latent_dim=100000"], "error: model.latent_dim: must be an integer in [1, 1024], got 100000"),
+], ids=["max_epochs", "mask.prob", "latent_dim"])
+def test_the_command_line_exits_2_with_one_error_line(tmp_path, overrides, line):
+    proc = subprocess.run([sys.executable, "-m", "lithovae.train", *overrides,
                            f"paths.root_dir={tmp_path}", "logger=none"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["error: trainer.max_epochs: must be an integer >= 1, got -1"], proc.stderr
+    assert lines == [line], proc.stderr
     assert not (tmp_path / "outputs" / "data").exists()
 
 

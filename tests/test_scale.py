@@ -45,6 +45,7 @@ def _check_run_dir(run_dir: Path, n_test: int) -> None:
     assert metrics["n_test"] == n_test  # the full test set, not one rank's shard
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_ddp_cpu_two_processes_one_run_one_checkpoint_full_test_set(tmp_path, shared_data_dir,
                                                                      single_process_n_test):
     _train_cli(["trainer=ddp_cpu", "trainer.devices=2"], tmp_path, shared_data_dir)
@@ -58,6 +59,7 @@ def test_ddp_cpu_two_processes_one_run_one_checkpoint_full_test_set(tmp_path, sh
     _check_run_dir(run_dir, single_process_n_test)
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_ddp_cpu_multirun_two_jobs(tmp_path, shared_data_dir, single_process_n_test):
     _train_cli(["-m", "trainer=ddp_cpu", "trainer.devices=2", "model.latent_dim=4,6"], tmp_path, shared_data_dir)
     _, experiments = _runs(tmp_path)
@@ -71,6 +73,7 @@ def test_ddp_cpu_multirun_two_jobs(tmp_path, shared_data_dir, single_process_n_t
         _check_run_dir(sweep / job, single_process_n_test)
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_joblib_multirun_over_four_mask_probs_is_one_sweep(tmp_path, shared_data_dir):
     _train_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "mask=random",
                 "mask.prob=0.0,0.1,0.2,0.3"], tmp_path, shared_data_dir)

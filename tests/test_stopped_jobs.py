@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import os
 import signal
 import subprocess
@@ -46,6 +47,7 @@ def test_sigterm_during_training_exits_143_with_one_line_and_a_killed_run(tmp_pa
     assert run.info.status == "KILLED" and run.data.tags["stop_reason"] == "SIGTERM"
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_a_multirun_with_one_bad_value_leaves_a_failed_run_beside_the_finished_ones(tmp_path, shared_data_dir):
     proc = subprocess.run(
         [sys.executable, "-m", "lithovae.train", "-m", *COMMON, "trainer.max_epochs=1", "mask=random",
@@ -62,10 +64,15 @@ def test_a_multirun_with_one_bad_value_leaves_a_failed_run_beside_the_finished_o
 
 def test_a_single_run_with_a_bad_value_leaves_a_failed_run_with_its_overrides_and_error(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "lithovae.train", "trainer.max_epochs=-1", f"paths.root_dir={tmp_path}"],
+        [sys.executable, "-m", "lithovae.train", "trainer.max_epochs=-1", f"paths.root_dir={tmp_path}",
+         f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "error: trainer.max_epochs: must be an integer >= 1, got -1"
+    # the folder Hydra made says why it holds nothing but .hydra/
+    assert {p.name for p in (tmp_path / "run").iterdir()} - {"train.log"} == {".hydra", "FAILED"}
+    assert (tmp_path / "run" / "FAILED").read_text() == \
+        "exit code 2: error: trainer.max_epochs: must be an integer >= 1, got -1\n"
     (run,) = _runs(tmp_path)
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "trainer.max_epochs: must be an integer >= 1, got -1"

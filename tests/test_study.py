@@ -147,6 +147,7 @@ def test_masking_sweep_is_the_studys_51_runs_of_50_epochs(tmp_path):
     assert int(sweep["trainer.max_epochs"]) == 50 and sweep["experiment"] == "v2_14_2"
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_masking_sweep_with_joblib_writes_summary_figure_and_a_parent_run(tmp_path, shared_data_dir):
     proc = _multirun(["study=masking_sweep", "trainer.max_epochs=1", "hydra/launcher=joblib", "mask.prob=0.0,0.3"],
                      tmp_path, shared_data_dir)

@@ -142,6 +142,7 @@ def server(tmp_path_factory):
         yield base, tmp / "artifacts"
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_a_training_and_a_joblib_sweep_log_to_the_server(server, tmp_path, shared_data_dir):
     base, artifacts = server
     single = tmp_path / "single"

@@ -10,9 +10,12 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_a_built_wheel_installed_in_a_fresh_venv_trains_from_outside_the_repo(tmp_path):
     # build from a copy: setuptools writes build/ beside the sources, and a stale one would hide
     # files missing from the package data

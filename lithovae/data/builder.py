@@ -359,15 +359,72 @@ def _inputs(raw_dir: Path, instruments: list[Instrument]) -> dict[str, dict]:
     return out
 
 
-def _cached(manifest_path: Path, out_path: Path, inputs: dict, raw_dir: Path) -> dict | None:
-    """The previous manifest if the output is current for these inputs, else None."""
+def _manifest_problem(old) -> str | None:
+    """What makes a cached manifest unusable (it is read back, so any JSON may be there), or None."""
+    if not isinstance(old, dict):
+        return f"a JSON {type(old).__name__}, not an object"
+    inputs = old.get("inputs")
+    if not isinstance(inputs, dict):
+        return "no 'inputs' object"
+    for name, info in inputs.items():
+        if not (isinstance(info, dict) and isinstance(info.get("size"), int)
+                and isinstance(info.get("mtime_ns"), int) and isinstance(info.get("sha256"), str)):
+            return f"inputs.{name}: not {{size, mtime_ns, sha256}}"
+    if not isinstance(old.get("rows"), int) or isinstance(old.get("rows"), bool):
+        return "no 'rows' count"
+    output = old.get("output")
+    if output is not None and not (isinstance(output, dict) and isinstance(output.get("size"), int)
+                                   and isinstance(output.get("mtime_ns"), int)
+                                   and isinstance(output.get("sha256"), str)):
+        return "output: not {size, mtime_ns, sha256}"
+    return None
+
+
+def _output_record(path: Path) -> dict:
+    """What the manifest records of the dataset it describes, to detect a damaged copy on use."""
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_digest(path)}
+
+
+def _output_problem(out_path: Path, old: dict) -> str | None:
+    """What is wrong with the cached dataset, or None: its Parquet footer and row count are
+    read on every use, its SHA-256 only when its mtime changed (then recorded in ``old``),
+    as for the inputs."""
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_metadata(out_path).num_rows
+    except Exception as exc:  # noqa: BLE001 - truncated or garbled: whatever pyarrow raises
+        return f"unreadable Parquet: {type(exc).__name__}"
+    if rows != old["rows"]:
+        return f"{rows} rows, its manifest says {old['rows']}"
+    recorded, st = old.get("output"), out_path.stat()
+    if recorded is not None:
+        if st.st_size != recorded["size"]:
+            return f"{st.st_size} bytes, its manifest says {recorded['size']}"
+        if st.st_mtime_ns != recorded["mtime_ns"]:
+            if file_digest(out_path) != recorded["sha256"]:
+                return "its SHA-256 differs from its manifest's"
+            recorded["mtime_ns"] = st.st_mtime_ns
+    return None
+
+
+def _cached(manifest_path: Path, out_path: Path, inputs: dict, raw_dir: Path, log=print) -> dict | None:
+    """The previous manifest if the output is current for these inputs and intact, else None.
+    A damaged manifest or dataset (truncated, garbled, another shape) is said in one line:
+    the caller then rebuilds it."""
     if not (manifest_path.exists() and out_path.exists()):
         return None
     try:
         old = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log(f"[lithovae.data] {manifest_path}: damaged manifest (not JSON: {type(exc).__name__}); rebuilding")
         return None
-    old_inputs = old.get("inputs", {})
+    problem = _manifest_problem(old)
+    if problem:
+        log(f"[lithovae.data] {manifest_path}: damaged manifest ({problem}); rebuilding")
+        return None
+    old_inputs = old["inputs"]
     if set(old_inputs) != set(inputs):
         return None
     touched = False
@@ -379,6 +436,14 @@ def _cached(manifest_path: Path, out_path: Path, inputs: dict, raw_dir: Path) ->
             if prev["sha256"] != file_digest(raw_dir / name):
                 return None
             prev["mtime_ns"], touched = info["mtime_ns"], True
+    output_mtime = (old.get("output") or {}).get("mtime_ns")
+    damage = _output_problem(out_path, old)
+    if damage:
+        log(f"[lithovae.data] {out_path}: damaged cached dataset ({damage}); rebuilding")
+        return None
+    if "output" not in old:  # a manifest from before outputs were recorded: record it once
+        old["output"], touched = _output_record(out_path), True
+    touched |= old["output"]["mtime_ns"] != output_mtime
     if touched:  # same content, new mtime (a copy or checkout): hash it once, not on every call
         atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(old, indent=1)))
     return old
@@ -389,7 +454,9 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
     """Build (or reuse) the binned dataset of the raw files in ``raw_dir``.
 
     Writes ``{out_dir}/{name}_{feature_set}_{key}.parquet`` and a ``.manifest.json``
-    beside it; rebuilds only when the inputs or the options change.
+    beside it; rebuilds only when the inputs or the options change, or when the cached
+    dataset or manifest is damaged (checked on every use: the Parquet footer, its row count,
+    size and SHA-256 against the manifest's; said in one line).
     """
     opts = options
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
@@ -400,7 +467,7 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
     stem = f"{name}_{opts.feature_set}_{opts.cache_key()}"
     out_path = out_dir / f"{stem}.parquet"
     manifest_path = out_dir / f"{stem}.manifest.json"
-    if not force and (old := _cached(manifest_path, out_path, inputs, raw_dir)) is not None:
+    if not force and (old := _cached(manifest_path, out_path, inputs, raw_dir, log)) is not None:
         log(f"[lithovae.data] up to date: {out_path}")
         return BuildResult(out_path, manifest_path, old, rebuilt=False)
 
@@ -471,5 +538,6 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
         "seconds": round(time.perf_counter() - started, 2),
     }
     atomic_write(out_path, lambda tmp: data.to_parquet(tmp, index=False))
+    manifest["output"] = _output_record(out_path)
     atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     return BuildResult(out_path, manifest_path, manifest, rebuilt=True)

@@ -22,6 +22,7 @@ from lithovae.data.errors import BuildError
 from lithovae.data.features import expand_features
 from lithovae.data.scaler import DistributionAwareScaler
 from lithovae.data.schema import DATASET_KEY_COLUMNS
+from lithovae.data.sources import missing_ids
 from lithovae.data.splits import (SPLIT_KINDS, borehole_split, check_disjoint, entropy_balanced_folds,
                                    entropy_balanced_split, label_entropy, two_way_split)
 
@@ -124,6 +125,12 @@ class LithoDataModule(pl.LightningDataModule):
     The options of the ``datamodule`` config and ``seed`` are required keywords: their
     defaults are written once, in ``lithovae/conf/train.yaml``. ``transforms`` (from the
     data source), ``scaler`` and ``encoding`` (a trained run's) are None when not used.
+
+    ``assignment`` (a trained run's ``split.json`` boreholes, ``{train|val|test: [ids]}``)
+    fixes each borehole's part instead of computing the split, so a run is scored on its own
+    parts whatever rows were added or removed since: the data's boreholes in none of them
+    form a fourth part, ``unseen``; the parts' boreholes not in the data are listed in
+    ``missing_boreholes``; and a part may be empty (the caller checks the one it scores).
     """
 
     def __init__(self, dataset_path: str | Path, *, batch_size: int,
@@ -133,7 +140,8 @@ class LithoDataModule(pl.LightningDataModule):
                  eval_batch_size: int, steps_per_batch: int, keep_on_device: bool,
                  split: str, label_fraction: float, label_unit: str,
                  transforms: dict[str, str] | None = None,
-                 scaler: DistributionAwareScaler | None = None, encoding: LabelEncoding | None = None):
+                 scaler: DistributionAwareScaler | None = None, encoding: LabelEncoding | None = None,
+                 assignment: dict[str, list[str]] | None = None):
         super().__init__()
         self.dataset_path = Path(dataset_path)
         self.batch_size = batch_size
@@ -166,9 +174,31 @@ class LithoDataModule(pl.LightningDataModule):
         self.shuffle_generator = torch.Generator().manual_seed(seed)
         # a trained run's scaler and label codes, to evaluate it on other data unchanged
         self.fitted_scaler, self.fixed_encoding = scaler, encoding
+        if assignment is not None:
+            unknown = sorted(set(assignment) - set(SPLITS))
+            if unknown:
+                raise BuildError(f"split assignment: unknown part {unknown[0]!r}, expected {list(SPLITS)}")
+            assignment = {s: [str(b) for b in assignment.get(s, [])] for s in SPLITS}
+        self.assignment = assignment
+        self.missing_boreholes: dict[str, list[str]] = {}
 
     # -- preparing ---------------------------------------------------------------------------
+    def _assigned_boreholes(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The fixed ``assignment``'s parts as found in ``frame``, and ``unseen``: the rest."""
+        present = set(frame["borehole_id"].astype(str).unique())
+        parts = {s: np.array(sorted(set(ids) & present), dtype=object) for s, ids in self.assignment.items()}
+        try:
+            check_disjoint(parts)
+        except ValueError as exc:
+            raise BuildError(f"split assignment: {exc}") from None
+        assigned = set().union(*map(set, self.assignment.values()))
+        parts["unseen"] = np.array(sorted(present - assigned), dtype=object)
+        self.missing_boreholes = {s: sorted(set(ids) - present) for s, ids in self.assignment.items()}
+        return parts
+
     def _split_boreholes(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        if self.assignment is not None:
+            return self._assigned_boreholes(frame)
         if self.n_folds:
             labels = frame["principal"].fillna("<unlabeled>")
             folds = entropy_balanced_folds(frame["borehole_id"], labels, self.n_folds, self.seed)
@@ -213,6 +243,10 @@ class LithoDataModule(pl.LightningDataModule):
         frame = pd.read_parquet(self.dataset_path)
         if frame.empty:
             raise BuildError(f"{self.dataset_path}: dataset has no rows")
+        no_id = missing_ids(frame["borehole_id"])
+        if no_id.any():  # such rows belong to no part of the split (the sources drop and count them)
+            raise BuildError(f"{self.dataset_path}: {int(no_id.sum())} of {len(frame)} rows have no "
+                             "borehole_id; rebuild the dataset from its source")
         base_features = [c for c in frame.columns if c not in DATASET_KEY_COLUMNS]
         values, names, transforms = expand_features(frame, base_features, self.context,
                                                     self.engineered, self.transforms)
@@ -246,7 +280,7 @@ class LithoDataModule(pl.LightningDataModule):
         bh_codes = pd.factorize(frame["borehole_id"], sort=True)[0]
         self.feature_names = names
         self.base_features = base_features  # the dataset's columns, before context/engineered
-        for split in SPLITS:
+        for split in parts:  # train, val, test (and unseen, with a fixed assignment)
             m = masks[split]
             self.frames[split] = frame.loc[m, ["borehole_id", "depth_m", "principal",
                                                "lithology_group"]].reset_index(drop=True)
@@ -259,13 +293,13 @@ class LithoDataModule(pl.LightningDataModule):
                 "borehole": torch.from_numpy(bh_codes[m].astype(np.int64)),
                 "depth": torch.from_numpy(frame["depth_m"].to_numpy(np.float32)[m]),
             }
-        self.stats.update({f"n_{s}": int(masks[s].sum()) for s in SPLITS})
-        self.stats.update({f"boreholes_{s}": len(parts[s]) for s in SPLITS})
+        self.stats.update({f"n_{s}": int(masks[s].sum()) for s in parts})
+        self.stats.update({f"boreholes_{s}": len(parts[s]) for s in parts})
         # labeled training rows: what class counts, class weights and adaptive alpha see
         self.stats["n_train_labeled"] = int((self.tensors["train"]["y"] >= 0).sum())
         # label entropy of the whole dataset: the reference of the CV table's entropy differences
         self.stats["entropy_all"] = label_entropy(frame["principal"].dropna())
-        if min(self.stats[f"n_{s}"] for s in SPLITS) == 0:
+        if self.assignment is None and min(self.stats[f"n_{s}"] for s in SPLITS) == 0:
             raise BuildError(f"{self.dataset_path}: a split is empty ({self.stats}); "
                              "the dataset has too few boreholes")
 

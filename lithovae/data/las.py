@@ -1,4 +1,5 @@
 """Well logs in LAS 2.0 (and 1.2) files, read with ``lasio``: ``data=las data.path=<file or folder>``.
+Another version (LAS 3.0) is an error naming the file and its version.
 
 One well per file. Each file becomes rows of (borehole, depth, label, features) and the
 rows of all files go through the same code as a table (:func:`~lithovae.data.sources.table_to_contract`,
@@ -8,10 +9,13 @@ rows of all files go through the same code as a table (:func:`~lithovae.data.sou
 - borehole id: the ``~Well`` header named by ``data.borehole`` (``WELL``), or the file name
   without ``.las`` where that header is absent or empty (or ``data.borehole`` is null);
 - depth: the first of the ``data.depth`` mnemonics (``DEPT|DEPTH|MD|TDEP``) that is a curve of
-  the file, in the file's own depth unit (never converted: a folder mixing metres and feet is
-  an error); the depths are binned at ``data.bin_size`` in that unit;
+  the file, in the file's own depth unit (never converted: a folder mixing metres and feet, or
+  files with a unit and files without one, is an error); the depths are binned at
+  ``data.bin_size`` in that unit;
 - curves: chosen by mnemonic, case-insensitive, with aliases ``RHOB|DEN`` tried in order
-  (the first present is used, per file; the manifest records which);
+  (the first present is used, per file; the manifest records which); a mnemonic a file repeats
+  (two ``GR`` curves, which lasio names ``GR:1``, ``GR:2``) is the first of them, said in one
+  line and recorded in the manifest (``repeated_mnemonics``); ``GR:2`` names the other;
 - the ``NULL`` header value (e.g. -999.25) is missing;
 - the label: a curve (``data.label``), text or numeric lithology codes (``3.0`` -> ``"3"``).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections import Counter
 import warnings
 from pathlib import Path
@@ -101,7 +106,7 @@ class LasSource:
 
     def prepare(self, data_dir: str | Path, log=print, force: bool = False):
         # every file is read and checked before anything is written
-        wells = [(f, *self._well(f)) for f in self.files()]
+        wells = [(f, *self._well(f, log)) for f in self.files()]
         units: dict[str, str] = {}
         for f, _, info in wells:
             if info["depth_unit"]:
@@ -110,6 +115,12 @@ class LasSource:
             (u1, f1), (u2, f2) = list(units.items())[:2]
             raise BuildError(f"{self.path}: wells in different depth units ({u1} in {f1}, {u2} in {f2}); "
                              "depths are used in each file's unit, so give one folder one unit")
+        unitless = [f.name for f, _, info in wells if not info["depth_unit"]]
+        if units and unitless:  # a file without a unit may be in feet as well as in metres
+            (u1, f1), = units.items()
+            more = f" and {len(unitless) - 1} more" if len(unitless) > 1 else ""
+            raise BuildError(f"{self.path}: depth unit {u1} in {f1} but none in {unitless[0]}{more}; "
+                             "depths are used in each file's unit, so give every file the same depth unit")
         rows = pd.concat([frame for _, frame, _ in wells], ignore_index=True)
         specs = {target: "|".join(aliases(spec)) for target, spec in self.features.items()}
         out, steps = table_to_contract(rows, where=self.path, borehole=_BOREHOLE, depth=_DEPTH,
@@ -119,6 +130,10 @@ class LasSource:
         steps["depth_unit"] = next(iter(units), None)
         files_per_id = Counter(info["borehole_id"] for _, _, info in wells)
         shared = sorted(i for i, n in files_per_id.items() if n > 1)
+        repeated = {f.name: sorted(info["repeated_mnemonics"]) for f, _, info in wells
+                    if info.get("repeated_mnemonics")}
+        if repeated:
+            steps["repeated_mnemonics"] = repeated
         if shared:  # e.g. two logging runs of one well: their rows are averaged per bin
             steps["boreholes_from_several_files"] = shared
             log(f"[lithovae.data] {self.path.name}: wells named alike in several files, merged as one "
@@ -141,6 +156,11 @@ class LasSource:
             text = data.decode(self.encoding)
         except UnicodeDecodeError:
             raise not_decodable(path, self.encoding) from None
+        version = _declared_version(text.removeprefix("\ufeff"))
+        if version is not None and float(version) not in _READABLE_VERSIONS:
+            # lasio reads a LAS 3.0 file partly and then fails on its data section somewhere
+            raise BuildError(f"{path}: LAS version {version} is not supported (lithovae reads LAS 1.2 "
+                             "and 2.0); save the well as LAS 2.0")
         # lasio logs (and warns) what it could not parse; the error below says it in one line
         lasio_log = logging.getLogger("lasio")  # its modules' loggers inherit this level
         level = lasio_log.level
@@ -155,8 +175,13 @@ class LasSource:
         finally:
             lasio_log.setLevel(level)
 
-    def _well(self, path: Path) -> tuple[pd.DataFrame, dict]:
+    def _well(self, path: Path, log=print) -> tuple[pd.DataFrame, dict]:
         las = self._read(path)
+        repeated = _repeated_mnemonics(las)
+        for mnemonic, names in repeated.items():
+            log(f"[lithovae.data] {path.name}: curve {mnemonic} appears {len(names)} times (read as "
+                f"{', '.join(names)}): {mnemonic} means {names[0]}; name {names[1]} in data.features "
+                "to use another")
         curves: dict[str, object] = {}
         for curve in las.curves:  # a repeated mnemonic is GR:1, GR:2 in lasio: the first is GR
             for key in (curve.mnemonic, getattr(curve, "original_mnemonic", curve.mnemonic)):
@@ -202,6 +227,8 @@ class LasSource:
         info = {"borehole_id": str(frame[_BOREHOLE].iloc[0]), "rows": n, "depth_curve": depth_name,
                 "depth_unit": _UNITS.get(unit_text.lower(), unit_text), "null": null, "curves": used,
                 "label_curve": label_name}
+        if repeated:
+            info["repeated_mnemonics"] = repeated
         return frame, info
 
     def _borehole_id(self, las, path: Path) -> str:
@@ -210,6 +237,32 @@ class LasSource:
             if value:
                 return value
         return path.stem
+
+
+_READABLE_VERSIONS = (1.2, 2.0)
+# the value of VERS in the ~Version section: "VERS.   2.0 : CWLS LAS 2.0"
+_VERSION_SECTION = re.compile(r"^~V[^\n]*\n(.*?)(?=^~|\Z)", re.M | re.S | re.I)
+_VERS_LINE = re.compile(r"^\s*VERS\s*\.\S*\s+([^\s:]+)\s*:", re.M | re.I)
+
+
+def _declared_version(text: str) -> str | None:
+    """The LAS version the file declares (as written, e.g. "3.0"), or None where it declares
+    none that is a number (lasio then says what is wrong with it)."""
+    section = _VERSION_SECTION.search(text)
+    line = _VERS_LINE.search(section.group(1)) if section else None
+    try:
+        return line.group(1) if line and float(line.group(1)) == float(line.group(1)) else None
+    except ValueError:
+        return None
+
+
+def _repeated_mnemonics(las) -> dict[str, list[str]]:
+    """{mnemonic: the names lasio gave its curves} for each mnemonic a file repeats."""
+    names: dict[str, list[str]] = {}
+    for curve in las.curves:
+        original = str(getattr(curve, "original_mnemonic", curve.mnemonic)).strip().upper()
+        names.setdefault(original, []).append(str(curve.mnemonic).strip().upper())
+    return {m: n for m, n in names.items() if len(n) > 1}
 
 
 def _null_value(las) -> float | None:

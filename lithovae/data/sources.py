@@ -94,7 +94,8 @@ def _generator_version(stamp: Path) -> int | None:
         return None
 
 
-TABLE_VERSION = 3  # bump when the output of the same table and options changes (3: numeric labels as integers)
+TABLE_VERSION = 4  # bump when the output of the same table and options changes (3: numeric labels as integers,
+# 4: rows without a borehole id dropped and counted)
 
 
 def checked_features(features, noun: str = "column") -> dict[str, str]:
@@ -233,6 +234,12 @@ def _numeric(raw: pd.DataFrame, col: str, where, noun: str = "column") -> pd.Ser
     return values.astype(np.float64)
 
 
+def missing_ids(ids: pd.Series) -> np.ndarray:
+    """True (a bool array) where a borehole id is missing: NaN/None, or text that is empty or blank."""
+    text = ids.astype("string").str.strip()
+    return (ids.isna() | text.isna() | (text == "")).to_numpy()
+
+
 def label_strings(values: pd.Series) -> pd.Series:
     """Labels as text: numbers (lithology codes) written as integers where they are whole
     (``3.0`` -> ``"3"``, as a CSV column with gaps or a LAS curve reads them), missing stays NA."""
@@ -254,6 +261,9 @@ def table_to_contract(raw: pd.DataFrame, *, where, borehole: str, depth: str, la
 
     Nothing is dropped uncounted:
 
+    - a row whose borehole id is missing (empty, blank or NaN) belongs to no borehole: it is
+      dropped, counted (``dropped_missing_borehole``) and named in one printed line, never
+      merged into another borehole; with no id at all the source is an error;
     - a feature value that is ``inf``/``-inf`` or beyond ``±1e12``
       (:data:`~lithovae.data.schema.MAX_ABS_VALUE`; such a column has no known physical
       range, so only this bound applies) is an outlier and becomes missing:
@@ -270,8 +280,12 @@ def table_to_contract(raw: pd.DataFrame, *, where, borehole: str, depth: str, la
     """
     if raw.empty:
         raise BuildError(f"{where}: no data rows")
-    steps: dict = {"rows_read": int(len(raw)), "dropped_nonfinite": {}, "dropped_beyond_max_abs": {}}
-    out = pd.DataFrame({"borehole_id": raw[borehole].astype(str)})
+    no_id = missing_ids(raw[borehole])
+    if no_id.all():
+        raise BuildError(f"{where}: {noun} '{borehole}' (the borehole id) is empty in all {len(raw)} rows")
+    steps: dict = {"rows_read": int(len(raw)), "dropped_missing_borehole": int(no_id.sum()),
+                   "dropped_nonfinite": {}, "dropped_beyond_max_abs": {}}
+    out = pd.DataFrame({"borehole_id": raw[borehole].astype(str).mask(no_id)})
     depths = _numeric(raw, depth, where, noun)
     bad_depth = depths.notna() & ~(np.isfinite(depths) & (depths.abs() <= MAX_ABS_VALUE))
     depths = depths.mask(bad_depth)
@@ -291,9 +305,9 @@ def table_to_contract(raw: pd.DataFrame, *, where, borehole: str, depth: str, la
         steps["dropped_beyond_max_abs"][target] = int(huge.sum())
         out[target] = values.mask(nonfinite | huge).astype(np.float32)
     no_depth = out["depth_m"].isna()
-    steps["dropped_missing_depth"] = int((no_depth & ~bad_depth).sum())
-    steps["dropped_bad_depth"] = int(bad_depth.sum())
-    out = out[~no_depth]
+    steps["dropped_missing_depth"] = int((no_depth & ~bad_depth & ~no_id).sum())  # each row counted once
+    steps["dropped_bad_depth"] = int((bad_depth & ~no_id).sum())
+    out = out[~no_depth & ~no_id]
     out["principal"] = label_strings(raw.loc[out.index, label]) if label else pd.NA
     for key in ("prefix", "suffix", "full_lithology"):
         out[key] = pd.NA
@@ -308,8 +322,11 @@ def table_to_contract(raw: pd.DataFrame, *, where, borehole: str, depth: str, la
     if out.empty:
         raise BuildError(f"{where}: no row has a depth and at least one feature")
     steps["missing_per_feature"] = {f: int(out[f].isna().sum()) for f in feats}
+    if steps["dropped_missing_borehole"]:
+        log(f"[lithovae.data] {Path(where).name}: {steps['dropped_missing_borehole']} of {len(raw)} rows "
+            f"have no borehole id ({noun} '{borehole}' empty or NaN): dropped")
     dropped = {k: v for k, v in steps.items() if k.startswith(("dropped", "duplicate")) and
-               (sum(v.values()) if isinstance(v, dict) else v)}
+               k != "dropped_missing_borehole" and (sum(v.values()) if isinstance(v, dict) else v)}
     if dropped:
         log(f"[lithovae.data] {Path(where).name}: {json.dumps(dropped)}")
     return out, steps

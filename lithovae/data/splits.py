@@ -5,10 +5,14 @@ No borehole is ever in two parts; :func:`check_disjoint` enforces it.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from lithovae.data.errors import BuildError
+from lithovae.errors import RunDirError
 
 
 def check_disjoint(parts: dict[str, np.ndarray]) -> None:
@@ -161,3 +165,32 @@ def entropy_balanced_split(boreholes, labels, fractions=(0.7, 0.15, 0.15), seed:
     parts = {"train": ids[free], "val": parts["val"], "test": parts["test"]}
     check_disjoint(parts)
     return parts
+
+
+SAVED_PARTS = ("train", "val", "test")
+
+
+def saved_assignment(path: Path) -> dict[str, list[str]] | None:
+    """A run's own borehole split from its ``split.json`` (``{"boreholes": {train|val|test:
+    [ids]}, ...}``), or None where the run has none (runs saved before they kept it). The file
+    is read back, so untrusted: a damaged one, or one of another shape, is a ``RunDirError``
+    naming it."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        boreholes = json.loads(path.read_text(encoding="utf-8"))["boreholes"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    except (KeyError, TypeError):
+        raise RunDirError(f"{path}: no 'boreholes' key (expected {{\"boreholes\": "
+                          "{\"train\": [ids], \"val\": [ids], \"test\": [ids]}}") from None
+    shaped = isinstance(boreholes, dict) and set(boreholes) == set(SAVED_PARTS) and all(
+        isinstance(ids, list) and all(isinstance(b, str) for b in ids) for ids in boreholes.values())
+    if not shaped:
+        raise RunDirError(f"{path}: 'boreholes' must map train, val and test to lists of borehole ids")
+    try:
+        check_disjoint({k: np.array(v, dtype=object) for k, v in boreholes.items()})
+    except ValueError as exc:
+        raise RunDirError(f"{path}: {exc}") from None
+    return boreholes

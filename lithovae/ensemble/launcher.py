@@ -106,12 +106,22 @@ def group_key(cfg: DictConfig) -> str | None:
     return json.dumps(shared, sort_keys=True, default=str)
 
 
+def check_options(max_group_size, threads) -> tuple[int, int | None]:
+    """The launcher's options, or a one-line ConfigError naming the key (checked before the
+    sweep starts: lithovae.hydra_callbacks.check_launcher)."""
+    from lithovae.checks import integer_at_least
+    from lithovae.errors import ConfigError
+
+    try:
+        size = integer_at_least("hydra.launcher.max_group_size:", max_group_size, 1)
+        return size, None if threads is None else integer_at_least("hydra.launcher.threads:", threads, 1)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 class EnsembleLauncher(Launcher):
     def __init__(self, *, max_group_size: int, threads: int | None):
-        from lithovae.checks import integer_at_least
-
-        self.max_group_size = integer_at_least("hydra.launcher.max_group_size", max_group_size, 1)
-        self.threads = None if threads is None else integer_at_least("hydra.launcher.threads", threads, 1)
+        self.max_group_size, self.threads = check_options(max_group_size, threads)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None

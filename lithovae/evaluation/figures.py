@@ -6,6 +6,7 @@ state), so nothing stays registered after a figure is saved and memory does not 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import warnings
@@ -551,8 +552,35 @@ def borehole_log(frame: pd.DataFrame, x_raw, feature_names: Sequence[str], assig
 
 
 # -- everything at once --------------------------------------------------------------------------
+MAX_NAME = 100  # characters of a sanitised id kept in a file name (file systems allow 255 bytes)
+
+
 def _safe_name(value) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(value))
+    """A file name for ``value`` (a borehole id): the id itself when it is a plain name,
+    else the id sanitised plus a short hash of the raw id, so ``A/B`` and ``A_B`` (or ``A B``)
+    never write one file."""
+    raw = str(value)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", raw)[:MAX_NAME].lstrip(".")
+    if safe == raw and safe:
+        return safe
+    return f"{safe}-{hashlib.sha256(raw.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
+def _unique_names(values) -> dict:
+    """{value: file name} for the ``values`` (borehole ids) drawn into one folder: names also
+    differ ignoring case (``U1437a`` and ``U1437A`` are one file on macOS and Windows)."""
+    names: dict = {}
+    taken: set[str] = set()
+    for value in values:
+        name = _safe_name(value)
+        if name.lower() in taken:  # a case twin, or an id that spells another's hashed name
+            stem = f"{_safe_name(value)}-{hashlib.sha256(repr(value).encode()).hexdigest()[:8]}"
+            name, n = stem, 1
+            while name.lower() in taken:
+                name, n = f"{stem}-{n}", n + 1
+        taken.add(name.lower())
+        names[value] = name
+    return names
 
 
 def _draw(written: dict, name: str, figure, *args, **kwargs) -> None:
@@ -614,8 +642,9 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
         boreholes = get("borehole_ids")
         if not boreholes:
             boreholes = [frame["borehole_id"].astype(str).value_counts().index[0]]
+        names = _unique_names(boreholes)
         for bh in boreholes:
-            _draw(written, f"borehole_log_{bh}", borehole_log, 
-                frame, x_raw, feature_names, assignment, bh,
-                out_dir / f"borehole_log_{_safe_name(bh)}.png")
+            _draw(written, f"borehole_log_{bh}", borehole_log,
+                  frame, x_raw, feature_names, assignment, bh,
+                  out_dir / f"borehole_log_{names[bh]}.png")
     return written

@@ -57,6 +57,7 @@ def write_bundle(run_dir: Path, *, cfg, dm, model, clustering, assignment, metri
 
     from lithovae import __version__
     from lithovae.evaluation.clusters import cluster_table
+    from lithovae.files import default_mode
 
     reason = unsupported_reason(cfg)
     params = clustering.best_fitted if clustering is not None else None
@@ -84,6 +85,7 @@ def write_bundle(run_dir: Path, *, cfg, dm, model, clustering, assignment, metri
     principal = dm.frames["test"]["principal"].to_numpy()
     final = run_dir / BUNDLE_DIR
     tmp = Path(tempfile.mkdtemp(prefix=f".{BUNDLE_DIR}-", dir=run_dir))
+    tmp.chmod(default_mode(directory=True))  # mkdtemp's 0700: the mode of a plain mkdir instead
     try:
         (tmp / "predictor.json").write_text(json.dumps(meta, indent=1, default=str))
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "weights.pt")

@@ -38,54 +38,160 @@ class ScoredBins:
     out_of_range: np.ndarray  # [N, B] bool: outside the training bins' range, or not finite
 
 
-def _model_from_config(model_cfg: dict, spec):
-    """The run's network built from its saved config; only lithovae's own classes are built."""
+def _model_from_config(model_cfg: dict, spec, where: str):
+    """The run's network built from its saved config (checked by :func:`_checked_meta`: only
+    lithovae's own model classes, nothing nested, keys and ranges of the class)."""
     from hydra.utils import instantiate
 
-    target = str(model_cfg.get("_target_", ""))
-    if not target.startswith("lithovae.models."):
-        raise RunDirError(f"predictor.json: model _target_ {target!r} is not a lithovae model")
-    return instantiate(model_cfg, _partial_=True, _convert_="all")(data=spec)
+    from lithovae.cli import one_line
+
+    # the weights come from weights.pt: a pretrained path would read a file named by the bundle
+    model_cfg = {**model_cfg, "pretrained": None} if "pretrained" in model_cfg else model_cfg
+    try:
+        return instantiate(model_cfg, _partial_=True, _convert_="all")(data=spec)
+    except Exception as exc:  # noqa: BLE001 - a constructor refusing the saved values
+        raise RunDirError(f"{where}: model: cannot build {model_cfg['_target_']} ({one_line(exc)[:200]})") from None
+
+
+def _checked_meta(path: Path) -> dict:
+    """predictor.json, every key the predictor reads checked (one line naming the file and key):
+    no foreign ``_target_``, Hydra directive or interpolation at any depth; feature lists,
+    context (at most lithovae.config.MAX_CONTEXT), the data spec and the training range
+    consistent with each other; the model's keys and ranges those of its class."""
+    from omegaconf import OmegaConf
+
+    from lithovae.config import MAX_CONTEXT, check_target
+    from lithovae.errors import ConfigError
+    from lithovae.untrusted import check_config, check_saved_ranges, number_list, read_json, string_list
+
+    meta = read_json(path)
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise RunDirError(f"{path}: predictor format {meta.get('format')!r}, this lithovae reads "
+                          f"format {BUNDLE_FORMAT}: train the run again with this version")
+    check_config(meta, str(path), allow_interpolation=False)  # before anything is imported or built
+    model = meta.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("_target_"), str):
+        raise RunDirError(f"{path}: model: must be a model config with a _target_")
+    try:
+        check_target(OmegaConf.create(model), "model")
+    except ConfigError as exc:
+        raise RunDirError(f"{path}: {exc}") from None
+    check_saved_ranges(OmegaConf.create({"model": model}), str(path))
+    features = string_list(meta.get("features"), f"{path}: features")
+    model_features = string_list(meta.get("model_features"), f"{path}: model_features")
+    if model_features[:len(features)] != features:
+        raise RunDirError(f"{path}: model_features: must start with the features {features}")
+    context = meta.get("context")
+    if not isinstance(context, int) or isinstance(context, bool) or not 0 <= context <= MAX_CONTEXT:
+        raise RunDirError(f"{path}: context: must be an integer in [0, {MAX_CONTEXT}], got {context!r}")
+    if not isinstance(meta.get("engineered"), bool):
+        raise RunDirError(f"{path}: engineered: must be true or false, got {meta.get('engineered')!r}")
+    _check_data_spec(meta.get("data_spec"), model_features, path)
+    span = meta.get("training_range")
+    if not isinstance(span, dict):
+        raise RunDirError(f"{path}: training_range: must have min and max lists")
+    for key in ("min", "max"):  # NaN (a feature never observed in training) is written as NaN or null
+        number_list(span.get(key), f"{path}: training_range.{key}", len(features), allow_nan=True)
+    for key in ("weights", "clustering", "eval"):
+        if not isinstance(meta.get(key), dict):
+            raise RunDirError(f"{path}: {key}: must be a JSON object, got {str(meta.get(key))[:60]}")
+    _check_eval(meta["eval"], path)
+    seed, top_k = meta.get("seed"), meta.get("top_k", 3)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2**32 - 1:
+        raise RunDirError(f"{path}: seed: must be an integer in [0, 2**32 - 1], got {seed!r}")
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise RunDirError(f"{path}: top_k: must be an integer >= 1, got {top_k!r}")
+    return meta
+
+
+def _check_data_spec(spec, model_features: list[str], path: Path) -> None:
+    """data_spec: the DataSpec the model was built with, its features the model features."""
+    required = ("n_features", "feature_names", "n_classes", "n_groups")
+    fields = (*required, "class_counts", "group_counts")
+    if not isinstance(spec, dict) or set(spec) - set(fields) or set(required) - set(spec):
+        raise RunDirError(f"{path}: data_spec: must have the keys {', '.join(required)} "
+                          f"(and class_counts, group_counts)")
+    if spec["feature_names"] != model_features or spec["n_features"] != len(model_features):
+        raise RunDirError(f"{path}: data_spec: its features ({spec['n_features']}: "
+                          f"{str(spec['feature_names'])[:80]}) are not the {len(model_features)} model_features")
+    for key in ("n_classes", "n_groups"):
+        if not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 1:
+            raise RunDirError(f"{path}: data_spec.{key}: must be an integer >= 1, got {spec[key]!r}")
+    for key, n in (("class_counts", spec["n_classes"]), ("group_counts", spec["n_groups"])):
+        counts = spec.get(key, [])
+        if not isinstance(counts, list) or counts and (len(counts) != n or not all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)):
+            raise RunDirError(f"{path}: data_spec.{key}: must be {n} counts >= 0, got {str(counts)[:80]}")
+
+
+def _check_eval(options: dict, path: Path) -> None:
+    """The scoring options of ``lithovae.evaluate`` (keys of conf/eval/default.yaml that are not
+    figure options), each in its range: predict passes them to evaluate()."""
+    from omegaconf import OmegaConf
+
+    from lithovae.evaluation.scoring import split_eval_options
+    from lithovae.untrusted import check_saved_ranges
+
+    defaults = OmegaConf.load(Path(__file__).parents[1] / "conf" / "eval" / "default.yaml")
+    known, _ = split_eval_options(OmegaConf.to_container(defaults))
+    unknown = sorted(set(options) - set(known))
+    missing = sorted(set(known) - set(options))
+    if unknown or missing:
+        key = (unknown or missing)[0]
+        raise RunDirError(f"{path}: eval.{key}: {'unknown' if unknown else 'missing'} key "
+                          f"(the keys: {', '.join(sorted(known))})")
+    check_saved_ranges(OmegaConf.create({"eval": options}), str(path))
+    if not isinstance(options["gmm"], bool):
+        raise RunDirError(f"{path}: eval.gmm: must be true or false, got {options['gmm']!r}")
 
 
 class Predictor:
     """A trained model, its scaler and its clusterer, applied to new bins (:meth:`predict`)."""
 
     def __init__(self, bundle_dir: str | Path):
-        from lithovae.data.datamodule import LabelEncoding
-        from lithovae.data.scaler import DistributionAwareScaler
         from lithovae.spec import DataSpec
+        from lithovae.untrusted import load_label_encoding, load_scaler
 
         self.path = bundle_dir = Path(bundle_dir)
         meta_path = bundle_dir / "predictor.json"
         if not meta_path.is_file():
             raise RunDirError(f"{bundle_dir}: no predictor.json (not a lithovae predictor bundle)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != BUNDLE_FORMAT:
-            raise RunDirError(f"{meta_path}: predictor format {meta.get('format')!r}, this lithovae reads "
-                              f"format {BUNDLE_FORMAT}: train the run again with this version")
-        self.meta = meta
+        self.meta = meta = _checked_meta(meta_path)
         self.features: list[str] = list(meta["features"])  # the input columns (original units)
         self.model_features: list[str] = list(meta["model_features"])  # with context/engineered
         self.context, self.engineered = int(meta["context"]), bool(meta["engineered"])
-        self.scaler = DistributionAwareScaler.load(bundle_dir / "scaler.json")
-        self.encoding = LabelEncoding(**json.loads((bundle_dir / "label_encoding.json").read_text()))
+        self.scaler = load_scaler(bundle_dir / "scaler.json")
+        if self.scaler.feature_names != self.model_features:
+            raise RunDirError(f"{bundle_dir / 'scaler.json'}: feature_names: the scaler's features are not "
+                              "the model_features of predictor.json")
+        self.encoding = load_label_encoding(bundle_dir / "label_encoding.json")
         spec = DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["data_spec"].items()})
-        self.model = _model_from_config(meta["model"], spec)
-        from lithovae.files import load_checkpoint
+        if (spec.n_classes, spec.n_groups) != (len(self.encoding.classes), len(self.encoding.groups)):
+            raise RunDirError(f"{meta_path}: data_spec: {spec.n_classes} classes and {spec.n_groups} groups, "
+                              f"label_encoding.json has {len(self.encoding.classes)} and {len(self.encoding.groups)}")
+        self.model = _model_from_config(meta["model"], spec, str(meta_path))
+        from lithovae.files import fit_weights, load_checkpoint
 
-        self.model.load_state_dict(load_checkpoint(bundle_dir / "weights.pt"))
+        weights_path = bundle_dir / "weights.pt"
+        fit_weights(self.model, load_checkpoint(weights_path), weights_path)
         self.model.eval()
         self.clusterer = FittedClusterer.load(bundle_dir / "clusterer.json")
-        table = pd.read_csv(bundle_dir / "clusters.csv", index_col="cluster")
+        latent = getattr(self.model, "latent_dim", None)
+        if isinstance(latent, int) and self.clusterer.dim != latent:
+            raise RunDirError(f"{bundle_dir / 'clusterer.json'}: its clusters are in {self.clusterer.dim} "
+                              f"dimensions, the model's latent space has {latent}")
+        clustering = meta["clustering"]
+        if (clustering.get("method"), clustering.get("k")) != (self.clusterer.method, self.clusterer.k):
+            raise RunDirError(f"{meta_path}: clustering: {clustering.get('method')} k={clustering.get('k')}, "
+                              f"but clusterer.json holds {self.clusterer.method} k={self.clusterer.k}")
+        table = _cluster_table(bundle_dir / "clusters.csv", self.clusterer.k)
         self.cluster_names = _lookup(table, "top_lithology", self.clusterer.k, None)
         self.cluster_purity = _lookup(table, "purity", self.clusterer.k, np.nan).astype(np.float64)
         self.cluster_top3 = _lookup(table, "top3", self.clusterer.k, None)
-        anomaly = json.loads((bundle_dir / "anomaly.json").read_text())
-        self.anomaly_quantiles = np.asarray(anomaly["quantiles"], dtype=np.float64)
+        self.anomaly_quantiles = _anomaly_quantiles(bundle_dir / "anomaly.json")
         low, high = meta["training_range"]["min"], meta["training_range"]["max"]
-        self.range_low = np.asarray(low, dtype=np.float64)
-        self.range_high = np.asarray(high, dtype=np.float64)
+        self.range_low = np.asarray([np.nan if v is None else v for v in low], dtype=np.float64)
+        self.range_high = np.asarray([np.nan if v is None else v for v in high], dtype=np.float64)
         self.target = self.model.class_target_name()
         self.class_names = np.asarray(self.encoding.vocabulary(self.target), dtype=object)
         self.top_k = int(meta.get("top_k", 3))
@@ -220,6 +326,55 @@ class Predictor:
             columns[f"{f}_out_of_range"] = bins.out_of_range[:, j]
         columns["n_out_of_range"] = bins.out_of_range.sum(1).astype(np.int64)
         return pd.DataFrame(columns)
+
+
+def _cluster_table(path: Path, k: int) -> pd.DataFrame:
+    """clusters.csv: one row per cluster id (-1: rows with no cluster, 0..k-1), with the
+    columns the predictor reads; anything else is one line naming the file."""
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found")
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise RunDirError(f"{path}: not a readable CSV table ({' '.join(str(exc).split())[:120]})") from None
+    missing = [c for c in ("cluster", "top_lithology", "purity", "top3") if c not in table.columns]
+    if missing:
+        raise RunDirError(f"{path}: no column '{missing[0]}'")
+    ids = pd.to_numeric(table["cluster"], errors="coerce")
+    bad = ids.isna() | (ids != ids.round()) | (ids < -1) | (ids >= k) | ids.duplicated()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise RunDirError(f"{path}: column 'cluster': {_plain(table['cluster'].iloc[row])!r} in row {row + 1} is not a "
+                          f"distinct cluster id in [-1, {k - 1}]")
+    purity = pd.to_numeric(table["purity"], errors="coerce")
+    bad = (purity.isna() & table["purity"].notna()) | (purity < 0) | (purity > 1)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise RunDirError(f"{path}: column 'purity': {_plain(table['purity'].iloc[row])!r} in row {row + 1} is not a "
+                          "share in [0, 1]")
+    table["purity"] = purity
+    return table.set_index(ids.astype(np.int64).rename("cluster"))
+
+
+def _plain(value):
+    """A numpy scalar as the Python value it holds (for messages: 99, not np.int64(99))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _anomaly_quantiles(path: Path) -> np.ndarray:
+    """anomaly.json's quantiles: 1001 non-decreasing finite numbers, or all null (a model
+    with no reconstruction)."""
+    from lithovae.untrusted import number_list, read_json
+
+    n = 1001  # len(lithovae.prediction.bundle.QUANTILES)
+    quantiles = read_json(path).get("quantiles")
+    if isinstance(quantiles, list) and len(quantiles) == n and all(q is None for q in quantiles):
+        return np.full(n, np.nan)
+    values = number_list(quantiles, f"{path}: quantiles", n)
+    if (np.diff(values) < 0).any():
+        raise RunDirError(f"{path}: quantiles: must be non-decreasing (entry "
+                          f"{int(np.argmax(np.diff(values) < 0)) + 2} is below the one before)")
+    return values
 
 
 def _lookup(table: pd.DataFrame, column: str, k: int, fill) -> np.ndarray:
