@@ -142,31 +142,33 @@ def _check_weights(state: dict, path: Path) -> None:
             raise CheckpointError(f"{path}: damaged checkpoint: {key} holds non-finite values (NaN or inf)")
 
 
-def fit_weights(model, weights: dict, path: str | Path) -> None:
-    """``model.load_state_dict(weights)``, after checking that they fit: the first key the model
-    and the file disagree on (missing, unexpected, or another shape) is one ``CheckpointError``
-    naming the file, the key and both shapes (a checkpoint of another architecture or size)."""
+def check_fits(own: dict, weights: dict, where: str) -> None:
+    """Weights fit a model whose state dict is ``own``: the first key they disagree on
+    (missing, unexpected, not a tensor, or another shape) is one ``CheckpointError`` starting
+    with ``where`` and naming the key and both shapes (weights of another architecture or size)."""
     import torch
 
     from lithovae.errors import CheckpointError
 
-    own = model.state_dict()
     for key, tensor in own.items():
         if key not in weights:
-            raise CheckpointError(f"{path}: does not fit this model ({type(model).__name__}): it has no {key} "
-                                  f"(the model's is {list(tensor.shape)}); a checkpoint of another architecture?")
+            raise CheckpointError(f"{where}: it has no {key} (the model's is {list(tensor.shape)}); "
+                                  "a checkpoint of another architecture?")
         saved = weights[key]
         if not isinstance(saved, torch.Tensor):
-            raise CheckpointError(f"{path}: {key} is a {type(saved).__name__}, not a tensor")
+            raise CheckpointError(f"{where}: {key} is a {type(saved).__name__}, not a tensor")
         # an empty buffer is filled in training (contrastive pseudo-labels): any length fits it
         if tuple(saved.shape) != tuple(tensor.shape) and tensor.numel() > 0:
-            raise CheckpointError(f"{path}: does not fit this model ({type(model).__name__}): {key} is "
-                                  f"{list(saved.shape)} in the file and {list(tensor.shape)} in the model "
-                                  "(another architecture or size)")
+            raise CheckpointError(f"{where}: {key} is {list(saved.shape)} in the file and "
+                                  f"{list(tensor.shape)} in the model (another architecture or size)")
     extra = [key for key in weights if key not in own]
     if extra:
-        raise CheckpointError(f"{path}: does not fit this model ({type(model).__name__}): unexpected key "
-                              f"{extra[0]} (a checkpoint of another architecture?)")
+        raise CheckpointError(f"{where}: unexpected key {extra[0]} (a checkpoint of another architecture?)")
+
+
+def fit_weights(model, weights: dict, path: str | Path) -> None:
+    """``model.load_state_dict(weights)``, after :func:`check_fits`."""
+    check_fits(model.state_dict(), weights, f"{path}: does not fit this model ({type(model).__name__})")
     model.load_state_dict(weights)
 
 

@@ -397,23 +397,10 @@ def _check_same_run(cfg: DictConfig, ckpt_path: Path) -> None:
 def _check_fits(resumed: dict, plan) -> None:
     """The checkpoint's weights fit the plan: the same parameter names and shapes (a different
     architecture or feature count is one line naming the first mismatching key)."""
-    from lithovae.errors import CheckpointError
+    from lithovae.files import check_fits
 
-    saved, here = resumed["state"]["state_dict"], plan.state_dict()
-    path = resumed["path"]
-    for key, value in saved.items():
-        shape = tuple(getattr(value, "shape", ()))
-        if key not in here:
-            raise CheckpointError(f"ckpt_path: {path} does not fit this run's model: it holds {key}, which this "
-                                  "model has not (a resume needs the same architecture and data features)")
-        if tuple(here[key].shape) != shape:
-            raise CheckpointError(f"ckpt_path: {path} does not fit this run's model: {key} has shape "
-                                  f"{list(shape)} in the checkpoint, {list(here[key].shape)} here (a resume "
-                                  "needs the same architecture and data features)")
-    missing = [k for k in here if k not in saved]
-    if missing:
-        raise CheckpointError(f"ckpt_path: {path} does not fit this run's model: it lacks {missing[0]} "
-                              "(a resume needs the same architecture and data features)")
+    check_fits(plan.state_dict(), resumed["state"]["state_dict"],
+               f"ckpt_path: {resumed['path']} does not fit this run's model")
 
 
 def _score_complete(parts: RunParts, resumed: dict) -> dict:

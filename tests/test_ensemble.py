@@ -191,6 +191,7 @@ def _spec(run_dir: Path, data_dir: Path):
     return dm.data_spec()
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_jobs_that_cannot_be_grouped_run_one_after_another(tmp_path, shared_data_dir):
     proc = _multirun(["experiment=v2_14_2", "trainer.max_epochs=1", "model.latent_dim=4,6"], tmp_path, shared_data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -200,6 +201,7 @@ def test_jobs_that_cannot_be_grouped_run_one_after_another(tmp_path, shared_data
         assert json.loads((sweep_dir / str(job) / "metrics.json").read_text())["latent_dim"] == dim
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 @pytest.mark.parametrize("study, sweep", [("beta_schedules", "beta=fixed_0.5,anneal,cyclical"),
                                           ("alpha_grid", "alpha.value=0.1,1.0")])
 def test_studies_run_through_the_ensemble_launcher_with_their_summaries(tmp_path, shared_data_dir, study, sweep):

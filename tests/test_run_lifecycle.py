@@ -84,7 +84,7 @@ def test_a_resume_with_another_architecture_is_one_line_naming_the_key(stopped, 
     assert stopped_run.value.code == 2
     (line,) = _errors(capsys)
     assert line.startswith(f"error: ckpt_path: {bare} does not fit this run's model: model.")
-    assert "in the checkpoint, [12, 16] here" in line or "in the checkpoint, [16, 12] here" in line, line
+    assert "in the file and [12, 16] in the model" in line or "in the file and [16, 12] in the model" in line, line
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

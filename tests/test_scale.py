@@ -96,6 +96,7 @@ def test_slurm_launcher_composes_without_a_cluster(tmp_path):
     assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == 1 and launcher["timeout_min"] == 120
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_optuna_search_reports_failed_trials_and_goes_on(tmp_path, shared_data_dir):
     proc = _train_cli(["hparams_search=ari_optuna", "hydra.sweeper.n_trials=4", "mask.prob=choice(0.1,1.5)"],
                       tmp_path, shared_data_dir, timeout=600)

@@ -166,6 +166,7 @@ def test_masking_sweep_with_joblib_writes_summary_figure_and_a_parent_run(tmp_pa
     assert all("test/r2_GRA" in r.data.metrics for r in children)
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_cv_study_runs_folds_on_disjoint_boreholes_and_a_parent_with_mean_and_std(tmp_path, shared_data_dir):
     _multirun(["study=cv", "experiment=v2_6_7", "trainer.max_epochs=1", "datamodule.n_folds=3",
                "datamodule.fold=range(0,3)", "eval.gmm=false"], tmp_path, shared_data_dir)
