@@ -296,3 +296,14 @@ def test_sigterm_while_scoring_exits_143_with_a_killed_run_and_a_usable_folder(t
     resumed = _resume(tmp_path, shared_data_dir, "logger=none")
     assert resumed["ari_best"] == pytest.approx(scored["ari_best"])
     assert torch.load(tmp_path / "resumed" / "checkpoints" / LAST, weights_only=True)["epoch"] == 1
+
+
+def test_a_contrastive_run_resumes_though_its_pseudo_label_buffer_starts_empty(tmp_path, shared_data_dir):
+    # the buffer is empty in a fresh model and filled in training: any length fits it on resume
+    first = ["model=contrastive", "logger=none"]
+    train(compose_train([*first, "trainer.max_epochs=1"], tmp_path / "a", shared_data_dir))
+    last = tmp_path / "a" / "run" / "checkpoints" / LAST
+    assert torch.load(last, weights_only=True)["state_dict"]["model.pseudo_labels"].numel() > 0
+    metrics = train(compose_train([*first, "trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path / "b",
+                                  shared_data_dir))
+    assert metrics["evaluated_epoch"] == 1 and metrics["epochs_trained"] == 2
