@@ -27,6 +27,8 @@ def load_run_model(run_dir: Path, spec, checkpoint: str = "scored"):
     run_cfg = load_config(run_dir / "config.yaml")  # no foreign _target_ at any depth
     if checkpoint == "scored":  # the checkpoint the run's own metrics came from
         checkpoint = _scored_checkpoint(run_dir / "metrics.json")
+        if checkpoint is None:  # not scored yet (stopped while scoring): what its policy scores
+            checkpoint = str(instantiate(run_cfg.checkpoint).bind(run_dir / "checkpoints").selected())
     path = Path(checkpoint) if checkpoint not in ("best", "last") else run_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -50,11 +52,12 @@ def load_run_model(run_dir: Path, spec, checkpoint: str = "scored"):
     return model, scored
 
 
-def _scored_checkpoint(metrics_path: Path) -> str:
+def _scored_checkpoint(metrics_path: Path) -> str | None:
     """``best`` or ``last``: the checkpoint the run's metrics.json says was scored (``last``
-    when it has none); the file names only one of the run's own checkpoints."""
+    when it names none; None when the run has no metrics.json); the file names only one of the
+    run's own checkpoints."""
     if not metrics_path.exists():
-        return "last"
+        return None
     try:
         scored = json.loads(metrics_path.read_text()).get("evaluated_checkpoint")
     except (ValueError, AttributeError, UnicodeDecodeError):

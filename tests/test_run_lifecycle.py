@@ -123,6 +123,9 @@ def test_a_resume_of_a_run_killed_while_scoring_scores_at_once_what_the_run_woul
     common = [*SETUP, f"checkpoint={policy}", *(["checkpoint.every_n_epochs=1"] if policy == "val_ari" else [])]
     first = train(compose_train(common, tmp_path, shared_data_dir))
     (tmp_path / "run" / "metrics.json").unlink()  # killed while scoring: trained, never scored
+    scored = _evaluate(tmp_path / "run", shared_data_dir)  # the weights its policy scores
+    for key in ("evaluated_checkpoint", "evaluated_epoch", "ari_best", "r2_mean"):
+        assert scored[key] == first[key], key
     seen = _SeenAtStart(tmp_path / "resumed")
     resumed = train(compose_train([*common, f"ckpt_path={tmp_path / 'run' / 'checkpoints' / LAST}",
                                    f"paths.run_dir={tmp_path / 'resumed'}"], tmp_path, shared_data_dir),
