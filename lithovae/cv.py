@@ -3,14 +3,15 @@ the study's entropy-balanced K-fold over boreholes (``lithovae/conf/study/cv.yam
 
 from __future__ import annotations
 
+import runpy
 import sys
 
 
 def main() -> None:
-    from lithovae.train import main as train_main
-
     sys.argv = [sys.argv[0], "-m", "study=cv", *sys.argv[1:]]
-    train_main()
+    # as `python -m lithovae.train` runs: Hydra finds the configs beside that file (imported
+    # instead, it would look for an importable package lithovae.conf, which there is not)
+    runpy.run_module("lithovae.train", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

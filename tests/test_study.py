@@ -203,3 +203,19 @@ def test_history_table_puts_published_values_beside_ours():
     assert row["published"] == pytest.approx(0.196) and row["ours"] == pytest.approx(0.2)
     assert row["dataset"] == "synthetic-x"
     assert (table[table["preset"] == "hybrid_unsup"]["published"].isna()).all()
+
+
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
+@pytest.mark.parametrize("alias", [["lithovae.cv", "datamodule.n_folds=2", "datamodule.fold=range(0,2)"],
+                                   ["lithovae.study", "masking_sweep", "mask.prob=0.0,0.3"]])
+def test_the_study_aliases_run_from_any_directory(alias, tmp_path, shared_data_dir):
+    elsewhere = tmp_path / "elsewhere"  # not the repository: the configs come with the package
+    elsewhere.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", *alias, "data.scale=small", "trainer.max_epochs=1", "logger=none",
+         f"paths.root_dir={tmp_path}", f"paths.data_dir={shared_data_dir}", "trainer.enable_progress_bar=false",
+         *FAST_EVAL], capture_output=True, text=True, cwd=elsewhere, timeout=600,
+        env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (summary,) = (tmp_path / "outputs" / "multiruns").rglob("summary.csv")
+    assert len(pd.read_csv(summary)) == 2
