@@ -458,17 +458,17 @@ def tracked_run(logger, cfg: DictConfig, tags: dict[str, str]):
 @contextlib.contextmanager
 def global_uri(uri: str):
     """MLflow's process-wide tracking URI set to ``uri`` for the block (what its fluent API,
-    model logging and loading read), then restored exactly: the previous URI and the
-    ``MLFLOW_TRACKING_URI`` variable, which ``mlflow.set_tracking_uri`` also sets."""
+    model logging and loading read), then restored exactly, with public API only: a URI set
+    before is mirrored in ``MLFLOW_TRACKING_URI`` (``mlflow.set_tracking_uri`` sets both), so
+    unsetting the URI and putting the variable back restores what ``get_tracking_uri`` said."""
     import mlflow
-    from mlflow.tracking._tracking_service import utils
 
-    previous, variable = utils._tracking_uri, os.environ.get(ENV_URI)
+    variable = os.environ.get(ENV_URI)
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(None)  # unset: the variable, put back below, speaks again
         if variable is None:
             os.environ.pop(ENV_URI, None)
         else:

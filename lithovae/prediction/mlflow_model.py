@@ -168,7 +168,7 @@ def log_model(logger, bundle: Path, register_as: str | None = None):
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
         signature = _signature(example, predict_rows(predictor, example))
-        with _active_run(logger._tracking_uri, logger.run_id):
+        with _active_run(logger.experiment.tracking_uri, logger.run_id):
             info = mlflow.pyfunc.log_model(
                 # models from code: the model is this package's class, named in a file, never pickled
                 name=MODEL_NAME, python_model=str(Path(__file__).with_name("model_code.py")),
