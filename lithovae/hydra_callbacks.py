@@ -22,15 +22,15 @@ import os
 import re
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from lithovae.cli import EXIT_USER_ERROR
 from lithovae.errors import ConfigError
+from lithovae.uri import ENV_URI, redacted
 
-ENV_URI = "MLFLOW_TRACKING_URI"  # as lithovae.tracking.ENV_URI (not imported: it loads Lightning)
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\",\]\[}{]+")
 MAX_SUFFIX = 10_000  # run_1 ... run_9999: beyond that the folder is not "the same second" any more
 
@@ -41,13 +41,6 @@ def _exit(message: str) -> None:
 
 
 # -- secrets --------------------------------------------------------------------------------
-
-def _redacted(uri: str) -> str:
-    """``uri`` with its password as ``***`` (for the message)."""
-    parts = urlsplit(uri)
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
 
 def _password_uri(text: str) -> str | None:
     """The first URI in ``text`` that holds a password, or None."""
@@ -103,7 +96,7 @@ def refuse_secrets(config: DictConfig) -> None:
     found = password_in(config)
     if found is not None:
         where, uri = found
-        _exit(f"{where}: '{_redacted(uri)}' holds a password, and URIs end up in run files (.hydra/, "
+        _exit(f"{where}: '{redacted(uri)}' holds a password, and URIs end up in run files (.hydra/, "
               "config.yaml, MLflow params): drop it from the URI and set MLFLOW_TRACKING_USERNAME/"
               "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN; PGPASSWORD or ~/.pgpass for PostgreSQL)")
 

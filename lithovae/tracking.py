@@ -22,16 +22,16 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from lithovae.errors import ConfigError
+from lithovae.uri import ENV_URI, redacted  # noqa: F401 - re-exported
 
 PARAM_VALUE_LIMIT = 500  # well inside MLflow's limit; the full config is an artifact
-ENV_URI = "MLFLOW_TRACKING_URI"
 PROBE_TIMEOUT_S = 10  # one try, no retries: an unreachable server fails before training starts
 EXPERIMENT_ATTEMPTS = 6  # creating the experiment: parallel jobs race for it, a server may blink
 SERVER_SCHEMES = ("http", "https")
@@ -60,15 +60,6 @@ def resolve_tracking_uri(tracking_uri: str | None = None, tracking_dir: str | Pa
     if os.environ.get(ENV_URI, "").strip():
         return os.environ[ENV_URI].strip()
     return local_store_uri(tracking_dir if tracking_dir is not None else "outputs/mlruns")
-
-
-def redacted(uri: str) -> str:
-    """``uri`` without a password (for messages)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _scheme(uri: str) -> str:
