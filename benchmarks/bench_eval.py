@@ -12,7 +12,13 @@ Then M members (e.g. the models of a sweep) scored with ``clustering_scores_many
 one batched pass, and its CPU default of one member per pass) against M separate calls of the
 torch backend.
 
-    python benchmarks/bench_eval.py [--rounds 2] [--members 8] [--threads 1] [--seeds 0]
+Then the bootstrap over test boreholes (``lithovae.evaluation.bootstrap``) of what a run scores
+on the same 40 000 rows cut into about 60 boreholes (contiguous runs): N resamples of 4 ARIs
+(latent and raw features, selected and inductive clusterings), ``r2_mean`` on 6 features, and a
+classifier's ``balanced_accuracy`` and ``auc_pooled`` over 140 classes. The goal: at most 2 s
+added on one thread.
+
+    python benchmarks/bench_eval.py [--rounds 2] [--members 8] [--threads 1] [--seeds 0] [--bootstrap 1000]
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import time
 
 import numpy as np
 import torch
+from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
+from lithovae.evaluation import bootstrap
 from lithovae.evaluation.metrics import clustering_scores, clustering_scores_many, silhouette
 
 KS = (10, 12, 15, 20)
@@ -115,6 +123,61 @@ def members(args) -> None:
               f"same results: {same_scores(results[name], results['separate'])})")
 
 
+def bootstrap_inputs(latent: np.ndarray, boreholes: int, classes: int, seed: int = 0):
+    """What a run bootstraps: borehole ids (contiguous runs), 4 fixed clusterings (k-means on the
+    latent and on 6 noisy "raw" features, fitted on all rows ("selected") or on the first half
+    ("inductive")), a reconstruction of the raw features with missing entries, and a classifier's
+    logits over ``classes`` classes (a tenth of the rows unlabeled)."""
+    rng = np.random.default_rng(seed)
+    rows = latent.shape[0]
+    cuts = np.sort(rng.choice(np.arange(1, rows), boreholes - 1, replace=False))
+    ids = np.repeat([f"well-{i:03d}" for i in range(boreholes)], np.diff(np.r_[0, cuts, rows]))
+    raw = latent[:, :6] + rng.normal(0, 1.0, (rows, 6)).astype(np.float32)
+    raw = (raw - raw.mean(0)) / raw.std(0)
+    assignments = {}
+    for space, z in (("latent", latent), ("raw", raw)):
+        for name, fit_rows in (("selected", z), ("inductive", z[: rows // 2])):
+            model = KMeans(n_clusters=15, n_init=1, random_state=seed).fit(fit_rows)
+            assignments[f"{space} {name}"] = model.predict(z)
+    observed = rng.random(raw.shape) < 0.9
+    recon = raw + rng.normal(0, 0.5, raw.shape).astype(np.float32)
+    target = rng.choice(classes, rows, p=rng.dirichlet(np.full(classes, 0.5)))
+    target[rng.random(rows) < 0.1] = -1
+    logits = rng.normal(0, 1, (rows, classes)).astype(np.float32)
+    logits[np.arange(rows), np.maximum(target, 0)] += 2.5
+    return ids, assignments, (raw, recon, observed), (logits, target)
+
+
+def bootstrap_time(latent, labels, args) -> None:
+    """Seconds the bootstrap adds to a run: clustering + r2 (resampling included), and a
+    classifier's two scores, median of ``args.rounds``."""
+    ids, assignments, (x, recon, observed), (logits, target) = bootstrap_inputs(latent, 60, 140)
+    times: dict[str, list[float]] = {"clustering": [], "classifier": []}
+    for _ in range(args.rounds):
+        started = time.perf_counter()
+        r = bootstrap.resample_boreholes(ids, args.bootstrap, seed=0)
+        aris = bootstrap.ari(labels, assignments, r)
+        r2 = bootstrap.r2_mean(x, recon, observed, r)
+        middle = time.perf_counter()
+        balanced = bootstrap.balanced_accuracy(logits, target, r)
+        auc = bootstrap.auc_pooled(logits, target, r)
+        times["clustering"].append(middle - started)
+        times["classifier"].append(time.perf_counter() - middle)
+    print(f"\nbootstrap over test boreholes: {args.bootstrap} resamples of {r.boreholes} boreholes, "
+          f"{len(ids):,} rows, median of {args.rounds} (goal <= 2 s added, one thread):")
+    print(f"  {len(aris)} ARIs + r2_mean (6 features), resampling included : "
+          f"{statistics.median(times['clustering']):6.3f} s")
+    print(f"  balanced_accuracy + auc_pooled ({logits.shape[1]} classes)      : "
+          f"{statistics.median(times['classifier']):6.3f} s")
+    print(f"  total                                              : "
+          f"{statistics.median(times['clustering']) + statistics.median(times['classifier']):6.3f} s")
+    scores = {f"ari {name}": values for name, values in aris.items()}
+    scores.update({"r2_mean": r2, "balanced_accuracy": balanced, "auc_pooled": auc})
+    for name, values in scores.items():
+        low, high = bootstrap.interval(values, r.level)
+        print(f"  {name:20s} {r.level:.0%} interval [{low:.4f}, {high:.4f}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=40_000)
@@ -124,6 +187,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
     parser.add_argument("--seeds", type=int, default=0,
                         help="also compare ARIs over this many seeds (slow: sklearn runs seeds + 1 times)")
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="resamples of the bootstrap over test boreholes to time (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     latent, labels = mixture(args.rows, args.dim, 15, seed=0)
@@ -151,6 +216,8 @@ def main() -> None:
             members(args)
         if args.seeds:
             seed_spread(latent, labels, args.seeds)
+        if args.bootstrap:
+            bootstrap_time(latent, labels, args)
 
 
 if __name__ == "__main__":

@@ -62,12 +62,20 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class BootstrapConfig:
+    resamples: int = MISSING
+    level: float = MISSING
+
+
+@dataclass
 class EvalConfig:
     k: list[int] = MISSING
     n_init: int = MISSING
     gmm: bool = MISSING
     silhouette_samples: int = MISSING
     max_fit_samples: Optional[int] = MISSING
+    train_fit_samples: Optional[int] = MISSING
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     backend: str = MISSING
     figures: bool = MISSING
     umap_sample: int = MISSING
@@ -101,6 +109,7 @@ class TrainConfig:
     logger: Any = MISSING
     checkpoint: Any = MISSING
     study: Any = None  # set by conf/study/*: how the multirun's summary is drawn (no YAML value)
+    replicates: Optional[int] = None  # set by conf/study/replicates.yaml: how many seeds it sweeps
     eval: EvalConfig = field(default_factory=EvalConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     datamodule: DataModuleConfig = field(default_factory=DataModuleConfig)
@@ -273,6 +282,14 @@ def one_of(*choices) -> Check:
     return check_choice
 
 
+def validation_score(key: str, value) -> None:
+    """A metric of the validation boreholes (``val_*``): what a sweeper or a search maximises
+    must never be a test score, or its best trial's test score estimates nothing."""
+    if not isinstance(value, str) or not value.startswith("val_"):
+        raise ValueError(f"{key}: must be a validation score (val_ari_selected, val_ari_inductive): "
+                         f"{value!r} is scored on the test boreholes")
+
+
 def optional(check: Check) -> Check:
     """null, or what ``check`` accepts."""
     def check_optional(key: str, value) -> None:
@@ -326,11 +343,16 @@ MAX_CLUSTERS = 1000
 # bin, 1.5 GB for the 240 K bins of LILY (the predictor expands new tables the same way, and
 # predictor.json's context is checked against this too).
 MAX_CONTEXT = 32
+# bootstrap resamples: the counts are [resamples, boreholes] and every score is [resamples]; each
+# 1000 add about 0.3 s on the default test set (benchmarks/bench_eval.py)
+MAX_RESAMPLES = 100_000
 
 # dotted key -> check; keys absent from a config (another model, beta schedule, ...) are skipped
 RANGES: dict[str, Check] = {
     "seed": seed,
     "threads": at_least(1),
+    "replicates": optional(at_least(1)),  # study=replicates: seeds 0..replicates-1
+    "optimized_metric": validation_score,
     # trainer (Lightning: max_epochs -1 would train forever)
     "trainer.max_epochs": at_least(1),
     "trainer.log_every_n_steps": at_least(1),
@@ -389,6 +411,9 @@ RANGES: dict[str, Check] = {
     "eval.n_init": at_least(1),
     "eval.silhouette_samples": at_least(2),
     "eval.max_fit_samples": optional(at_least(1)),
+    "eval.train_fit_samples": optional(at_least(1)),
+    "eval.bootstrap.resamples": between(0, MAX_RESAMPLES),
+    "eval.bootstrap.level": open_unit_interval,
     "eval.backend": one_of("torch", "sklearn"),  # lithovae.evaluation.metrics.BACKENDS
     "eval.umap_sample": at_least(1),
     "eval.umap_top_n": at_least(1),

@@ -136,7 +136,10 @@ def _scored_part(dm, split: str, dataset: str):
                   f"are not in {dataset} and are not scored: {named}")
     tensors = {k: torch.cat([dm.tensors[p][k] for p in parts]) for k in dm.tensors[parts[0]]}
     boreholes = sorted(b for p in parts for b in dm.split_boreholes[p])
-    return tensors, boreholes
+    import numpy as np
+
+    rows = np.concatenate([dm.frames[p]["borehole_id"].to_numpy() for p in parts])
+    return tensors, boreholes, rows
 
 
 def evaluate_run(cfg: DictConfig) -> dict:
@@ -172,13 +175,17 @@ def evaluate_run(cfg: DictConfig) -> dict:
                          scaler=load_scaler(run_dir / "scaler.json"), encoding=encoding,
                          assignment=assignment, **OmegaConf.to_container(run_cfg.datamodule))
     dm.setup()
-    tensors, boreholes = _scored_part(dm, cfg.split, source.name)
+    tensors, boreholes, row_boreholes = _scored_part(dm, cfg.split, source.name)
     model, scored = load_run_model(run_dir, dm.data_spec(), cfg.weights)
     mask = instantiate(run_cfg.mask, _convert_="all").bind(dm.feature_names)
     score_options, _ = split_eval_options(OmegaConf.to_container(run_cfg.eval))
+    # a part other than the validation one is scored with clusterings chosen on it
+    held_out = ({p: dm.tensors[p] for p in ("val", "train") if len(dm.tensors[p]["x"])}
+                if cfg.split in ("test", "unseen") and len(dm.tensors["val"]["x"]) else None)
     metrics, _ = evaluate(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed,
                           baseline_cache_dir=cfg.paths.data_dir, scaler=dm.scaler,
-                          group_names=encoding.vocabulary("group"), **score_options)
+                          group_names=encoding.vocabulary("group"), held_out=held_out,
+                          boreholes=row_boreholes, **score_options)
     metrics.update(scored)
     metrics.update({"dataset": source.name, "synthetic": source.synthetic, "split": cfg.split,
                     "run_dir": str(run_dir), "preset": run_cfg.get("preset"),
@@ -195,7 +202,8 @@ def evaluate_run(cfg: DictConfig) -> dict:
             tracking.log_test_metrics(logger, metrics)
             tracking.log_artifacts(logger, [out / "metrics.json"])
     print(f"{source.name} [{cfg.split}]: " + ", ".join(
-        f"{k}={metrics[k]:.4f}" for k in ("ari_best", "baseline_ari_best", "r2_mean", "auc_pooled")
+        f"{k}={metrics[k]:.4f}" for k in ("ari_selected", "baseline_ari_selected", "ari_inductive", "ari_best",
+                                          "baseline_ari_best", "r2_mean", "auc_pooled")
         if isinstance(metrics.get(k), float)) + f" ({scored['evaluated_checkpoint']}, epoch "
         f"{scored['evaluated_epoch']})")
     print(out / "metrics.json")

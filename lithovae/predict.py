@@ -108,15 +108,22 @@ def _output_paths(cfg: DictConfig, run_name: str, dataset: str) -> tuple[Path, P
     return out / f"predictions{FORMATS[cfg.format]}", out
 
 
-def _source(cfg: DictConfig):
-    """The configured data source; a table without the configured label column is unlabeled."""
+def _source(cfg: DictConfig, predictor=None):
+    """The configured data source; a table without the configured label column is unlabeled.
+    Without ``data.label_names``, label codes are named as the run named them (its bundle's
+    ``label_names``), so the described lithology of new wells matches the run's classes."""
     from hydra.utils import instantiate
+    from omegaconf import open_dict
 
     from lithovae.data.sources import TableSource
 
     if not cfg.get("data"):
         raise ConfigError("data: choose the bins to predict, e.g. data=table data.path=FILE or "
                           "data=las data.path=FOLDER")
+    saved = predictor.meta.get("label_names") if predictor is not None else None
+    if saved and "label_names" in cfg.data and cfg.data.get("label_names") is None and cfg.data.get("label"):
+        with open_dict(cfg):
+            cfg.data.label_names = saved
     source = instantiate(cfg.data, _convert_="all")
     label = getattr(source, "columns", {}).get("principal") if isinstance(source, TableSource) else None
     if label and label not in source.header():
@@ -138,11 +145,11 @@ def predict(cfg: DictConfig) -> dict:
     import pandas as pd
     import torch
 
-    from lithovae.prediction.rows import REASON, mark_unclustered
+    from lithovae.prediction.rows import REASON, imputed_counts, mark_unclustered
 
     torch.set_num_threads(cfg.threads)
     predictor, run_name = resolve_predictor(cfg.run, cfg.get("tracking_uri"), cfg.paths.mlflow_dir)
-    source = _source(cfg)
+    source = _source(cfg, predictor)
     table_path, folder = _output_paths(cfg, run_name, source.name)
     _check_outputs(cfg, predictor, source, table_path, folder)  # before any work
     dataset_path, manifest = source.prepare(cfg.paths.data_dir)
@@ -161,7 +168,7 @@ def predict(cfg: DictConfig) -> dict:
         "clustering": predictor.meta["clustering"],
         "n_bins": int(len(table)), "n_boreholes": int(table["borehole_id"].nunique()),
         "n_labeled": int(labeled.sum()), "seconds": seconds,
-        "n_bins_imputed": int(sum(table[f"{f}_imputed"].sum() for f in predictor.features)),
+        **imputed_counts(table, predictor.features),  # n_bins_imputed (bins), n_values_imputed (values)
         "n_values_out_of_range": int(table["n_out_of_range"].sum()),
         "n_bins_out_of_range": int((table["n_out_of_range"] > 0).sum()),
         "n_bins_anomalous_p99": int((table["anomaly_percentile"] > 99).sum()),
@@ -171,7 +178,7 @@ def predict(cfg: DictConfig) -> dict:
     if labeled.any():
         summary["scores"] = _scores(predictor, frame, bins, outputs, table, labeled)
     _write_outputs(cfg, table, summary, table_path, folder,
-                   lambda: _figures(predictor, table, frame, labeled, folder / "figures"))
+                   lambda: _figures(predictor, table, frame, labeled, folder / "figures", manifest))
     weights = predictor.meta["weights"]
     note = " (SYNTHETIC data, not a real-data result)" if source.synthetic else ""
     print(f"predicted {len(table)} bins in {summary['n_boreholes']} boreholes of {source.name}{note} "
@@ -179,7 +186,8 @@ def predict(cfg: DictConfig) -> dict:
           f"policy {weights['checkpoint_policy']}; {predictor.clusterer.method} k={predictor.clusterer.k}) "
           f"in {seconds:.2f} s")
     print(f"out of the training range: {summary['n_values_out_of_range']} values in "
-          f"{summary['n_bins_out_of_range']} bins; imputed: {summary['n_bins_imputed']} values; "
+          f"{summary['n_bins_out_of_range']} bins; imputed: {summary['n_values_imputed']} values in "
+          f"{summary['n_bins_imputed']} bins; "
           f"anomaly above the training 99th percentile: {summary['n_bins_anomalous_p99']} bins")
     if summary["n_bins_unclustered"]:
         print(f"no cluster: {summary['n_bins_unclustered']} bins (see the column {REASON})")
@@ -266,13 +274,17 @@ def _scores(predictor, frame, bins, outputs, table, labeled) -> dict:
     return metrics
 
 
-def _figures(predictor, table, frame, labeled, folder: Path) -> list[str]:
-    """A log figure per borehole; one that cannot be drawn is a one-line warning, not a lost table."""
+def _figures(predictor, table, frame, labeled, folder: Path, manifest: dict | None) -> list[str]:
+    """A log figure per borehole (units from the data's manifest, axis scales as the run drew
+    them, saved in its bundle); one that cannot be drawn is a one-line warning, not a lost table."""
     import pandas as pd
 
     from lithovae.evaluation.figures import _draw, _unique_names
-    from lithovae.prediction.figure import prediction_log
+    from lithovae.evaluation.well_log import axis_scales, dataset_units, prediction_log, saved_scales
 
+    units, depth_unit = dataset_units(manifest)
+    scales = saved_scales(predictor.meta.get("axis_scales"), predictor.features) \
+        or axis_scales(table[predictor.features], predictor.scaler.transforms)
     described = pd.Series(frame["principal"].to_numpy(), index=table.index) if labeled.any() else None
     boreholes = list(pd.unique(table["borehole_id"]))
     print(f"drawing {len(boreholes)} borehole logs in {folder}")
@@ -280,7 +292,7 @@ def _figures(predictor, table, frame, labeled, folder: Path) -> list[str]:
     names = _unique_names(boreholes)  # A/B and A_B: two files
     for bh in boreholes:
         _draw(written, str(bh), prediction_log, table, predictor.features, bh,
-              folder / f"{names[bh]}.png", described)
+              folder / f"{names[bh]}.png", described, units=units, depth_unit=depth_unit, scales=scales)
     return [str(path) for path in written.values()]
 
 

@@ -2,7 +2,8 @@
 
 Builds (or reuses) the dataset, trains the composed model, evaluates it on the
 test boreholes with latent means, writes ``metrics.json`` in the run dir and
-logs everything to MLflow. Returns ``ari_best`` (the sweep objective).
+logs everything to MLflow. Returns ``optimized_metric`` (the sweep objective: a validation
+score, ``val_ari_selected`` by default).
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ from lithovae.files import atomic_write
 log = logging.getLogger("lithovae")
 
 
-SIDE_BY_SIDE = ["ari_best", "best_k", "best_method", "ari_kmeans_k12", "ari_gmm_k12"]
-SINGLE = ["ari_gain", "n_test", "silhouette", "r2_mean", "active_dims", "auc_pooled", "balanced_accuracy"]
+# the end-of-run table: (row label, key) with the raw features' score beside the latent one
+SIDE_BY_SIDE = [("ari_selected", "ari_selected"), ("  chosen on validation", None),
+                ("ari_inductive", "ari_inductive"), ("  fitted on training", None),
+                ("ari_best (test-label oracle)", "ari_best"), ("ari_kmeans_k12", "ari_kmeans_k12"),
+                ("ari_gmm_k12", "ari_gmm_k12")]
+SINGLE = ["ari_gain", "ari_inductive_gain", "n_test", "silhouette", "r2_mean", "active_dims",
+          "auc_pooled", "balanced_accuracy"]
 
 
 def _cell(value) -> str:
@@ -35,23 +41,59 @@ def _cell(value) -> str:
     return "null" if value is None else str(value)
 
 
+def _with_interval(metrics: dict, key: str) -> str:
+    """``0.1860 [0.1520, 0.2210]``: the score and its bootstrap interval, where it has one."""
+    cell = _cell(metrics.get(key))
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    if low is None and high is None:
+        return cell
+    return f"{cell} [{_cell(low)}, {_cell(high)}]"
+
+
+def _choice(metrics: dict, prefix: str, kind: str) -> str:
+    method, k = metrics.get(f"{prefix}{kind}_method"), metrics.get(f"{prefix}{kind}_k")
+    return "null" if method is None else f"{method} k={k}"
+
+
 def summary_table(metrics: dict, dataset: str, synthetic: bool) -> str:
-    """The end-of-run table: which weights were scored, and each clustering score beside the
-    same score on the raw input features."""
+    """The end-of-run table: which weights were scored, each clustering score beside the same
+    score on the raw input features, the headline scores with their intervals, and whether the
+    latent space beats the raw features beyond the interval."""
+    from lithovae.evaluation.comparisons import MIN_BOOTSTRAP_BOREHOLES, verdict_line
+
     note = " (SYNTHETIC data, not a real-data result)" if synthetic else ""
     lines = [f"test metrics on {dataset}{note}"]
     if "evaluated_epoch" in metrics:
         lines.append(f"scored weights: {metrics['evaluated_checkpoint']}, epoch {metrics['evaluated_epoch']} "
                      f"(0-based; {metrics['epochs_trained']} trained), global step "
                      f"{metrics['evaluated_global_step']}, checkpoint policy {metrics['checkpoint_policy']}")
-    lines += ["-" * 56, f"{'':<28}{'latent':>14}{'raw features':>14}"]
-    for k in SIDE_BY_SIDE:
-        if k in metrics:
-            lines.append(f"{k:<28}{_cell(metrics[k]):>14}{_cell(metrics.get('baseline_' + k)):>14}")
-    keys = SINGLE + sorted(k for k in metrics if k.startswith("imputation_r2_"))
+    if metrics.get("bootstrap_resamples"):
+        lines.append(f"[low, high]: {metrics['bootstrap_level']:.0%} interval over {metrics['bootstrap_resamples']} "
+                     f"resamples of the {metrics['bootstrap_boreholes']} test boreholes")
+    width = 34
+    lines += ["-" * (width + 2 * 26), f"{'':<{width}}{'latent':>26}{'raw features':>26}"]
+    for label, key in SIDE_BY_SIDE:
+        if key is None:
+            kind = "selected" if "validation" in label else "inductive"
+            if f"{kind}_method" in metrics:
+                lines.append(f"{label:<{width}}{_choice(metrics, '', kind):>26}"
+                             f"{_choice(metrics, 'baseline_', kind):>26}")
+        elif key in metrics:
+            lines.append(f"{label:<{width}}{_with_interval(metrics, key):>26}"
+                         f"{_with_interval(metrics, 'baseline_' + key):>26}")
+    keys = SINGLE + sorted(k for k in metrics if k.startswith("imputation_r2_") and not k.endswith(("_low", "_high")))
     for k in keys:
         if k in metrics:
-            lines.append(f"{k:<28}{_cell(metrics[k]):>14}")
+            lines.append(f"{k:<{width}}{_with_interval(metrics, k):>26}")
+    if "ari_gain_ci_low" in metrics and metrics["bootstrap_boreholes"] < MIN_BOOTSTRAP_BOREHOLES:
+        lines.append(f"verdict: none: {metrics['bootstrap_boreholes']} test boreholes are too few for a borehole "
+                     f"bootstrap (at least {MIN_BOOTSTRAP_BOREHOLES}); ari_gain {metrics['ari_gain']:+.3f} is one "
+                     "draw, its interval a rough guide")
+    elif "ari_gain_ci_low" in metrics:
+        over = f"{metrics['bootstrap_boreholes']} test boreholes"
+        lines.append(verdict_line("the latent space", "the raw features", "ari_gain", metrics["ari_gain"],
+                                  metrics["ari_gain_ci_low"], metrics["ari_gain_ci_high"],
+                                  metrics["bootstrap_level"], over))
     return "\n".join(lines)
 
 
@@ -260,7 +302,10 @@ def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_gl
     extra = {} if clustering is None else {"clustering": clustering}
     metrics, arrays = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
                                seed=cfg.seed, baseline_cache_dir=cfg.paths.data_dir, scaler=dm.scaler,
-                               group_names=dm.encoding.vocabulary("group"), **parts.score_options, **extra)
+                               group_names=dm.encoding.vocabulary("group"),
+                               held_out={part: dm.tensors[part] for part in ("val", "train")},
+                               boreholes=dm.frames["test"]["borehole_id"].to_numpy(),
+                               **parts.score_options, **extra)
     metrics.update(checkpoint_record(selected, state, parts.policy))
     metrics.update({"dataset": parts.source.name, "synthetic": parts.source.synthetic,
                     "preset": cfg.preset, "epochs_trained": epochs_trained,
@@ -269,6 +314,7 @@ def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_gl
                     "train_entropy": label_entropy(dm.frames["train"]["principal"].dropna()),
                     "test_entropy": label_entropy(dm.frames["test"]["principal"].dropna()),
                     "latent_dim": int(getattr(model, "latent_dim", 0)),
+                    "seed": int(cfg.seed), "mlflow_run_id": tracking.run_id(logger),
                     "final_losses": final_losses})
     if is_global_zero:
         files = _guarded("cluster tables", lambda: _write_cluster_tables(run_dir, metrics, arrays, dm, model), [])
@@ -335,7 +381,8 @@ def _resume_state(ckpt_path, cfg: DictConfig | None = None) -> dict | None:
 # what a resume must share with the stopped run: the model, and what decides the data, its
 # features and its split (a resume with other boreholes in test would score seen data)
 RESUME_KEYS = ("model", "seed", "data._target_", "data.scale", "data.seed", "data.build", "data.features",
-               "data.label", "data.group", "data.borehole", "data.depth", "data.bin_size",
+               "data.label", "data.group", "data.label_names", "data.groups", "data.borehole", "data.depth",
+               "data.bin_size",
                *(f"datamodule.{k}" for k in ("fractions", "split", "n_folds", "fold", "label_fraction",
                                              "label_unit", "standardize", "context", "engineered",
                                              "impute_rgb")))
@@ -430,7 +477,7 @@ def _guarded(what: str, step, default):
 
 
 def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm, model) -> list[Path]:
-    """Per-cluster statistics of the best clustering (clusters.csv) and the expert-hierarchy
+    """Per-cluster statistics of the shown clustering (clusters.csv, :func:`shown_assignment`) and the expert-hierarchy
     check, twice: ``hierarchy_ari_test`` on the centroids of the lithologies of the test split
     (``hierarchy_ari``, as before, is this one) and ``hierarchy_ari_all`` on those of every
     lithology of the reference hierarchy in the dataset, from the latent means of all splits
@@ -441,32 +488,44 @@ def _write_cluster_tables(run_dir: Path, metrics: dict, arrays: dict, dm, model)
     from lithovae.evaluation.clusters import cluster_table, hierarchy_check
     from lithovae.evaluation.scoring import latent_means
 
-    group_of = reference.lithology_groups()
+    # the data's hierarchy: LILY's for LILY data, the user's groups for own data, none (skipped)
+    group_of = getattr(dm, "hierarchy", None)
+    group_of = reference.lithology_groups() if group_of is None else group_of
     principal = dm.frames["test"]["principal"].to_numpy()
-    ari, n = hierarchy_check(arrays["mu"], principal, group_of)
-    metrics.update({"hierarchy_ari": ari, "hierarchy_ari_test": ari, "hierarchy_n_lithologies_test": n})
-    splits = [s for s in ("train", "val", "test") if s in dm.tensors]
-    mu_all = [arrays["mu"] if s == "test"
-              else latent_means(model, dm.tensors[s]["x"], dm.tensors[s]["observed"]) for s in splits]
-    names_all = [dm.frames[s]["principal"].to_numpy() for s in splits]
-    ari, n = hierarchy_check(np.concatenate(mu_all), np.concatenate(names_all), group_of)
-    metrics.update({"hierarchy_ari_all": ari, "hierarchy_n_lithologies_all": n})
-    if arrays["assignment"] is None:
+    if group_of:
+        k = len(set(group_of.values()))  # 14 on LILY (the seed's), the user's group count on own data
+        ari, n = hierarchy_check(arrays["mu"], principal, group_of, k)
+        metrics.update({"hierarchy_ari": ari, "hierarchy_ari_test": ari, "hierarchy_n_lithologies_test": n})
+        splits = [s for s in ("train", "val", "test") if s in dm.tensors]
+        mu_all = [arrays["mu"] if s == "test"
+                  else latent_means(model, dm.tensors[s]["x"], dm.tensors[s]["observed"]) for s in splits]
+        names_all = [dm.frames[s]["principal"].to_numpy() for s in splits]
+        ari, n = hierarchy_check(np.concatenate(mu_all), np.concatenate(names_all), group_of, k)
+        metrics.update({"hierarchy_ari_all": ari, "hierarchy_n_lithologies_all": n})
+    assignment = shown_assignment(arrays)
+    if assignment is None:
         return []
     path = run_dir / "clusters.csv"
-    table = cluster_table(arrays["assignment"], principal)
+    table = cluster_table(assignment, principal)
     atomic_write(path, table.to_csv)
     return [path]
 
 
+def shown_assignment(arrays: dict):
+    """The test clustering the run's tables and figures show: the one chosen on the validation
+    boreholes (``ari_selected``), else, without a validation part, the test-label oracle's."""
+    return arrays["selected_assignment"] if arrays.get("selected_assignment") is not None else arrays["assignment"]
+
+
 def _write_predictor(parts: RunParts, model, arrays: dict, metrics: dict) -> Path | None:
     """The run's predictor bundle (``<run dir>/predictor/``: what ``lithovae.predict`` and the
-    MLflow model load), from the scored weights and clustering."""
+    MLflow model load), from the scored weights and the inductive clusterer (fitted on the
+    training boreholes, chosen on the validation ones: ``ari_inductive``)."""
     from lithovae.prediction.bundle import write_bundle
 
     return write_bundle(parts.run_dir, cfg=parts.cfg, dm=parts.dm, model=model,
-                        clustering=arrays["clustering"], assignment=arrays["assignment"], metrics=metrics,
-                        source=parts.source, score_options=parts.score_options)
+                        clusterer=arrays["inductive_clusterer"], assignment=arrays["inductive_assignment"],
+                        metrics=metrics, source=parts.source, score_options=parts.score_options)
 
 
 def _write_diagnostic_tables(run_dir: Path, metrics: dict, dm) -> list[Path]:
@@ -495,10 +554,14 @@ def _check_log_boreholes(boreholes: list[str], dm) -> None:
 def _write_figures(run_dir: Path, arrays: dict, dm, class_names: list[str], history, options: dict,
                    seed: int) -> list[Path]:
     from lithovae.evaluation.figures import write_all
+    from lithovae.evaluation.well_log import dataset_units, manifest_beside, training_scales
 
     test = dm.tensors["test"]
+    units, depth_unit = dataset_units(manifest_beside(dm.dataset_path))
     written = write_all({
-        "mu": arrays["mu"], "assignment": arrays["assignment"], "recon": arrays["recon"],
+        "base_features": dm.base_features, "units": units, "depth_unit": depth_unit,
+        "scales": training_scales(dm),
+        "mu": arrays["mu"], "assignment": shown_assignment(arrays), "recon": arrays["recon"],
         "logits": arrays["logits"], "target": arrays["target"], "x": test["x"].numpy(),
         "observed": test["observed"].numpy(), "feature_names": dm.feature_names, "frame": dm.frames["test"],
         "scaler": dm.scaler, "class_names": class_names, "history": history,

@@ -237,7 +237,8 @@ def load_scaler(path: str | Path):
 
 
 def load_label_encoding(path: str | Path):
-    """A run's ``label_encoding.json``: ``classes`` and ``groups``, lists of distinct names."""
+    """A run's ``label_encoding.json``: ``classes`` and ``groups``, lists of distinct names
+    (``groups`` empty for own data without groups)."""
     from lithovae.data.datamodule import LabelEncoding
 
     path = Path(path)
@@ -246,4 +247,5 @@ def load_label_encoding(path: str | Path):
     if extra:
         raise RunDirError(f"{path}: {extra[0]}: unknown key (known: classes, groups)")
     return LabelEncoding(classes=string_list(state.get("classes"), f"{path}: classes"),
-                         groups=string_list(state.get("groups"), f"{path}: groups"))
+                         # own data without data.groups have none
+                         groups=string_list(state.get("groups"), f"{path}: groups", non_empty=False))

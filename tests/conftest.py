@@ -13,7 +13,7 @@ import lithovae.config  # noqa: F401 - registers the train schema the configs co
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "lithovae" / "conf")
 # fast evaluation for tests: every metric key, fewer k-means initialisations
-FAST_EVAL = ["eval.n_init=1", "eval.silhouette_samples=500", "eval.figures=false"]
+FAST_EVAL = ["eval.n_init=1", "eval.silhouette_samples=500", "eval.figures=false", "eval.train_fit_samples=1000"]
 
 
 def compose_train(overrides: list[str], tmp: Path, data_dir: Path | None = None,

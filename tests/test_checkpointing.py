@@ -171,6 +171,7 @@ def test_a_degenerate_latent_still_ends_with_metrics_and_a_finished_run(tmp_path
     metrics = train(cfg)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["ari_best"] is None and saved["ari_kmeans_k12"] is None and saved["ari_gain"] is None
+    assert saved["ari_selected"] is None and saved["ari_inductive"] is None and saved["selected_method"] is None
     assert saved["baseline_ari_best"] is not None  # the raw features are still scored
     assert saved["evaluated_epoch"] == 1 and math.isnan(metrics["ari_best"])
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlruns' / 'mlflow.db'}")
@@ -197,5 +198,16 @@ def test_baseline_is_the_same_clustering_of_the_scaled_input_features(tmp_path, 
                                max_fit_samples=cfg.eval.max_fit_samples, backend=cfg.eval.backend)
     assert metrics["baseline_ari_kmeans_k12"] == pytest.approx(direct.scores["ari_kmeans_k12"])
     assert metrics["baseline_ari_best"] == pytest.approx(direct.scores["ari_best"])
-    assert metrics["ari_gain"] == pytest.approx(metrics["ari_best"] - metrics["baseline_ari_best"])
+    assert metrics["ari_best_gain"] == pytest.approx(metrics["ari_best"] - metrics["baseline_ari_best"])
     assert np.isfinite(metrics["baseline_ari_best"])
+    # the raw features' held-out selection: the (method, k) of the best validation clustering
+    val = dm.tensors["val"]
+    chosen = clustering_scores(val["x"].numpy(), val["y"].numpy(), ks=tuple(cfg.eval.k), seed=cfg.seed,
+                               n_init=cfg.eval.n_init, gmm=cfg.eval.gmm,
+                               max_fit_samples=cfg.eval.max_fit_samples, backend=cfg.eval.backend).scores
+    assert (metrics["baseline_selected_method"], metrics["baseline_selected_k"]) == (chosen["best_method"],
+                                                                                     chosen["best_k"])
+    assert metrics["baseline_val_ari_selected"] == pytest.approx(chosen["ari_best"])
+    name = f"ari_{chosen['best_method']}_k{chosen['best_k']}"
+    assert metrics["baseline_ari_selected"] == pytest.approx(direct.scores[name])
+    assert metrics["ari_gain"] == pytest.approx(metrics["ari_selected"] - metrics["baseline_ari_selected"])

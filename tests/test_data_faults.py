@@ -136,7 +136,8 @@ def test_table_duplicate_depths_are_averaged_into_one_bin_and_counted(tmp_path):
         ("H1", 0.4, "clay", 1.8, 30),
         ("H2", 0.2, "basalt", 2.8, 900),  # same depth, other borehole: not a duplicate
     ])
-    out, manifest = table_source(str(path), features={"GRA": "GRA", "MS": "MS"}).prepare(
+    groups = {"clay": "Clay/Mud", "silt": "Silt", "basalt": "Mafic"}  # own data: groups only when given
+    out, manifest = table_source(str(path), features={"GRA": "GRA", "MS": "MS"}, groups=groups).prepare(
         tmp_path / "data", log=_quiet)
     data = pd.read_parquet(out)
     assert not data.duplicated(["borehole_id", "depth_m"]).any()

@@ -151,7 +151,8 @@ def test_clustering_keeps_every_assignment(backend):
 SPEC = DataSpec(n_features=2, feature_names=("A", "B"), n_classes=3, n_groups=2,
                 class_counts=(10, 10, 10), group_counts=(20, 10))
 EVAL = dict(k=[2, 3], n_init=1, gmm=True, silhouette_samples=500, max_fit_samples=None,
-            backend="torch", seed=0, baseline=False)
+            train_fit_samples=None, bootstrap={"resamples": 0, "level": 0.95}, backend="torch", seed=0,
+            baseline=False)
 
 
 def _toy_vade() -> VaDE:

@@ -192,6 +192,25 @@ def test_rgb_colours_blank_for_nan():
     np.testing.assert_allclose(rgba[2], [0, 0, 1, 1])  # clipped to the 0-255 range
 
 
+def test_lily_log_draws_gra_ms_ngr_tracks_with_units_and_the_rgb_strip(written, run, tmp_path):
+    from lithovae.data.scaler import STUDY_TRANSFORMS
+    from lithovae.evaluation.well_log import axis_scales, dataset_units, read_metadata
+
+    meta = read_metadata(written[1]["borehole_log_U1500A"])  # write_all without units: none shown
+    assert [(t["feature"], t["unit"]) for t in meta["tracks"]] == [("GRA", None), ("MS", None), ("NGR", None)]
+    units, depth_unit = dataset_units({"builder_version": 1})  # a LILY (or synthetic LILY) build
+    path = figures.borehole_log(run["frame"], run["x_raw"], FEATURES, run["assignment"], "U1501C",
+                                tmp_path / "lily.png", units=units, depth_unit=depth_unit,
+                                scales=axis_scales(pd.DataFrame(run["x_raw"], columns=FEATURES), STUDY_TRANSFORMS))
+    meta = read_metadata(assert_png(path) and path)
+    # the study's transforms: MS and NGR signed_log (log axes: positive here), GRA none
+    assert meta["tracks"] == [{"feature": "GRA", "unit": "g/cm³", "scale": "linear"},
+                              {"feature": "MS", "unit": "instr. units", "scale": "log"},
+                              {"feature": "NGR", "unit": "cps", "scale": "log"}]
+    assert meta["strips"] == ["colour", "lithology", "cluster"] and meta["depth_unit"] == "m"
+    assert set(meta["lithologies"]) <= set(LITHOLOGIES)
+
+
 def test_borehole_log_handles_nan_rgb(written, run, tmp_path):
     assert np.isnan(run["x_raw"][40:70, 3:]).all()  # U1500A has bins without RGB
     assert_png(written[1]["borehole_log_U1500A"])

@@ -187,12 +187,15 @@ def test_classification_scores_perfect_and_nan():
     target = np.array([0, 1, 2, 1])
     logits = np.eye(3)[target] * 10
     scores = classification_scores(logits, target, 3)
-    assert scores == {"auc_pooled": 1.0, "balanced_accuracy": 1.0, "accuracy": 1.0}
+    assert scores == {"auc_pooled": 1.0, "auc_macro": 1.0, "auc_micro": 1.0, "balanced_accuracy": 1.0,
+                      "accuracy": 1.0, "n_classes_scored": 3, "n_classes_head": 3}
+    counts = ("n_classes_scored", "n_classes_head")
     nan_scores = classification_scores(logits, -np.ones(4, dtype=int), 3)
-    assert all(math.isnan(v) for v in nan_scores.values())
+    assert all(math.isnan(v) for k, v in nan_scores.items() if k not in counts)
+    assert (nan_scores["n_classes_scored"], nan_scores["n_classes_head"]) == (0, 3)
     bad = logits.copy()
     bad[0, 0] = np.nan
-    assert all(math.isnan(v) for v in classification_scores(bad, target, 3).values())
+    assert all(math.isnan(v) for k, v in classification_scores(bad, target, 3).items() if k not in counts)
     with pytest.raises(ValueError, match="n_classes"):
         classification_scores(logits, target, 4)
 

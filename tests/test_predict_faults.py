@@ -206,7 +206,7 @@ def test_figure_names_never_collide():
 
 
 def test_training_borehole_logs_of_a_b_and_a_underscore_b_are_two_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(figures, "borehole_log", lambda frame, x_raw, names, assignment, bh, path:
+    monkeypatch.setattr(figures, "borehole_log", lambda frame, x_raw, names, assignment, bh, path, **style:
                         Path(path).write_text(str(bh)) and Path(path))
     frame = pd.DataFrame({"borehole_id": ["A/B", "A_B"], "depth_m": [0.0, 0.0], "principal": ["a", "b"]})
     written = figures.write_all({"frame": frame, "x_raw": np.zeros((2, 1)), "feature_names": ["GRA"],

@@ -108,6 +108,7 @@ def _evaluate(run_dir: Path, tmp: Path, data_dir: Path) -> subprocess.CompletedP
                           capture_output=True, text=True, cwd=tmp, timeout=300)
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_evaluate_refuses_a_planted_run_checkpoint(tmp_path, trained_run, shared_data_dir):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -26,6 +26,7 @@ def _env():
     return {**os.environ, "PYTHONPATH": os.getcwd()}
 
 
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
 def test_sigterm_during_training_exits_143_with_one_line_and_a_killed_run(tmp_path, shared_data_dir):
     proc = subprocess.Popen(
         [sys.executable, "-m", "lithovae.train", *COMMON, "trainer.max_epochs=100000",

@@ -12,13 +12,18 @@ from pathlib import Path
 import math
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from scipy import stats
 
 from lithovae.data import reference
-from lithovae.studies import FOLD_COLUMNS, fold_row, grid_table, history_table, write_summary
+from lithovae.evaluation.comparisons import LEVEL
+from lithovae.studies import (FOLD_COLUMNS, fold_row, grid_table, history_table, replicates_problem,
+                              study_figure, write_summary)
 from tests.conftest import CONF_DIR, FAST_EVAL, compose_train
+from tests.test_comparisons import fake_job
 
 STUDIES = sorted(p.stem for p in (Path(CONF_DIR) / "study").glob("*.yaml"))
 
@@ -162,7 +167,8 @@ def test_masking_sweep_with_joblib_writes_summary_figure_and_a_parent_run(tmp_pa
     (parent,) = [r for r in runs if r.info.run_name == "masking_sweep-summary"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(runs) == 3 and len(children) == 2 and parent.info.status == "FINISHED"
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"summary.csv", "masking_sweep.png"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"summary.csv", "points.csv",
+                                                                          "masking_sweep.png"}
     assert all("test/r2_GRA" in r.data.metrics for r in children)
 
 
@@ -219,3 +225,192 @@ def test_the_study_aliases_run_from_any_directory(alias, tmp_path, shared_data_d
     assert proc.returncode == 0, proc.stderr[-3000:]
     (summary,) = (tmp_path / "outputs" / "multiruns").rglob("summary.csv")
     assert len(pd.read_csv(summary)) == 2
+
+
+# -- replicates, intervals and paired comparisons -------------------------------------------
+
+INTERVALS = ("ari_selected", "baseline_ari_selected", "ari_gain", "r2_mean", "ari_best", "baseline_ari_best")
+
+
+def _scored(seed: int, gain: float = 0.0, ci: float = 0.02) -> dict:
+    """A run's metrics.json: the selected ARI moves with the seed (0.15, 0.16, ...), the raw
+    features' stays at 0.16; each headline score with a bootstrap interval of +-``ci``."""
+    ari = 0.15 + 0.01 * seed + gain
+    m = {"dataset": "synthetic-x", "synthetic": True, "preset": "v2_6_7", "ari_selected": ari,
+         "baseline_ari_selected": 0.16, "ari_gain": ari - 0.16, "ari_best": ari + 0.03,
+         "baseline_ari_best": 0.19, "r2_mean": 0.8 + 0.002 * seed, "mlflow_run_id": f"run-{seed}-{gain}"}
+    m.update({f"{k}_{side}": m[k] + sign * ci for k in INTERVALS for side, sign in (("ci_low", -1), ("ci_high", 1))})
+    return m
+
+
+def test_compose_replicates_is_a_multirun_over_range_of_replicates_seeds(tmp_path):
+    cfg = compose_train(["study=replicates", "experiment=v2_6_7", "replicates=5"], tmp_path, return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"  # no -m needed
+    assert cfg.hydra.sweeper.params.seed == "range(0,5)"
+    assert replicates_problem(cfg) is None
+    default = compose_train(["study=replicates"], tmp_path, return_hydra_config=True)
+    assert default.hydra.sweeper.params.seed == "range(0,3)"
+
+
+@pytest.mark.parametrize("replicates, params, task, needle", [
+    (2, {"mask.prob": "0.0,0.3"}, ["study=masking_sweep", "replicates=2"], "only study=replicates sweeps it"),
+    (5, {"seed": "range(0,${replicates})"}, ["study=replicates", "replicates=5", "seed=0,1"], "give one of them"),
+    (0, {"seed": "range(0,${replicates})"}, ["study=replicates", "replicates=0"], "must be an integer >= 1"),
+    (3, {"seed": "range(0,${replicates})"}, ["study=replicates", "seed=3,7"], None),  # seed replaces the preset's
+    (None, {}, ["seed=1"], None),
+])
+def test_replicates_is_refused_where_it_would_be_ignored(replicates, params, task, needle):
+    cfg = OmegaConf.create({"replicates": replicates, "hydra": {"sweeper": {"params": params},
+                                                               "overrides": {"task": task}}})
+    problem = replicates_problem(cfg)
+    assert problem is None if needle is None else needle in problem
+
+
+def test_replicates_give_mean_std_interval_and_the_paired_gains_verdict(tmp_path, capsys):
+    study = compose_train(["study=replicates"], tmp_path).study
+    for num, seed in enumerate((0, 1, 2)):
+        fake_job(tmp_path / str(num), _scored(seed), seed, ["experiment=v2_6_7", f"seed={seed}"])
+    files, metrics = write_summary(study, tmp_path)
+    assert {f.name for f in files} == {"summary.csv", "points.csv", "replicates.png"}
+    jobs = pd.read_csv(tmp_path / "summary.csv")
+    assert jobs["run_id"].tolist() == ["run-0-0.0", "run-1-0.0", "run-2-0.0"] and jobs["seed"].tolist() == [0, 1, 2]
+    assert jobs["label"].tolist() == ["seed=0", "seed=1", "seed=2"]
+    (point,) = pd.read_csv(tmp_path / "points.csv").to_dict("records")
+    ari = [0.15, 0.16, 0.17]
+    low, high = stats.t.interval(LEVEL, df=2, loc=np.mean(ari), scale=stats.sem(ari))
+    assert point["n_replicates"] == 3 and point["interval"] == "replicates" and point["point"] == "v2_6_7"
+    assert (point["ari_selected_mean"], point["ari_selected_std"]) == pytest.approx((0.16, 0.01))
+    assert (point["ari_selected_ci_low"], point["ari_selected_ci_high"]) == pytest.approx((low, high))
+    assert point["ari_gain_verdict"] == "matches"  # -0.01, 0, +0.01 over the raw features
+    assert metrics["ari_selected_mean"] == pytest.approx(0.16) and metrics["ari_selected_ci_low"] == pytest.approx(low)
+    assert metrics["n_replicates"] == 3
+    out = capsys.readouterr().out
+    assert f"ari_selected 0.160 ± 0.010 [{low:.3f}, {high:.3f}] (n=3)" in out
+    assert "verdict: the latent space matches the raw features (ari_gain -0.000 [-0.025, +0.025], 95% interval over 3 seeds)" in out
+
+
+def _masking_sweep(tmp_path: Path, seeds=(0, 1)) -> None:
+    num = 0
+    for prob, gain in ((0.0, 0.0), (0.3, 0.05)):
+        for seed in seeds:
+            fake_job(tmp_path / str(num), _scored(seed, gain + 0.001 * seed * (prob > 0)), seed,
+                     ["experiment=v2_14_2", f"mask.prob={prob}", f"seed={seed}"], config={"mask": {"prob": prob}})
+            num += 1
+
+
+def test_a_sweep_with_replicates_compares_each_point_with_its_reference(tmp_path, capsys):
+    study = compose_train(["study=masking_sweep"], tmp_path).study
+    _masking_sweep(tmp_path)
+    write_summary(study, tmp_path)
+    jobs = pd.read_csv(tmp_path / "summary.csv")
+    assert jobs["run_id"].str.startswith("run-").all() and jobs["point"].tolist() == [0.0, 0.0, 0.3, 0.3]
+    points = pd.read_csv(tmp_path / "points.csv").set_index("mask.prob")
+    assert points["n_replicates"].tolist() == [2, 2]
+    for m in ("ari_selected", "r2_mean", "baseline_ari_selected", "ari_gain"):
+        assert {f"{m}_mean", f"{m}_std", f"{m}_ci_low", f"{m}_ci_high"} <= set(points.columns)
+    masked = points.loc[0.3]
+    assert masked["ari_selected_vs_ref_mean"] == pytest.approx(0.0505)  # (0.05 + 0.051) / 2, paired by seed
+    assert masked["ari_selected_vs_ref_verdict"] == "beats" and masked["ari_selected_vs_ref_n"] == 2
+    assert masked["r2_mean_vs_ref_verdict"] == "matches" and masked["r2_mean_vs_ref_mean"] == pytest.approx(0)
+    assert math.isnan(points.loc[0.0, "ari_selected_vs_ref_mean"]) and points.loc[0.0, "reference"] == 0.0
+    out = capsys.readouterr().out
+    assert "verdict: mask.prob=0.3 beats mask.prob=0.0 (ari_selected difference +0.051" in out
+
+
+def test_the_figure_draws_intervals_and_the_raw_features_band(tmp_path):
+    study = compose_train(["study=masking_sweep"], tmp_path).study
+    _masking_sweep(tmp_path)
+    write_summary(study, tmp_path)
+    points = pd.read_csv(tmp_path / "points.csv")
+    spec = OmegaConf.to_container(study)
+    fig = study_figure(spec, points, "synthetic-x", True)
+    ax = fig.axes[len(spec["panels"])]  # extra: ari_selected
+    assert ax.get_title() == "ari_selected"
+    (bars,) = ax.containers  # the mean and its interval per point
+    low, high = bars.lines[2][0].get_segments()[0][:, 1]  # the first point's bar
+    assert (low, high) == pytest.approx((points["ari_selected_ci_low"][0], points["ari_selected_ci_high"][0]))
+    band = [c for c in ax.collections if str(c.get_label()).startswith("raw features")]
+    assert band and band[0].get_paths()[0].vertices[:, 1].min() == pytest.approx(
+        points["baseline_ari_selected_ci_low"].min())
+    assert not [c for c in fig.axes[0].collections if str(c.get_label()).startswith("raw features")]  # r2
+
+
+def test_one_replicate_shows_the_runs_bootstrap_interval(tmp_path, capsys):
+    study = compose_train(["study=masking_sweep"], tmp_path).study
+    _masking_sweep(tmp_path, seeds=(0,))
+    write_summary(study, tmp_path)
+    points = pd.read_csv(tmp_path / "points.csv")
+    assert (points["interval"] == "bootstrap").all() and (points["n_replicates"] == 1).all()
+    assert points["ari_selected_ci_low"].tolist() == pytest.approx([0.13, 0.18])  # metrics.json's
+    assert points["ari_selected_vs_ref_verdict"].tolist() == ["reference", "undefined"]  # one pair: no interval
+    out = capsys.readouterr().out
+    assert "ari_selected 0.150 [0.130, 0.170] (one replicate: bootstrap interval over test boreholes)" in out
+
+
+def test_the_history_flags_published_values_outside_our_interval():
+    points = pd.DataFrame({"point": ["v2_6_7", "v2_13"], "preset": ["v2_6_7", "v2_13"], "dataset": "synthetic-x",
+                           "n_replicates": [3, 1], "beta.end": [None, 0.75],
+                           "ari_best_mean": [0.15, 0.2], "ari_best_ci_low": [0.14, 0.15], "ari_best_ci_high": [0.16, 0.25]})
+    table = history_table(points, reference.read("published_results.csv"))
+    rows = table[table["metric"] == "ari_best"].set_index("preset")
+    assert rows.loc["v2_6_7", "published"] == pytest.approx(0.196) and rows.loc["v2_6_7", "differs_from_published"]
+    assert rows.loc["v2_13", "published"] == pytest.approx(0.187) and not rows.loc["v2_13", "differs_from_published"]
+    assert rows.loc["v2_6_7", ["ours", "ours_ci_low", "ours_ci_high"]].tolist() == pytest.approx([0.15, 0.14, 0.16])
+    assert rows.loc["v2_6_7", "published_std"] == pytest.approx(0.037)
+
+
+def test_cv_prints_and_tables_the_selected_ari_the_baseline_and_the_gain_per_fold(tmp_path, capsys):
+    study = compose_train(["study=cv"], tmp_path).study
+    for fold in (0, 1):
+        m = {**_scored(fold), "n_train": 100, "n_test": 30, "train_entropy": 2.0, "test_entropy": 1.9,
+             "latent_dim": 10, "active_dims": 4, "best_k": 12, "silhouette": 0.2}
+        fake_job(tmp_path / str(fold), m, 0, ["experiment=v2_6_7", f"datamodule.fold={fold}"], fold=fold)
+    write_summary(study, tmp_path)
+    table = pd.read_csv(tmp_path / "cv_folds.csv")
+    assert table["fold"].tolist() == [1, 2] and table["ari_selected"].tolist() == pytest.approx([0.15, 0.16])
+    assert table["baseline_ari_selected"].tolist() == pytest.approx([0.16, 0.16])
+    assert table["ari_gain"].tolist() == pytest.approx([-0.01, 0.0])
+    summary = json.loads((tmp_path / "cv_summary.json").read_text())
+    assert summary["ari_gain_mean"] == pytest.approx(-0.005) and summary["baseline_ari_selected_std"] == 0
+    out = capsys.readouterr().out
+    assert ("mean ± std over 2 folds: ari_selected 0.155 ± 0.005, baseline_ari_selected 0.160 ± 0.000, "
+            "ari_gain -0.005 ± 0.005") in out
+    (point,) = pd.read_csv(tmp_path / "points.csv").to_dict("records")
+    assert point["n_replicates"] == 2  # the folds are the point's replicates
+
+
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
+def test_study_replicates_runs_n_seeds_without_dash_m(tmp_path, shared_data_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lithovae.train", "study=replicates", "replicates=2", "experiment=v2_6_7",
+         "data.scale=small", "trainer.max_epochs=2", "logger=none", f"paths.root_dir={tmp_path}",
+         f"paths.data_dir={shared_data_dir}", "trainer.enable_progress_bar=false", *FAST_EVAL],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
+    jobs = pd.read_csv(sweep_dir / "summary.csv")
+    assert jobs["seed"].tolist() == [0, 1] and (jobs["status"] == "FINISHED").all()
+    (point,) = pd.read_csv(sweep_dir / "points.csv").to_dict("records")
+    assert point["n_replicates"] == 2 and point["interval"] == "replicates"
+    assert "(n=2)" in proc.stdout
+
+
+def test_the_history_study_puts_every_published_metric_beside_our_mean(tmp_path, capsys):
+    study = compose_train(["study=history"], tmp_path).study
+    num = 0
+    for preset, gain in (("v2_6", 0.02), ("v2_6_7", 0.0)):
+        for seed in (0, 1):
+            m = {**_scored(seed, gain + 0.001 * seed * (gain > 0)), "preset": preset, "ari_kmeans_k12": 0.2 + 0.002 * seed}
+            fake_job(tmp_path / str(num), m, seed, [f"experiment={preset}", f"seed={seed}"])
+            num += 1
+    write_summary(study, tmp_path)
+    history = pd.read_csv(tmp_path / "history.csv").set_index(["preset", "metric"])
+    assert history.loc[("v2_6", "ari_k12"), "ours"] == pytest.approx(0.201)  # not a headline score: still beside
+    assert history.loc[("v2_6", "ari_k12"), "published"] == pytest.approx(0.258)
+    assert history.loc[("v2_6", "ari_k12"), "ours_ci_high"] < 0.258  # [0.188, 0.214]
+    assert bool(history.loc[("v2_6", "ari_k12"), "differs_from_published"])
+    points = pd.read_csv(tmp_path / "points.csv").set_index("point")
+    assert points.loc["v2_6", "reference"] == "v2_6_7"
+    assert points.loc["v2_6", "ari_selected_vs_ref_mean"] == pytest.approx(0.0205)
+    assert points.loc["v2_6_7", "ari_selected_vs_ref_verdict"] == "reference"
+    assert "verdict: experiment=v2_6 beats experiment=v2_6_7 (ari_selected difference +0.020" in capsys.readouterr().out

@@ -58,7 +58,7 @@ def test_preset_trains_one_epoch_with_finite_losses_and_all_metric_keys(preset, 
     assert saved["n_test"] > 0 and saved["dataset"] == "synthetic-small-seed0" and saved["synthetic"]
     assert 0 <= saved["active_dims"] <= 36
     assert -1 <= saved["ari_best"] <= 1
-    assert saved["ari_gain"] == pytest.approx(saved["ari_best"] - saved["baseline_ari_best"])
+    assert saved["ari_gain"] == pytest.approx(saved["ari_selected"] - saved["baseline_ari_selected"])
     assert saved["evaluated_epoch"] == saved["epochs_trained"] - 1 and saved["checkpoint_policy"] == "final"
     if preset in CLASSIFIERS:
         assert 0 <= saved["auc_pooled"] <= 1
@@ -67,13 +67,15 @@ def test_preset_trains_one_epoch_with_finite_losses_and_all_metric_keys(preset, 
 
 def _check_predictor_bundle(run_dir: Path, saved: dict, preset: str) -> None:
     """Every run saves what prediction needs; the bundle, loaded back, assigns the test bins to
-    the clusters the run scored (the bundle writer checks it on the test latents)."""
+    the clusters its ``ari_inductive`` scored: the clusterer fitted on the training boreholes
+    (the bundle writer checks it on the test latents)."""
     bundle = run_dir / "predictor"
     if preset == "v2_6_10":  # RGB imputed by a regressor that is not saved: said, not written
         assert not bundle.exists() and "impute_rgb" in saved["predictor"]
         return
     meta = json.loads((bundle / "predictor.json").read_text())
-    assert meta["clustering"]["method"] == saved["best_method"] and meta["clustering"]["k"] == saved["best_k"]
+    assert meta["clustering"]["method"] == saved["inductive_method"] and meta["clustering"]["k"] == saved["inductive_k"]
+    assert meta["clustering"]["fitted_on"] == "training latent means" and meta["clustering"]["ari"] == saved["ari_inductive"]
     assert meta["clustering"]["agreement_with_scored_assignment"] >= 0.99
     assert meta["weights"]["evaluated_epoch"] == saved["evaluated_epoch"]
     quantiles = json.loads((bundle / "anomaly.json").read_text())["quantiles"]
@@ -108,7 +110,8 @@ def test_mlflow_run_has_params_tags_test_metrics_epoch_curves_and_artifacts(tmp_
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "config.yaml", "scaler.json", "last.ckpt"} <= artifacts
     assert run.data.metrics["test/evaluated_epoch"] == 1 and run.data.tags["checkpoint_policy"] == "final"
-    assert run.data.metrics["test/ari_gain"] == pytest.approx(metrics["ari_best"] - metrics["baseline_ari_best"])
+    assert run.data.metrics["test/ari_gain"] == pytest.approx(metrics["ari_selected"] - metrics["baseline_ari_selected"])
+    assert run.data.metrics["test/ari_gain_ci_low"] == pytest.approx(metrics["ari_gain_ci_low"])
 
 
 def test_a_run_that_raises_is_marked_failed(tmp_path, shared_data_dir, monkeypatch):

@@ -7,6 +7,7 @@ loading would dominate the step time).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader
 from lithovae.data import reference
 from lithovae.data.errors import BuildError
 from lithovae.data.features import expand_features
+from lithovae.data.labels import data_classes
 from lithovae.data.scaler import DistributionAwareScaler
 from lithovae.data.schema import DATASET_KEY_COLUMNS
 from lithovae.data.sources import missing_ids
@@ -34,20 +36,29 @@ _LABEL_STREAM = 0x1ABE1  # the labeled-subset draw has its own random stream, ap
 
 @dataclass
 class LabelEncoding:
-    """Integer codes of principal lithologies and expert groups (saved with each run)."""
+    """Integer codes of principal lithologies and their groups (saved with each run as
+    ``label_encoding.json``): the classifier heads have one output per class, per group."""
 
     classes: list[str]
     groups: list[str]
 
     @classmethod
     def for_labels(cls, principals) -> "LabelEncoding":
-        # the 139 reference lithologies keep fixed codes; others seen in the data follow, sorted
+        """LILY (and synthetic LILY): the study's 139 lithologies first, with fixed codes (as the
+        seeds), then any others seen, sorted; the 14 expert groups, then any keyword groups."""
         known = list(reference.class_distribution()["Lithology"])
         seen = set(pd.Series(principals).dropna().unique())
         extra = sorted(seen - set(known))
         groups = reference.group_names()
         extra_groups = sorted({reference.group_of(p) for p in extra} - set(groups))
         return cls(classes=known + extra, groups=groups + extra_groups)
+
+    @classmethod
+    def for_own_data(cls, principals, groups) -> "LabelEncoding":
+        """Own data (``data=table``/``las``): the labels present, numeric codes by value and then
+        names alphabetically; the groups present (from ``data.group``/``data.groups``) in the
+        same order, none without them."""
+        return cls(classes=data_classes(principals), groups=data_classes(groups))
 
     def encode(self, values, vocabulary: list[str]) -> np.ndarray:
         codes = {name: i for i, name in enumerate(vocabulary)}
@@ -250,7 +261,19 @@ class LithoDataModule(pl.LightningDataModule):
         base_features = [c for c in frame.columns if c not in DATASET_KEY_COLUMNS]
         values, names, transforms = expand_features(frame, base_features, self.context,
                                                     self.engineered, self.transforms)
-        self.encoding = self.fixed_encoding or LabelEncoding.for_labels(frame["principal"])
+        own = _own_vocabulary(self.dataset_path)
+        if self.fixed_encoding is not None:
+            self.encoding = self.fixed_encoding
+        elif own:
+            self.encoding = LabelEncoding.for_own_data(frame["principal"], frame["lithology_group"])
+        else:
+            self.encoding = LabelEncoding.for_labels(frame["principal"])
+        # lithology -> group, for the hierarchy check: LILY's expert hierarchy on LILY data, the
+        # groups the data give on own data (each label's most frequent group), none without
+        self.hierarchy = _data_hierarchy(frame) if own else reference.lithology_groups()
+        if not self.encoding.groups:
+            print(f"[lithovae.data] {self.dataset_path.name}: no lithology groups (set data.groups, a mapping "
+                  "label -> group): group diagnostics skipped, group-target models unavailable")
         parts = self._split_boreholes(frame)
         self.split_boreholes = {k: sorted(map(str, v)) for k, v in parts.items()}
         masks = {k: frame["borehole_id"].isin(v).to_numpy() for k, v in parts.items()}
@@ -377,6 +400,29 @@ class LithoDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def _own_vocabulary(dataset_path: Path) -> bool:
+    """Whether the dataset is own data (its manifest says ``label_vocabulary: data``, as the table
+    and LAS sources write it): its classes are then its labels. LILY datasets, and datasets
+    without a manifest, keep the study's 139 classes."""
+    manifest = dataset_path.with_suffix(".manifest.json")
+    try:
+        return json.loads(manifest.read_text()).get("label_vocabulary") == "data"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _data_hierarchy(frame: pd.DataFrame) -> dict[str, str]:
+    """Label -> group as the rows give it (the most frequent group of each label; ties: the
+    alphabetically first); empty where no row has both."""
+    pairs = frame[["principal", "lithology_group"]].dropna().astype(str)
+    if pairs.empty:
+        return {}
+    counts = pairs.value_counts().rename("n").reset_index()
+    counts = counts.sort_values(["principal", "n", "lithology_group"], ascending=[True, False, True], kind="stable")
+    first = counts.drop_duplicates("principal")
+    return dict(zip(first["principal"], first["lithology_group"]))
 
 
 def _counts(codes: torch.Tensor, n: int) -> list[int]:

@@ -17,7 +17,11 @@ rows of all files go through the same code as a table (:func:`~lithovae.data.sou
   (two ``GR`` curves, which lasio names ``GR:1``, ``GR:2``) is the first of them, said in one
   line and recorded in the manifest (``repeated_mnemonics``); ``GR:2`` names the other;
 - the ``NULL`` header value (e.g. -999.25) is missing;
-- the label: a curve (``data.label``), text or numeric lithology codes (``3.0`` -> ``"3"``).
+- units: each feature's curve unit as the headers write it (``OHMM``) and the depth unit are
+  recorded in the manifest (``units``, ``depth_unit``) for the log figures; files that disagree
+  on a curve's unit leave it unknown (one line);
+- the label: a curve (``data.label``), text or numeric lithology codes (``3.0`` -> ``"3"``),
+  codes named by ``data.label_names``; groups only from ``data.groups`` (label -> group).
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ import pandas as pd
 
 from lithovae.data.builder import checked_encoding, not_decodable
 from lithovae.data.errors import BuildError
+from lithovae.data.labels import checked_mapping
 from lithovae.data.schema import MAX_ABS_VALUE
-from lithovae.data.sources import (checked_features, label_strings, table_to_contract, transforms_within,
-                                   write_contract)
+from lithovae.data.sources import (checked_bin_size, checked_features, label_strings, table_to_contract,
+                                   transforms_within, write_contract)
 from lithovae.files import file_digest
 
 LAS_VERSION = 1  # bump when the output of the same files and options changes
@@ -63,9 +68,13 @@ class LasSource:
 
     def __init__(self, *, path: str, borehole: str | None, depth: str, label: str | None,
                  features: dict[str, str] | list[str] | None, transforms: dict | None,
-                 bin_size: float | None, encoding: str):
+                 bin_size: float | None, encoding: str, label_names, groups):
         if path in (None, "", "???"):
             raise BuildError("data.path: set it to a LAS file or a folder of LAS files")
+        self.label_names = checked_mapping(label_names, "data.label_names", "code,name")
+        self.groups = checked_mapping(groups, "data.groups", "label,group")
+        if label in (None, "") and (self.label_names or self.groups):
+            raise BuildError("data.label_names / data.groups: need data.label (the label curve)")
         self.path = Path(path)
         self.borehole = str(borehole).strip().upper() if borehole not in (None, "") else None
         self.depth = aliases(depth) if depth is not None else []
@@ -74,14 +83,7 @@ class LasSource:
         self.label = str(label) if label not in (None, "") else None
         self.features = checked_features(features, noun="curve")
         self.transforms = transforms_within(transforms, list(self.features))
-        if bin_size is not None:
-            ok = isinstance(bin_size, (int, float)) and not isinstance(bin_size, bool) \
-                and np.isfinite(bin_size) and bin_size > 0
-            if not ok:
-                raise BuildError(f"data.bin_size: must be a number > 0 (in the files' depth unit) "
-                                 f"or null, got {bin_size!r}")
-            bin_size = float(bin_size)
-        self.bin_size = bin_size
+        self.bin_size = checked_bin_size(bin_size)
         self.encoding = checked_encoding(encoding)
 
     @property
@@ -92,6 +94,7 @@ class LasSource:
         """Everything besides the files that changes the output (in the manifest and file name)."""
         return {"borehole": self.borehole, "depth": self.depth, "label": self.label,
                 "features": self.features, "bin_size": self.bin_size, "encoding": self.encoding,
+                "label_names": self.label_names, "groups": self.groups,
                 "max_abs_value": MAX_ABS_VALUE, "las_version": LAS_VERSION}
 
     def files(self) -> list[Path]:
@@ -125,7 +128,8 @@ class LasSource:
         specs = {target: "|".join(aliases(spec)) for target, spec in self.features.items()}
         out, steps = table_to_contract(rows, where=self.path, borehole=_BOREHOLE, depth=_DEPTH,
                                        label=_LABEL if self.label else None, group=None,
-                                       features=specs, bin_size=self.bin_size, noun="curve", log=log)
+                                       features=specs, bin_size=self.bin_size, noun="curve",
+                                       label_names=self.label_names, groups=self.groups, log=log)
         steps["files"] = len(wells)
         steps["depth_unit"] = next(iter(units), None)
         files_per_id = Counter(info["borehole_id"] for _, _, info in wells)
@@ -140,7 +144,25 @@ class LasSource:
                 f"borehole each: {shared}")
         inputs = {f.name: {"sha256": file_digest(f), **info} for f, _, info in wells}
         return write_contract(out, steps, name=self.name, source=self.path, options=self.options(),
-                              inputs=inputs, data_dir=data_dir)
+                              inputs=inputs, data_dir=data_dir, units=self._curve_units(wells, log),
+                              depth_unit=steps["depth_unit"])
+
+    def _curve_units(self, wells, log=print) -> dict[str, str]:
+        """The unit of each feature's curve as the headers write it (``OHMM``), where the files
+        that give one agree (ignoring case); files that disagree leave it unknown, said in one line."""
+        units = {}
+        for target in self.features:
+            given = {}
+            for f, _, info in wells:
+                if info["units"].get(target):
+                    given.setdefault(info["units"][target].upper(), (info["units"][target], f.name))
+            if len(given) == 1:
+                units[target] = next(iter(given.values()))[0]
+            elif given:
+                (u1, f1), (u2, f2) = list(given.values())[:2]
+                log(f"[lithovae.data] {self.path.name}: feature {target} in different units ({u1} in {f1}, "
+                    f"{u2} in {f2}): its values are used as they are, no unit is shown")
+        return units
 
     # -- one file ---------------------------------------------------------------------------------
     def _read(self, path: Path):
@@ -226,7 +248,8 @@ class LasSource:
         unit_text = str(getattr(depth_curve, "unit", "") or getattr(las, "index_unit", "") or "").strip()
         info = {"borehole_id": str(frame[_BOREHOLE].iloc[0]), "rows": n, "depth_curve": depth_name,
                 "depth_unit": _UNITS.get(unit_text.lower(), unit_text), "null": null, "curves": used,
-                "label_curve": label_name}
+                "label_curve": label_name,
+                "units": {t: str(getattr(curves[name], "unit", "") or "").strip() for t, name in used.items()}}
         if repeated:
             info["repeated_mnemonics"] = repeated
         return frame, info

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lithovae.data import reference
 from lithovae.data.builder import BuildOptions, bin_index, build_dataset, checked_encoding, not_decodable
 from lithovae.data.errors import BuildError
+from lithovae.data.labels import checked_mapping, grouped_labels, named_labels
 from lithovae.data.scaler import checked_transforms
 from lithovae.data.schema import ALL_FEATURES, DATASET_KEY_COLUMNS, MAX_ABS_VALUE
 from lithovae.files import atomic_write, file_digest, file_lock
@@ -94,8 +94,8 @@ def _generator_version(stamp: Path) -> int | None:
         return None
 
 
-TABLE_VERSION = 4  # bump when the output of the same table and options changes (3: numeric labels as integers,
-# 4: rows without a borehole id dropped and counted)
+TABLE_VERSION = 5  # bump when the output of the same table and options changes (3: numeric labels as integers,
+# 4: rows without a borehole id dropped and counted, 5: depths binned at data.bin_size, ids stripped)
 
 
 def checked_features(features, noun: str = "column") -> dict[str, str]:
@@ -141,7 +141,8 @@ def transforms_within(transforms: dict | None, features: list[str],
 
 
 class TableSource:
-    """A user's own CSV or Parquet: one row per bin, columns chosen in config.
+    """A user's own CSV or Parquet: one row per sample or bin, columns chosen in config; the
+    depths are binned at ``bin_size`` (``data.bin_size``) as a LAS folder's are.
 
     ``features`` (``data.features``) names the feature columns: a list of column names
     (feature = column), a mapping {dataset feature: source column}, or None for the six
@@ -149,7 +150,9 @@ class TableSource:
     (none, signed_log, log1p) per feature, any of ``features`` (None: the study's choice
     for the LILY features, ``none`` for others); ``encoding`` is the text encoding of a CSV
     (``data.encoding``: utf-8 in data/table.yaml, latin-1 for a file with Latin-1 lithology
-    names; Parquet ignores it).
+    names; Parquet ignores it). ``label_names`` (code -> name) names label codes; the groups
+    of the labels come from the ``group`` column or the ``groups`` mapping (label -> group),
+    else there are none (see :mod:`lithovae.data.labels`).
 
     What happens to the rows (:func:`table_to_contract`, shared with the LAS source) is
     counted in the manifest's ``steps``.
@@ -159,15 +162,25 @@ class TableSource:
 
     def __init__(self, *, path: str, borehole: str, depth: str, label: str | None,
                  group: str | None, features: dict[str, str] | list[str] | None,
-                 transforms: dict | None, encoding: str):
+                 transforms: dict | None, encoding: str, label_names, groups, units,
+                 bin_size: float | None):
         if path in (None, "", "???"):
             raise BuildError("data.path: set it to your CSV or Parquet file")
+        self.bin_size = checked_bin_size(bin_size)
+        self.label_names = checked_mapping(label_names, "data.label_names", "code,name")
+        self.groups = checked_mapping(groups, "data.groups", "label,group")
+        if group and self.groups:
+            raise BuildError(f"data.groups: give the groups once, as data.group (the column '{group}') "
+                             "or as data.groups (a mapping), not both")
+        if not label and (self.label_names or self.groups):
+            raise BuildError("data.label_names / data.groups: need data.label (the label column)")
         self.path = Path(path)
         self.columns = {"borehole_id": borehole, "depth_m": depth, "principal": label,
                         "lithology_group": group}
         self.features = checked_features(features)
         self.transforms = transforms_within(transforms, list(self.features))
         self.encoding = checked_encoding(encoding)
+        self.units, self.depth_unit = checked_units(units, list(self.features), depth)
 
     @property
     def name(self) -> str:
@@ -176,6 +189,7 @@ class TableSource:
     def options(self) -> dict:
         """Everything besides the file that changes the output (in the manifest and file name)."""
         return {"columns": self.columns, "features": self.features, "encoding": self.encoding,
+                "label_names": self.label_names, "groups": self.groups, "bin_size": self.bin_size,
                 "max_abs_value": MAX_ABS_VALUE, "table_version": TABLE_VERSION}
 
     @property
@@ -218,10 +232,31 @@ class TableSource:
         out, steps = table_to_contract(raw, where=self.path, borehole=self.columns["borehole_id"],
                                        depth=self.columns["depth_m"], label=self.columns["principal"],
                                        group=self.columns["lithology_group"], features=self.features,
-                                       log=log)
+                                       bin_size=self.bin_size, label_names=self.label_names,
+                                       groups=self.groups, log=log)
         inputs = {self.path.name: {"sha256": file_digest(self.path)}}
         return write_contract(out, steps, name=self.name, source=self.path, options=self.options(),
-                              inputs=inputs, data_dir=data_dir)
+                              inputs=inputs, data_dir=data_dir, units=self.units, depth_unit=self.depth_unit)
+
+
+def checked_units(units, features: list[str], depth: str) -> tuple[dict[str, str], str | None]:
+    """``data.units`` (a mapping {feature or the depth column: unit}, or null) as (unit per
+    feature, depth unit). Units are shown as written (figure track titles); none is guessed."""
+    if units is None:
+        return {}, None
+    example = f"e.g. {{{features[0]}: gAPI, {depth}: m}}"
+    if not isinstance(units, dict):
+        raise BuildError(f"data.units: must be a mapping of feature (or the depth column) to unit, {example}; "
+                         f"got {str(units)[:60]!r}")
+    out: dict[str, str] = {}
+    for key, unit in units.items():
+        if str(key) not in (*features, depth):
+            raise BuildError(f"data.units.{key}: not a feature of data.features {features} nor the depth "
+                             f"column '{depth}'")
+        if not isinstance(unit, str) or not unit.strip():
+            raise BuildError(f"data.units.{key}: must be a unit as text (such as ohm.m), got {unit!r}")
+        out[str(key)] = unit.strip()
+    return {f: out[f] for f in features if f in out}, out.get(depth)
 
 
 def _numeric(raw: pd.DataFrame, col: str, where, noun: str = "column") -> pd.Series:
@@ -234,6 +269,26 @@ def _numeric(raw: pd.DataFrame, col: str, where, noun: str = "column") -> pd.Ser
     return values.astype(np.float64)
 
 
+def checked_bin_size(bin_size) -> float | None:
+    """``data.bin_size`` of a table or LAS source: a number > 0 (in the source's depth unit) or
+    None (every sample depth kept)."""
+    if bin_size is None:
+        return None
+    ok = isinstance(bin_size, (int, float)) and not isinstance(bin_size, bool) \
+        and np.isfinite(bin_size) and bin_size > 0
+    if not ok:
+        raise BuildError(f"data.bin_size: must be a number > 0 (in the data's depth unit) "
+                         f"or null, got {bin_size!r}")
+    return float(bin_size)
+
+
+def borehole_ids(ids: pd.Series) -> pd.Series:
+    """Borehole ids as text, alike through every source: surrounding blanks stripped, whole
+    numbers as integers (a numeric id column with gaps reads as 3.0; its id is "3", as a LAS
+    header's). Missing ids stay missing."""
+    return label_strings(ids).str.strip().astype(object)
+
+
 def missing_ids(ids: pd.Series) -> np.ndarray:
     """True (a bool array) where a borehole id is missing: NaN/None, or text that is empty or blank."""
     text = ids.astype("string").str.strip()
@@ -242,22 +297,27 @@ def missing_ids(ids: pd.Series) -> np.ndarray:
 
 def label_strings(values: pd.Series) -> pd.Series:
     """Labels as text: numbers (lithology codes) written as integers where they are whole
-    (``3.0`` -> ``"3"``, as a CSV column with gaps or a LAS curve reads them), missing stays NA."""
+    (``3.0`` -> ``"3"``, as a CSV column with gaps or a LAS curve reads them); missing values and
+    blank text (``""``, ``"  "``) are NA."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         numbers = values.astype(np.float64)
         whole = numbers.notna() & np.isfinite(numbers) & (numbers == np.round(numbers))
         text = numbers.map(lambda v: str(v) if pd.notna(v) else None).astype("string")
         text[whole] = numbers[whole].astype(np.int64).astype(str)
         return text.where(numbers.notna(), pd.NA)
-    return values.astype("string")
+    text = values.astype("string")
+    return text.mask((text.str.strip() == "").fillna(False).astype(bool))  # blank text: no label, as NaN
 
 
 def table_to_contract(raw: pd.DataFrame, *, where, borehole: str, depth: str, label: str | None,
                       group: str | None, features: dict[str, str], bin_size: float | None = None,
-                      noun: str = "column", log=print) -> tuple[pd.DataFrame, dict]:
+                      noun: str = "column", label_names: dict[str, str] | None = None,
+                      groups: dict[str, str] | None = None, log=print) -> tuple[pd.DataFrame, dict]:
     """The rows of a source (columns named by ``borehole``, ``depth``, ``label``, ``group`` and
     the values of ``features``) as the binned dataset contract, and the ``steps`` counted.
     ``where`` names the source in errors, ``noun`` what its columns are (column, curve).
+    Label codes are named by ``label_names``; the group of a row is its ``group`` column, else
+    its label's in ``groups``, else none (own data have no groups unless given).
 
     Nothing is dropped uncounted:
 
@@ -285,7 +345,7 @@ def table_to_contract(raw: pd.DataFrame, *, where, borehole: str, depth: str, la
         raise BuildError(f"{where}: {noun} '{borehole}' (the borehole id) is empty in all {len(raw)} rows")
     steps: dict = {"rows_read": int(len(raw)), "dropped_missing_borehole": int(no_id.sum()),
                    "dropped_nonfinite": {}, "dropped_beyond_max_abs": {}}
-    out = pd.DataFrame({"borehole_id": raw[borehole].astype(str).mask(no_id)})
+    out = pd.DataFrame({"borehole_id": borehole_ids(raw[borehole]).mask(no_id)})
     depths = _numeric(raw, depth, where, noun)
     bad_depth = depths.notna() & ~(np.isfinite(depths) & (depths.abs() <= MAX_ABS_VALUE))
     depths = depths.mask(bad_depth)
@@ -308,16 +368,18 @@ def table_to_contract(raw: pd.DataFrame, *, where, borehole: str, depth: str, la
     steps["dropped_missing_depth"] = int((no_depth & ~bad_depth & ~no_id).sum())  # each row counted once
     steps["dropped_bad_depth"] = int((bad_depth & ~no_id).sum())
     out = out[~no_depth & ~no_id]
-    out["principal"] = label_strings(raw.loc[out.index, label]) if label else pd.NA
+    out["principal"] = named_labels(label_strings(raw.loc[out.index, label]), label_names, where, log) \
+        if label else pd.NA
     for key in ("prefix", "suffix", "full_lithology"):
         out[key] = pd.NA
-    out["lithology_group"] = raw.loc[out.index, group] if group else reference.groups_for(out["principal"])
+    out["lithology_group"] = raw.loc[out.index, group] if group else \
+        grouped_labels(out["principal"].astype("string"), groups, where, log)
     feats = list(features)
     no_feature = out[feats].isna().all(axis=1)
     steps["dropped_no_feature"] = int(no_feature.sum())
     out = out[~no_feature][DATASET_KEY_COLUMNS + feats]
     out, steps["duplicate_rows_averaged"], steps["duplicate_bins"] = _average_duplicates(
-        out, feats, derive_group=not group)
+        out, feats, derive_group=not group, groups=groups)
     out = out.sort_values(["borehole_id", "depth_m"], kind="stable").reset_index(drop=True)
     if out.empty:
         raise BuildError(f"{where}: no row has a depth and at least one feature")
@@ -333,10 +395,12 @@ def table_to_contract(raw: pd.DataFrame, *, where, borehole: str, depth: str, la
 
 
 def write_contract(out: pd.DataFrame, steps: dict, *, name: str, source: Path, options: dict,
-                   inputs: dict, data_dir: str | Path) -> tuple[Path, dict]:
+                   inputs: dict, data_dir: str | Path, units: dict[str, str] | None = None,
+                   depth_unit: str | None = None) -> tuple[Path, dict]:
     """Writes the dataset and its manifest (each atomically) and returns (path, manifest):
     one folder per source (sources of the same name in other folders do not collide), one
-    file per set of ``options`` (jobs with other options do not overwrite it)."""
+    file per set of ``options`` (jobs with other options do not overwrite it). ``units``
+    (feature -> unit) and ``depth_unit``, where known, are recorded for the log figures."""
     where = hashlib.sha256(str(Path(source).resolve()).encode()).hexdigest()[:8]
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
     dest = Path(data_dir) / f"{name}-{where}"
@@ -345,14 +409,17 @@ def write_contract(out: pd.DataFrame, steps: dict, *, name: str, source: Path, o
     manifest = {"name": name, "source": str(source), "options": options, "inputs": inputs,
                 "steps": steps,
                 "rows": int(len(out)), "boreholes": int(out["borehole_id"].nunique()),
-                "lithologies": int(out["principal"].nunique()), "features": feats}
+                "lithologies": int(out["principal"].nunique()), "features": feats,
+                # own data: the classes are the labels present, the groups only those given
+                "label_vocabulary": "data", "units": dict(units or {}), "depth_unit": depth_unit}
     atomic_write(path, lambda tmp: out.to_parquet(tmp, index=False))
     atomic_write(path.with_suffix(".manifest.json"),
                  lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1, default=str)))
     return path, manifest
 
 
-def _average_duplicates(out: pd.DataFrame, feats: list[str], derive_group: bool):
+def _average_duplicates(out: pd.DataFrame, feats: list[str], derive_group: bool,
+                        groups: dict[str, str] | None = None):
     """Rows sharing a (borehole, depth) averaged into one: (frame, rows averaged, bins they made)."""
     key = ["borehole_id", "depth_m"]
     dup = out.duplicated(key, keep=False)
@@ -366,7 +433,8 @@ def _average_duplicates(out: pd.DataFrame, feats: list[str], derive_group: bool)
                               kind="stable")
     merged = merged.merge(votes.drop_duplicates(key)[key + ["principal"]], on=key, how="left")
     if derive_group:
-        merged["lithology_group"] = reference.groups_for(merged["principal"])
+        merged["lithology_group"] = grouped_labels(merged["principal"].astype("string"), groups, "",
+                                                   log=lambda *_: None)  # said once, above
     else:  # the group of the first row with the chosen label (or of the first row with a group)
         rows = multi.merge(merged[key + ["principal"]], on=key, how="left", suffixes=("", "_chosen"))
         same = (rows["principal"] == rows["principal_chosen"]).fillna(False).astype(bool)

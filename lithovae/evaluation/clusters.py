@@ -18,10 +18,13 @@ TABLE_COLUMNS = ["size", "n_labeled", "top_lithology", "purity", "entropy",
 
 
 def _names(values) -> pd.Series:
-    """Lithology names as str; None, NaN and "" become NaN (unlabeled)."""
+    """Lithology names as str; any missing value (None, NaN, pandas NA, NaT) and blank text
+    become NaN (unlabeled). Vectorised: a pandas NA has no truth value to test one by one."""
     series = pd.Series(values, dtype=object).reset_index(drop=True)
-    return series.map(lambda v: np.nan if v is None or (isinstance(v, float) and np.isnan(v)) or v == ""
-                      else str(v))
+    missing = series.isna().to_numpy().copy()
+    names = series.astype(str).where(~missing)
+    missing |= (names.str.strip() == "").to_numpy(dtype=bool)  # NaN == "" is False
+    return names.where(~missing, np.nan).astype(object)
 
 
 def latent_with_names(mu, principal_names) -> tuple[np.ndarray, pd.Series]:

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.collections import PolyCollection
-from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
-from lithovae.evaluation.clusters import _names, assignment_with_names, latent_with_names
+from lithovae.evaluation.clusters import assignment_with_names, latent_with_names
 from lithovae.evaluation.metrics import seeded_subsample
+from lithovae.evaluation.well_log import (DPI, OTHER, OTHER_COLOUR, axis_scales, cluster_colours,  # noqa: F401
+                                          palette, rgb_colours, run_log)
 
 log = logging.getLogger("lithovae")
 
@@ -40,14 +38,6 @@ __all__ = [
     "write_all",
 ]
 
-DPI = 120
-OTHER = "other"
-OTHER_COLOUR = "#c8c8c8"
-LOG_TRACKS = ("GRA", "MS", "NGR")
-MAX_LOG_LITHOLOGIES = 30
-TRACK_UNITS = {"GRA": "GRA (g/cm³)", "MS": "MS (instr. units)", "NGR": "NGR (cps)"}
-
-
 # -- shared helpers ------------------------------------------------------------------------------
 def _save(fig: Figure, path) -> Path:
     path = Path(path)
@@ -60,19 +50,8 @@ def _save(fig: Figure, path) -> Path:
     return path
 
 
-def _palette(n: int) -> list:
-    """n distinct categorical colours: tab20, tab20b, tab20c, then evenly spaced hues."""
-    base = [c for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
-    if n <= len(base):
-        return [to_rgba(c) for c in base[:n]]
-    return [to_rgba(c) for c in base] + [colormaps["hsv"](i / (n - len(base)))
-                                         for i in range(n - len(base))]
-
-
-def _cluster_colours(ids) -> list:
-    """Colour per cluster id, fixed by the id (same cluster, same colour in every figure)."""
-    base = [to_rgba(c) for name in ("tab10", "Dark2", "Set1", "Accent") for c in colormaps[name].colors]
-    return [base[int(i) % len(base)] for i in ids]
+_palette = palette  # lithologies: one palette in every figure
+_cluster_colours = cluster_colours  # clusters: another (lithovae.evaluation.well_log)
 
 
 def _grid(n: int, max_cols: int) -> tuple[int, int]:
@@ -430,125 +409,7 @@ def contingency_heatmap(assignment, principal_names, path, top_n: int = 20) -> P
 
 
 # -- borehole log --------------------------------------------------------------------------------
-def _bin_height(depth: np.ndarray) -> float:
-    steps = np.diff(np.unique(depth))
-    steps = steps[steps > 0]
-    return float(np.median(steps)) if steps.size else 0.2
-
-
-def _with_gaps(depth: np.ndarray, values: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
-    """Insert NaN where consecutive bins are further apart than 1.5 bins, so lines break there."""
-    gaps = np.flatnonzero(np.diff(depth) > 1.5 * step)
-    return (np.insert(depth.astype(float), gaps + 1, np.nan),
-            np.insert(values.astype(float), gaps + 1, np.nan))
-
-
-def _strip(ax, depth: np.ndarray, colours: np.ndarray, height: float, title: str) -> None:
-    """One rectangle per bin, coloured; transparent colours leave the bin blank."""
-    top, bottom = depth - height / 2, depth + height / 2
-    boxes = np.stack([np.column_stack([np.zeros_like(depth), top]),
-                      np.column_stack([np.ones_like(depth), top]),
-                      np.column_stack([np.ones_like(depth), bottom]),
-                      np.column_stack([np.zeros_like(depth), bottom])], axis=1)
-    ax.add_collection(PolyCollection(boxes, facecolors=colours, edgecolors="none"))
-    ax.set_xlim(0, 1)
-    ax.set_xticks([])
-    ax.set_title(title, fontsize=9)
-
-
-def rgb_colours(rgb) -> np.ndarray:
-    """RGBA per row from raw 0–255 R, G, B; rows with any NaN are fully transparent."""
-    rgb = np.asarray(rgb, dtype=np.float64).reshape(-1, 3)
-    valid = np.isfinite(rgb).all(axis=1)
-    rgba = np.zeros((len(rgb), 4))
-    rgba[valid, :3] = np.clip(rgb[valid] / 255.0, 0, 1)
-    rgba[valid, 3] = 1.0
-    return rgba
-
-
-def log_axes(widths: Sequence[float]):
-    """A depth-log figure: (figure, one axis per track or strip of ``widths``, sharing the depth
-    axis, a legend axis 3.0 wide on the right)."""
-    widths = [*widths, 3.0]
-    fig = Figure(figsize=(sum(widths) + 1.0, 10))
-    axes = fig.subplots(1, len(widths), gridspec_kw={"width_ratios": widths}, squeeze=False)[0]
-    legend_ax, axes = axes[-1], axes[:-1]
-    for ax in axes[1:]:
-        ax.sharey(axes[0])
-        ax.tick_params(labelleft=False)
-    return fig, axes, legend_ax
-
-
-def borehole_log(frame: pd.DataFrame, x_raw, feature_names: Sequence[str], assignment,
-                 borehole_id, path) -> Path:
-    """Depth log of one borehole: GRA, MS, NGR tracks, the core colour from raw RGB, the
-    described lithology and the predicted cluster as colour strips (depth increases down)."""
-    x_raw = np.asarray(x_raw, dtype=np.float64)
-    names = list(feature_names)
-    if x_raw.ndim != 2 or x_raw.shape != (len(frame), len(names)):
-        raise ValueError(f"x_raw must be [len(frame), n_features] = [{len(frame)}, {len(names)}], "
-                         f"got {x_raw.shape}")
-    rows = np.flatnonzero(frame["borehole_id"].astype(str).to_numpy() == str(borehole_id))
-    if rows.size == 0:
-        raise ValueError(f"borehole {borehole_id!r} has no rows in frame")
-    depth_all = frame["depth_m"].to_numpy(dtype=np.float64)[rows]
-    order = np.argsort(depth_all, kind="stable")
-    rows, depth = rows[order], depth_all[order]
-    height = _bin_height(depth)
-    lithology = _names(frame["principal"].to_numpy()[rows])
-    clusters = None if assignment is None else np.asarray(assignment).reshape(-1)[rows]
-
-    tracks = [f for f in LOG_TRACKS if f in names]
-    has_rgb = all(c in names for c in ("R", "G", "B"))
-    n_strips = int(has_rgb) + 1 + int(clusters is not None)
-    fig, axes, legend_ax = log_axes([2.2] * len(tracks) + [0.6] * n_strips)
-
-    for ax, (feature, colour) in zip(axes, zip(tracks, ("tab:blue", "tab:red", "tab:green"))):
-        values = x_raw[rows, names.index(feature)]
-        ax.plot(*_with_gaps(depth, values, height)[::-1], color=colour, lw=0.8)
-        if feature == "MS" and np.nanmax(np.abs(values), initial=0) > 100:
-            ax.set_xscale("symlog", linthresh=10)
-        ax.set_title(TRACK_UNITS[feature], fontsize=9)
-        ax.grid(alpha=0.3)
-        if not np.isfinite(values).any():
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    i = len(tracks)
-    if has_rgb:
-        rgb = x_raw[rows][:, [names.index(c) for c in ("R", "G", "B")]]
-        _strip(axes[i], depth, rgb_colours(rgb), height, "core colour")
-        i += 1
-
-    counts = lithology.value_counts()
-    shown = list(counts.index[:MAX_LOG_LITHOLOGIES])  # the rest drawn grey as "other"
-    lith_colour = dict(zip(shown, _palette(len(shown))))
-    colours = np.array([to_rgba(lith_colour.get(v, OTHER_COLOUR)) if isinstance(v, str)
-                        else (0, 0, 0, 0) for v in lithology]).reshape(-1, 4)
-    _strip(axes[i], depth, colours, height, "lithology")
-    handles = [Patch(color=lith_colour[n], label=f"{n} ({counts[n]})") for n in shown]
-    if len(counts) > len(shown):
-        rest = counts.iloc[len(shown):]
-        handles.append(Patch(color=OTHER_COLOUR,
-                             label=f"{OTHER}: {len(rest)} lithologies ({rest.sum()})"))
-    i += 1
-    legend_ax.axis("off")
-    legend = legend_ax.legend(handles=handles, title="described lithology", fontsize=7,
-                              title_fontsize=8, loc="upper left", bbox_to_anchor=(0, 1),
-                              frameon=False)
-    if clusters is not None:
-        ids = np.unique(clusters)
-        cluster_colour = dict(zip(ids, _cluster_colours(ids)))
-        _strip(axes[i], depth, np.array([cluster_colour[c] for c in clusters]).reshape(-1, 4),
-               height, "cluster")
-        legend_ax.add_artist(legend)
-        legend_ax.legend(handles=[Patch(color=cluster_colour[c], label=str(c)) for c in ids],
-                         title="cluster", fontsize=7, title_fontsize=8, loc="lower left",
-                         bbox_to_anchor=(0, 0), frameon=False, ncols=max(1, -(-len(ids) // 10)))
-    lo, hi = depth.min() - height, depth.max() + height
-    axes[0].set_ylim(hi, lo)  # shared y: depth increases downwards
-    axes[0].set_ylabel("depth (m)")
-    fig.suptitle(f"Borehole {borehole_id} ({len(rows)} bins, {depth.min():.1f}–{depth.max():.1f} m)"
-                 + ("; blank colour = no RGB" if has_rgb else ""))
-    return _save(fig, path)
+borehole_log = run_log  # the one log figure, shared with lithovae.predict (evaluation/well_log.py)
 
 
 # -- everything at once --------------------------------------------------------------------------
@@ -604,6 +465,9 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
     ``class_names`` (the names of those codes), ``frame`` (borehole_id, depth_m, principal),
     ``x_raw`` (unscaled, aligned with frame; else ``scaler.inverse_transform(x)`` with
     unobserved entries NaN), ``scaler``, ``borehole_ids`` (default: the borehole with most rows).
+    The borehole log (:mod:`lithovae.evaluation.well_log`) also reads ``base_features`` (its
+    tracks; default ``feature_names``), ``units`` ({feature: unit}), ``depth_unit`` and ``scales``
+    ({feature: linear|log|symlog}; default: from ``scaler``'s transforms and these bins).
     """
     out_dir = Path(out_dir)
     get = run_outputs.get
@@ -643,8 +507,26 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
         if not boreholes:
             boreholes = [frame["borehole_id"].astype(str).value_counts().index[0]]
         names = _unique_names(boreholes)
+        style = _log_style(run_outputs, frame, x_raw, assignment)
         for bh in boreholes:
             _draw(written, f"borehole_log_{bh}", borehole_log,
                   frame, x_raw, feature_names, assignment, bh,
-                  out_dir / f"borehole_log_{names[bh]}.png")
+                  out_dir / f"borehole_log_{names[bh]}.png", **style)
     return written
+
+
+def _log_style(run_outputs: Mapping, frame: pd.DataFrame, x_raw, assignment) -> dict:
+    """What every borehole log of a run shares, decided once over all its (test) bins: the
+    tracks, units, axis scales and cluster labels."""
+    from lithovae.evaluation.well_log import cluster_labels
+
+    names = list(run_outputs["feature_names"])
+    tracks = [f for f in (run_outputs.get("base_features") or names) if f in names]
+    scaler = run_outputs.get("scaler")
+    values = pd.DataFrame(np.asarray(x_raw, dtype=np.float64)[:, [names.index(f) for f in tracks]],
+                          columns=tracks)
+    labels = None if assignment is None else cluster_labels(np.asarray(assignment).reshape(-1),
+                                                            frame["principal"].to_numpy())
+    return {"base_features": tracks, "units": run_outputs.get("units"),
+            "depth_unit": run_outputs.get("depth_unit"), "labels": labels,
+            "scales": run_outputs.get("scales") or axis_scales(values, getattr(scaler, "transforms", None))}

@@ -139,13 +139,14 @@ class _Member:
     """One latent to score: its checks (and their one-line warnings) before any fit."""
 
     def __init__(self, latent, labels: np.ndarray, ks: Sequence[int], max_fit_samples: int | None,
-                 seed: int, prefix: str, where: str):
+                 seed: int, prefix: str, where: str, fit_rows: np.ndarray | None = None):
         self.latent = _as_2d("latent", latent)
         if labels.shape[0] != self.latent.shape[0]:
             raise ValueError(f"latent has {self.latent.shape[0]} rows but labels has {labels.shape[0]}")
         self.labels, self.where, self.prefix = labels, where, prefix
         self.labeled = labels >= 0
-        self.fit_index = seeded_subsample(self.latent.shape[0], max_fit_samples, seed)
+        self.fit_index = (seeded_subsample(self.latent.shape[0], max_fit_samples, seed) if fit_rows is None
+                          else np.asarray(fit_rows, dtype=np.int64))
         what = "raw features" if prefix else "latent means"
         self.skip = None
         classes = np.unique(labels[self.labeled]).size
@@ -209,7 +210,7 @@ def _check_options(gmm_covariance: str, max_fit_samples: int | None, backend: st
 def clustering_scores(latent, labels, ks: Sequence[int], seed: int = 0,
                       n_init: int = 10, gmm: bool = True, max_fit_samples: int | None = None,
                       gmm_covariance: str = "full", prefix: str = "",
-                      backend: str = "sklearn") -> ClusteringResult:
+                      backend: str = "sklearn", fit_rows=None) -> ClusteringResult:
     """Adjusted Rand index of k-means (and GMM) clusterings of ``latent`` against ``labels``.
 
     Clusterers are fitted on all rows (clustering uses no labels), or on a seeded
@@ -226,17 +227,20 @@ def clustering_scores(latent, labels, ks: Sequence[int], seed: int = 0,
     has nothing to agree with), non-finite latents, or a fit that fails.
     The best run is the highest ARI; ties go to the first in (k, kmeans, gmm) order.
     ``prefix`` names the keys (``baseline_`` for the raw-feature baseline).
+    ``fit_rows``: the rows to fit on instead (e.g. the training rows of a stack of parts; then
+    ``max_fit_samples`` is not applied); every row is still predicted and labeled rows scored.
     """
     latent = _as_2d("latent", latent)
     return clustering_scores_many([latent], np.asarray(labels).reshape(-1), ks, seed=seed,
                                   n_init=n_init, gmm=gmm, max_fit_samples=max_fit_samples,
-                                  gmm_covariance=gmm_covariance, prefix=prefix, backend=backend)[0]
+                                  gmm_covariance=gmm_covariance, prefix=prefix, backend=backend,
+                                  fit_rows=fit_rows)[0]
 
 
 def clustering_scores_many(latents, labels, ks: Sequence[int], *, seed: int, n_init: int,
                            gmm: bool, max_fit_samples: int | None, gmm_covariance: str = "full",
                            prefix: str = "", backend: str,
-                           members_per_pass: int | None = None) -> list[ClusteringResult]:
+                           members_per_pass: int | None = None, fit_rows=None) -> list[ClusteringResult]:
     """:func:`clustering_scores` of several members (e.g. the models of a sweep) on the same rows.
 
     ``latents``: [M, N, D] (numpy or torch; a torch tensor stays on its device) or a list of
@@ -262,13 +266,13 @@ def clustering_scores_many(latents, labels, ks: Sequence[int], *, seed: int, n_i
     tensors = [z.detach() if isinstance(z, torch.Tensor) else None for z in latents]
     members = [_Member(z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else z,
                        np.asarray(y).reshape(-1), ks, max_fit_samples, seed, prefix,
-                       f"member {i}: " if several else "")
+                       f"member {i}: " if several else "", fit_rows)
                for i, (z, y) in enumerate(zip(latents, per_member))]
     if backend == "sklearn":
         results = []
         for member in members:
-            fit_rows = member.latent[member.fit_index]
-            fits = {(k, method): _fit_predict(method, k, fit_rows, member.latent, seed, n_init,
+            fitted_on = member.latent[member.fit_index]
+            fits = {(k, method): _fit_predict(method, k, fitted_on, member.latent, seed, n_init,
                                               gmm_covariance)
                     for k in member.fits(ks, methods) for method in methods}
             fits = {key: fit for key, fit in fits.items() if fit is not None}
@@ -563,12 +567,22 @@ def group_accuracy(logits, target, groups, group_names: Sequence[str] | None = N
 
 
 def classification_scores(logits, target, n_classes: int) -> dict[str, float]:
-    """``auc_pooled``, ``balanced_accuracy``, ``accuracy`` over labeled rows (target >= 0).
+    """Classifier scores over the labeled rows (target >= 0):
 
-    ``auc_pooled`` is the micro-averaged one-vs-rest ROC AUC: softmax probabilities
-    against one-hot targets, pooled over all ``n_classes`` columns.
-    ``balanced_accuracy`` (sklearn) averages recall over the classes present in target.
-    All three are NaN with no labeled rows or non-finite logits.
+    - ``auc_macro`` / ``auc_micro``: one-vs-rest ROC AUC of the softmax probabilities (over all
+      ``n_classes`` head columns) over the classes present in ``target``, averaged per class
+      (macro) or pooled over those classes' columns (micro); NaN with fewer than two present
+      (a class needs positives and negatives);
+    - ``balanced_accuracy`` (sklearn): mean recall over the same present classes;
+    - ``accuracy``;
+    - ``n_classes_scored``: how many classes the scores above cover (present in ``target``);
+      ``n_classes_head``: the head's width, ``n_classes``;
+    - ``auc_pooled``: the study's definition, kept for comparison with the seeds: the
+      micro-averaged one-vs-rest AUC pooled over *all* ``n_classes`` columns, absent classes
+      included (their columns are all negatives, easy to rank low, so it reads higher than
+      ``auc_micro`` when the head has classes the split lacks, e.g. LILY's 139).
+
+    Scores are NaN with no labeled rows or non-finite logits.
     """
     logits = _as_2d("logits", logits)
     target = np.asarray(target).reshape(-1)
@@ -579,23 +593,29 @@ def classification_scores(logits, target, n_classes: int) -> dict[str, float]:
         raise ValueError(f"target has class code {target.max()} >= n_classes {n_classes}")
     labeled = target >= 0
     nan = float("nan")
+    present = np.unique(target[labeled])
+    counts = {"n_classes_scored": int(present.size), "n_classes_head": int(n_classes)}
     # Non-finite logits make both the argmax and the probabilities meaningless.
     if not labeled.any() or not np.isfinite(logits[labeled]).all():
-        return {"auc_pooled": nan, "balanced_accuracy": nan, "accuracy": nan}
+        return {"auc_pooled": nan, "auc_macro": nan, "auc_micro": nan, "balanced_accuracy": nan,
+                "accuracy": nan, **counts}
     logits, target = logits[labeled].astype(np.float64), target[labeled]
     predicted = logits.argmax(axis=1)
     with warnings.catch_warnings():
         # With many classes, predictions often include classes absent from target.
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         balanced = float(balanced_accuracy_score(target, predicted))
-    auc = nan
+    auc = macro = micro = nan
+    probs = softmax(logits, axis=1)
+    one_hot = np.zeros(probs.shape, dtype=np.int8)
+    one_hot[np.arange(target.size), target] = 1
     if n_classes >= 2:  # one class gives no negatives to rank against
-        probs = softmax(logits, axis=1)
-        one_hot = np.zeros(probs.shape, dtype=np.int8)
-        one_hot[np.arange(target.size), target] = 1
         auc = float(roc_auc_score(one_hot.ravel(), probs.ravel()))
-    return {"auc_pooled": auc, "balanced_accuracy": balanced,
-            "accuracy": float(np.mean(predicted == target))}
+    if present.size >= 2:  # then every present class has positives and negatives
+        macro = float(roc_auc_score(one_hot[:, present], probs[:, present], average="macro"))
+        micro = float(roc_auc_score(one_hot[:, present], probs[:, present], average="micro"))
+    return {"auc_pooled": auc, "auc_macro": macro, "auc_micro": micro, "balanced_accuracy": balanced,
+            "accuracy": float(np.mean(predicted == target)), **counts}
 
 
 def active_dims(latent, threshold: float = 0.1) -> int:

@@ -22,6 +22,9 @@ from lithovae.evaluation.metrics import (active_dims, classification_scores, clu
                                          group_accuracy, group_coherence,
                                          group_reconstruction_errors, imputation_r2,
                                          reconstruction_errors, reconstruction_r2, silhouettes)
+from lithovae.evaluation.batched import seeded_subsample
+from lithovae.evaluation.comparisons import HEADLINE
+from lithovae.evaluation.selection import held_out_clusterings
 from lithovae.files import atomic_write
 from lithovae.masking import MaskStrategy
 from lithovae.models.base import LatentModel, inference
@@ -107,21 +110,30 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
              k, n_init: int, gmm: bool, silhouette_samples: int, max_fit_samples: int | None,
              backend: str, seed: int, mask: MaskStrategy | None = None, baseline: bool = True,
              baseline_cache_dir: str | Path | None = None, clustering=None, scaler=None,
-             group_names: list[str] | None = None) -> tuple[dict, dict]:
+             group_names: list[str] | None = None, held_out: dict | None = None,
+             train_fit_samples: int | None, boreholes=None, bootstrap: dict) -> tuple[dict, dict]:
     """Metrics dict (keys of the study) and the arrays behind them.
 
     The scoring options of the ``eval`` config (:func:`split_eval_options`) and ``seed``
     are required keywords: their defaults are written once, in
     ``lithovae/conf/eval/default.yaml`` and ``lithovae/conf/train.yaml``.
 
-    With ``baseline``, the same clusterings of the scaled input features of the same rows
-    (``baseline_ari_*``) and ``ari_gain = ari_best - baseline_ari_best``: does the latent
-    space beat the raw features at all?
+    With ``held_out`` (the ``val`` part's tensors, and the ``train`` part's), clusterings chosen
+    without the test labels (:mod:`lithovae.evaluation.selection`): ``ari_selected`` and, with
+    ``train``, ``ari_inductive`` (fitted on a seeded subsample of ``train_fit_samples``
+    training rows; null: all). With ``baseline``, the same clusterings of the scaled input
+    features of the same rows (``baseline_ari_*``), ``ari_gain = ari_selected -
+    baseline_ari_selected``, ``ari_inductive_gain`` likewise, and ``ari_best_gain`` between the
+    test-label oracles: does the latent space beat the raw features at all? With ``boreholes``
+    (the test rows' borehole ids) and ``bootstrap`` (``{resamples, level}``; resamples 0: none),
+    ``<name>_ci_low``/``_ci_high`` for the headline scores
+    (:data:`lithovae.evaluation.comparisons.HEADLINE`): a percentile interval over resamples of
+    the test boreholes, the fitted clusterings kept, the gains paired.
 
     Also: ``silhouette_kmeans_k{k}`` per k (``silhouette``: of the best clustering);
     ``mae_*``/``rmse_*`` per feature (scaled; ``*_orig`` in original units with the run's
     ``scaler``); with ``tensors["y_group"]`` (expert group codes; ``group_names`` names them,
-    else the codes are the keys) ``recon_mse_group``, ``recon_mae_group``, ``n_group``,
+    else the codes are the keys; ``[]``: the data have no groups, none of these) ``recon_mse_group``, ``recon_mae_group``, ``n_group``,
     ``group_coherence`` ({group: {intra, inter, ratio}}, on a seeded sample of
     ``COHERENCE_SAMPLES`` rows), ``group_coherence_ratio_mean`` and, for a classifier,
     ``accuracy_group``; for a model with a mixture prior (VaDE), ``ari_prior`` of its own
@@ -132,17 +144,30 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
     x = tensors["x"].numpy()
     target = model.class_target(tensors).numpy()
     y = tensors["y"].numpy()
-    metrics: dict = {"n_test": int(len(x))}
+    metrics: dict = {"n_test": int(len(x)), "n_test_labeled": int((y >= 0).sum())}  # labeled: scored
 
+    options = dict(k=k, n_init=n_init, gmm=gmm, max_fit_samples=max_fit_samples, backend=backend, seed=seed)
     clusters = clustering if clustering is not None else clustering_scores(
         out["mu"], y, ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
         max_fit_samples=max_fit_samples, backend=backend)
     metrics.update(clusters.scores)
+    parts = _held_out_parts(model, held_out, train_fit_samples, seed)
+    chosen: dict[str, np.ndarray | None] = {}
+    held = None
+    if parts is not None:
+        held = held_out_clusterings(clusters, out["mu"], y, parts["val_mu"], parts["val_y"], parts.get("train_mu"),
+                                    ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
+                                    max_fit_samples=max_fit_samples, backend=backend)
+        metrics.update(held.scores)
+        chosen.update({"ari_selected": held.selected, "ari_inductive": held.inductive})
     if baseline:
-        metrics.update(raw_feature_baseline(x, y, k=k, n_init=n_init, gmm=gmm,
-                                            max_fit_samples=max_fit_samples, backend=backend,
-                                            seed=seed, cache_dir=baseline_cache_dir))
-        metrics["ari_gain"] = metrics["ari_best"] - metrics["baseline_ari_best"]
+        scores, assignments = raw_feature_baseline(x, y, parts=parts, cache_dir=baseline_cache_dir, **options)
+        metrics.update(scores)
+        chosen.update({f"baseline_{name}": a for name, a in assignments.items()})
+        metrics["ari_best_gain"] = metrics["ari_best"] - metrics["baseline_ari_best"]
+        for name, gain in GAINS.items():
+            if name in metrics and f"baseline_{name}" in metrics:
+                metrics[gain] = metrics[name] - metrics[f"baseline_{name}"]
     metrics.update(_silhouettes(out["mu"], clusters, k, silhouette_samples, seed, backend))
     metrics.update(reconstruction_r2(x, out["recon"], observed.numpy(), feature_names))
     metrics.update(reconstruction_errors(x, out["recon"], observed.numpy(), feature_names, scaler))
@@ -160,7 +185,7 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
         if isinstance(model, VaDE):
             metrics["ari_vade"] = metrics["ari_prior"]
             metrics["vade_mixture_fitted"] = bool(model.gmm_initialised)
-    if "y_group" in tensors:
+    if "y_group" in tensors and (group_names is None or len(group_names)):  # [] : data without groups
         groups = tensors["y_group"].numpy()
         metrics.update(group_reconstruction_errors(x, out["recon"], observed.numpy(), groups, group_names))
         coherence = group_coherence(out["mu"], groups, group_names, COHERENCE_SAMPLES, seed)
@@ -175,9 +200,63 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
         hidden = (observed & ~visible).numpy()
         masked = model_outputs(model, tensors, visible)
         metrics.update(imputation_r2(x, masked["recon"], hidden, feature_names))
+    if boreholes is not None and bootstrap and bootstrap["resamples"] > 0:
+        metrics.update(_intervals(metrics, chosen, y, x, out, observed.numpy(), target, boreholes, bootstrap, seed))
     arrays = {"mu": out["mu"], "recon": out["recon"], "logits": out["logits"], "target": target,
-              "assignment": clusters.assignment, "prior_assignment": own, "clustering": clusters}
+              "assignment": clusters.assignment, "prior_assignment": own, "clustering": clusters,
+              "selected_assignment": held.selected if held is not None else None,
+              "inductive_assignment": held.inductive if held is not None else None,
+              "inductive_clusterer": held.inductive_fitted if held is not None else None}
     return metrics, arrays
+
+
+GAINS = {"ari_selected": "ari_gain", "ari_inductive": "ari_inductive_gain"}  # latent - raw, paired
+
+
+def _held_out_parts(model: LatentModel, held_out: dict | None, train_fit_samples: int | None,
+                    seed: int) -> dict | None:
+    """The validation part's latent means, labels and scaled features, and those of a seeded
+    subsample of ``train_fit_samples`` training rows (None: all): what the held-out selection
+    fits and scores. None without a validation part."""
+    if not held_out or "val" not in held_out:
+        return None
+    val = held_out["val"]
+    parts = {"val_mu": latent_means(model, val["x"], val["observed"]), "val_y": val["y"].numpy(),
+             "val_x": val["x"].numpy()}
+    if "train" in held_out:
+        train = held_out["train"]
+        rows = torch.as_tensor(seeded_subsample(len(train["x"]), train_fit_samples, seed))
+        x, observed = train["x"][rows], train["observed"][rows]
+        parts.update({"train_mu": latent_means(model, x, observed), "train_x": x.numpy()})
+    return parts
+
+
+def _intervals(metrics: dict, chosen: dict, y, x, out: dict, observed, target, boreholes,
+               options: dict, seed: int) -> dict:
+    """``<name>_ci_low``/``_ci_high`` of each headline score: the fitted clusterings and the
+    model kept, the test boreholes resampled (the same resamples for every score, so the
+    gains are paired)."""
+    from lithovae.evaluation import bootstrap
+
+    resamples = bootstrap.resample_boreholes(np.asarray(boreholes), options["resamples"], seed,
+                                             options["level"])
+    fixed = {name: a for name, a in chosen.items() if a is not None}
+    values = bootstrap.ari(y, fixed, resamples)
+    for name, gain in GAINS.items():
+        if name in values and f"baseline_{name}" in values:
+            values[gain] = values[name] - values[f"baseline_{name}"]
+    values["r2_mean"] = bootstrap.r2_mean(x, out["recon"], observed, resamples)
+    if out["logits"] is not None:
+        values["balanced_accuracy"] = bootstrap.balanced_accuracy(out["logits"], target, resamples)
+        values["auc_pooled"] = bootstrap.auc_pooled(out["logits"], target, resamples)
+    intervals = {}
+    for name in HEADLINE:
+        if name in values and name in metrics:
+            low, high = bootstrap.interval(values[name], options["level"])
+            intervals.update({f"{name}_ci_low": low, f"{name}_ci_high": high})
+    intervals.update({"bootstrap_resamples": int(options["resamples"]), "bootstrap_level": float(options["level"]),
+                      "bootstrap_boreholes": int(len(np.unique(np.asarray(boreholes))))})
+    return intervals
 
 
 FEATURE_COLUMNS = ["feature", "r2", "mae", "rmse", "mae_orig", "rmse_orig"]
@@ -206,31 +285,69 @@ def diagnostic_tables(metrics: dict, feature_names: list[str]) -> dict[str, pd.D
                      "recon_mae": metrics.get("recon_mae_group", {}).get(group, nan),
                      "intra": c.get("intra", nan), "inter": c.get("inter", nan), "ratio": c.get("ratio", nan),
                      "accuracy": (metrics.get("accuracy_group") or {}).get(group, nan)})
-    return {"feature_errors": features, "group_diagnostics": pd.DataFrame(rows, columns=GROUP_COLUMNS)}
+    tables = {"feature_errors": features}
+    if "n_group" in metrics:  # absent when the data have no groups: no table of invented ones
+        tables["group_diagnostics"] = pd.DataFrame(rows, columns=GROUP_COLUMNS)
+    return tables
 
 
 def raw_feature_baseline(x: np.ndarray, y: np.ndarray, *, k, n_init: int, gmm: bool,
-                         max_fit_samples: int | None, backend: str, seed: int,
-                         cache_dir: str | Path | None = None) -> dict:
+                         max_fit_samples: int | None, backend: str, seed: int, parts: dict | None = None,
+                         cache_dir: str | Path | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """``baseline_ari_*``: :func:`clustering_scores` on the scaled input features (unobserved
-    entries at the scaled mean, 0), with the model's ks, initialisations and seed.
+    entries at the scaled mean, 0), with the model's ks, initialisations and seed; with
+    ``parts`` (:func:`_held_out_parts`: validation and training features), the held-out
+    selection of the raw features too (``baseline_ari_selected``, ``baseline_ari_inductive``).
+    Returns the scores and the chosen test assignments (``ari_selected``, ``ari_inductive``),
+    which the bootstrap rescores.
 
-    Every run of a sweep scores the same test rows, so the result is cached in ``cache_dir``
+    Every run of a sweep scores the same rows, so the result is cached in ``cache_dir``
     under a digest of the rows, labels and options (the backend included: its fits differ).
+    The cache is read back as untrusted: anything but the expected keys and assignments of the
+    right length is recomputed (and rewritten).
     """
     options = {"k": list(k), "n_init": n_init, "gmm": gmm, "max_fit_samples": max_fit_samples,
-               "backend": backend, "seed": seed, "version": 1}
-    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()
+               "backend": backend, "seed": seed, "version": 2}
+    arrays = [x, y] + ([parts["val_x"], parts["val_y"]] + ([parts["train_x"]] if "train_x" in parts else [])
+                       if parts is not None else [])
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)
                             + json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir) / "baselines" / f"{digest}.json" if cache_dir is not None else None
-    if path is not None and path.exists():
-        return {key: (float("nan") if value is None else value)
-                for key, value in json.loads(path.read_text()).items()}
-    scores = clustering_scores(x, y, ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
-                               max_fit_samples=max_fit_samples, prefix="baseline_",
-                               backend=backend).scores
+    cached = _read_baseline(path, len(x)) if path is not None else None
+    if cached is not None:
+        return cached
+    fit = dict(ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm, backend=backend)
+    clusters = clustering_scores(x, y, max_fit_samples=max_fit_samples, prefix="baseline_", **fit)
+    scores, assignments = dict(clusters.scores), {}
+    if parts is not None:
+        held = held_out_clusterings(clusters, x, y, parts["val_x"], parts["val_y"], parts.get("train_x"),
+                                    max_fit_samples=max_fit_samples, prefix="baseline_", **fit)
+        scores.update(held.scores)
+        assignments = {name: a for name, a in (("ari_selected", held.selected), ("ari_inductive", held.inductive))
+                       if a is not None}
     if path is not None:
         from lithovae.results import to_json
 
-        atomic_write(path, lambda tmp: Path(tmp).write_text(to_json(scores)))
-    return scores
+        text = to_json({"scores": scores, "assignments": {n: a.tolist() for n, a in assignments.items()}})
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return scores, assignments
+
+
+def _read_baseline(path: Path, rows: int) -> tuple[dict, dict] | None:
+    """A cached baseline, or None when there is none or it is not what this version writes."""
+    try:
+        cached = json.loads(path.read_text())
+        scores = {key: (float("nan") if value is None and "ari_" in key else value)
+                  for key, value in cached["scores"].items()}  # JSON null: a NaN score, a None method
+        if not all(isinstance(v, (int, float, str, type(None))) and key.startswith("baseline_")
+                   for key, v in scores.items()):
+            return None
+        assignments = {}
+        for name, values in cached["assignments"].items():
+            array = np.asarray(values)
+            if name not in GAINS or array.shape != (rows,) or array.dtype.kind != "i":
+                return None
+            assignments[name] = array
+        return scores, assignments
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

@@ -33,6 +33,12 @@ def resolve_target(data: DataSpec, target: str) -> ClassTarget:
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
     batch_key, n_attr, counts_attr = TARGETS[target]
+    if target == "group" and data.n_groups == 0:  # own data without groups: nothing to invent them from
+        from lithovae.errors import ConfigError
+
+        raise ConfigError("data.groups: this model predicts lithology groups (model.target=group) but the data "
+                          "have none; give data.groups (a mapping label -> group, or a file) or a data.group "
+                          "column, or use model.target=principal")
     return ClassTarget(target, batch_key, int(getattr(data, n_attr)),
                        tuple(int(c) for c in getattr(data, counts_attr)))
 

@@ -4,11 +4,13 @@
 
 - ``predictor.json``: format, model config and data spec, feature lists and how model inputs
   are derived (context, engineered; the transforms are the scaler's), the scored weights (checkpoint, epoch,
-  policy), the clustering (method, k, fitted on which rows), the training range per feature;
+  policy), the clustering (method, k, fitted on which rows, chosen how), the training range per feature;
 - ``weights.pt``: the network's state dict (tensors only: read with ``weights_only``);
 - ``scaler.json``, ``label_encoding.json``: the run's;
-- ``clusterer.json``: the scored clustering's parameters (centres, or GMM weights, means and
-  covariances); ``clusters.csv``: its clusters' lithologies on the test boreholes;
+- ``clusterer.json``: the parameters (centres, or GMM weights, means and covariances) of the
+  clusterer fitted on the training boreholes and chosen on the validation ones (its test score
+  is the run's ``ari_inductive``); ``clusters.csv``: its clusters' lithologies on the test
+  boreholes;
 - ``anomaly.json``: the anomaly score's distribution over the training bins (1001 quantiles).
 """
 
@@ -48,25 +50,27 @@ def unsupported_reason(cfg) -> str | None:
     return None
 
 
-def write_bundle(run_dir: Path, *, cfg, dm, model, clustering, assignment, metrics: dict,
+def write_bundle(run_dir: Path, *, cfg, dm, model, clusterer, assignment, metrics: dict,
                  source, score_options: dict) -> Path | None:
     """The bundle of a scored run (replacing an older one atomically); None (and a note in
-    ``metrics["predictor"]``) when the run cannot predict: no clustering was scored, or the
-    run's data preparation cannot be repeated on new bins."""
+    ``metrics["predictor"]``) when the run cannot predict: no clusterer was fitted, or the
+    run's data preparation cannot be repeated on new bins. ``clusterer``: the fitted
+    parameters (:func:`lithovae.evaluation.metrics.fitted_params`) of the clusterer fitted on
+    the training boreholes; ``assignment``: its clusters of the test rows."""
     from omegaconf import OmegaConf
 
     from lithovae import __version__
     from lithovae.evaluation.clusters import cluster_table
+    from lithovae.evaluation.well_log import training_scales
     from lithovae.files import default_mode
 
     reason = unsupported_reason(cfg)
-    params = clustering.best_fitted if clustering is not None else None
-    if reason is None and (params is None or assignment is None):
-        reason = "no clustering of the test latents could be scored (see the ari_* warnings)"
+    if reason is None and (clusterer is None or assignment is None):
+        reason = "no clusterer of the training latents could be chosen (see the ari_* warnings)"
     if reason is not None:
         metrics["predictor"] = f"not written: {reason}"
         return None
-    clusterer = FittedClusterer(params)
+    clusterer = FittedClusterer(clusterer)
     model = model.cpu().eval()
     meta = {
         "format": BUNDLE_FORMAT, "lithovae_version": __version__,
@@ -76,11 +80,15 @@ def write_bundle(run_dir: Path, *, cfg, dm, model, clustering, assignment, metri
         "context": int(cfg.datamodule.context), "engineered": bool(cfg.datamodule.engineered),
         "weights": {k: metrics.get(k) for k in ("evaluated_checkpoint", "evaluated_epoch",
                                                  "evaluated_global_step", "checkpoint_policy")},
-        "clustering": {"method": clusterer.method, "k": clusterer.k, "fitted_on": "test latent means",
-                       "n_fitted": int(len(assignment)), "ari": metrics.get("ari_best")},
-        "training_range": training_range(dm),
+        "clustering": {"method": clusterer.method, "k": clusterer.k, "fitted_on": "training latent means",
+                       "n_fitted": int(min(len(dm.tensors["train"]["x"]), score_options["train_fit_samples"]
+                                           or len(dm.tensors["train"]["x"]))),
+                       "chosen_on": "validation ARI", "ari": metrics.get("ari_inductive")},
+        "training_range": training_range(dm), "axis_scales": training_scales(dm),  # the log figure's axes
         "dataset": source.name, "synthetic": bool(source.synthetic), "seed": int(cfg.seed),
         "preset": cfg.get("preset"), "eval": score_options, "top_k": 3,
+        # the run's names of numeric label codes: predict names new wells' codes the same way
+        "label_names": getattr(source, "label_names", None) or None,
     }
     principal = dm.frames["test"]["principal"].to_numpy()
     final = run_dir / BUNDLE_DIR

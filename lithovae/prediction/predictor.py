@@ -96,6 +96,10 @@ def _checked_meta(path: Path) -> dict:
         if not isinstance(meta.get(key), dict):
             raise RunDirError(f"{path}: {key}: must be a JSON object, got {str(meta.get(key))[:60]}")
     _check_eval(meta["eval"], path)
+    names = meta.get("label_names")
+    if names is not None and not (isinstance(names, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in names.items())):
+        raise RunDirError(f"{path}: label_names: must map label codes to names (text), got {str(names)[:60]}")
     seed, top_k = meta.get("seed"), meta.get("top_k", 3)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2**32 - 1:
         raise RunDirError(f"{path}: seed: must be an integer in [0, 2**32 - 1], got {seed!r}")
@@ -114,14 +118,18 @@ def _check_data_spec(spec, model_features: list[str], path: Path) -> None:
     if spec["feature_names"] != model_features or spec["n_features"] != len(model_features):
         raise RunDirError(f"{path}: data_spec: its features ({spec['n_features']}: "
                           f"{str(spec['feature_names'])[:80]}) are not the {len(model_features)} model_features")
-    for key in ("n_classes", "n_groups"):
-        if not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 1:
-            raise RunDirError(f"{path}: data_spec.{key}: must be an integer >= 1, got {spec[key]!r}")
+    for key, least in (("n_classes", 1), ("n_groups", 0)):  # own data may have no groups
+        if not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < least:
+            raise RunDirError(f"{path}: data_spec.{key}: must be an integer >= {least}, got {spec[key]!r}")
     for key, n in (("class_counts", spec["n_classes"]), ("group_counts", spec["n_groups"])):
         counts = spec.get(key, [])
         if not isinstance(counts, list) or counts and (len(counts) != n or not all(
                 isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)):
             raise RunDirError(f"{path}: data_spec.{key}: must be {n} counts >= 0, got {str(counts)[:80]}")
+
+
+# scoring options added after bundles were first written: an older bundle's have these values
+ADDED_EVAL_KEYS = {"train_fit_samples": None, "bootstrap": {"resamples": 0, "level": 0.95}}
 
 
 def _check_eval(options: dict, path: Path) -> None:
@@ -134,6 +142,8 @@ def _check_eval(options: dict, path: Path) -> None:
 
     defaults = OmegaConf.load(Path(__file__).parents[1] / "conf" / "eval" / "default.yaml")
     known, _ = split_eval_options(OmegaConf.to_container(defaults))
+    for key in ADDED_EVAL_KEYS:  # a bundle written before they existed scores as it did then
+        options.setdefault(key, ADDED_EVAL_KEYS[key])
     unknown = sorted(set(options) - set(known))
     missing = sorted(set(known) - set(options))
     if unknown or missing:

@@ -39,6 +39,14 @@ def mark_unclustered(predictor, table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def imputed_counts(table: pd.DataFrame, features: list[str]) -> dict[str, int]:
+    """``n_bins_imputed``: bins (rows) with at least one imputed feature value;
+    ``n_values_imputed``: imputed values, over every bin and feature (a bin missing two
+    features counts once in the first, twice in the second)."""
+    flags = table[[f"{f}_imputed" for f in features]].to_numpy(dtype=bool)
+    return {"n_bins_imputed": int(flags.any(axis=1).sum()), "n_values_imputed": int(flags.sum())}
+
+
 def predict_rows(predictor, frame: pd.DataFrame, where: str = "input", rows: int = CHUNK_ROWS) -> pd.DataFrame:
     """The prediction table of ``frame`` (one row per row, in its order), computed ``rows`` bins
     at a time so a large input never holds the network's intermediate arrays for all of it.
