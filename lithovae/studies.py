@@ -424,6 +424,13 @@ def summarised_metrics(spec, jobs: pd.DataFrame, extra=()) -> list[str]:
     return [m for m in dict.fromkeys(wanted) if m in jobs]
 
 
+def _replicate_unit(part: pd.DataFrame) -> str:
+    """What a point's replicates differ in: ``seeds``, ``folds`` (a CV), or ``runs`` (both)."""
+    seeds = part["seed"].nunique() if "seed" in part else 1
+    folds = part["datamodule.fold"].nunique() if "datamodule.fold" in part else 1
+    return "folds" if folds > 1 and seeds == 1 else "seeds" if folds <= 1 else "runs"
+
+
 def point_table(jobs: pd.DataFrame, metrics, carry=(), level: float = LEVEL) -> pd.DataFrame:
     """One row per point (the finished ``jobs`` that share ``point``): the ``carry`` columns (the
     first job's), ``n_replicates``, ``seeds`` and, per metric, ``<metric>_mean/_std/_ci_low/_ci_high``:
@@ -435,6 +442,7 @@ def point_table(jobs: pd.DataFrame, metrics, carry=(), level: float = LEVEL) -> 
         n = len(part)
         row = {"point": point, **{c: part[c].iloc[0] for c in carry if c in part and c != "point"},
                "n_replicates": n, "seeds": ",".join(str(s) for s in pd.unique(part["seed"])),
+               "replicates_of": _replicate_unit(part),
                "interval": "replicates" if n > 1 else "bootstrap",
                "run_ids": ";".join(str(r) for r in part["run_id"] if isinstance(r, str))}
         for m in metrics:
@@ -521,7 +529,7 @@ def _reference_lines(row, points: pd.DataFrame, coordinates, level: float) -> li
             lines.append(f"  verdict: {subject} against {other}: undefined ({m}: {int(n)} paired seed(s), 2 needed)")
         else:
             lines.append("  " + verdict_line(subject, other, f"{m} difference", mean, low, high, level,
-                                             over=f"{int(n)} paired seeds"))
+                                             over=f"{int(n)} paired {row.get('replicates_of', 'seeds')}"))
     return lines
 
 
@@ -532,12 +540,13 @@ def point_lines(points: pd.DataFrame, coordinates, level: float = LEVEL) -> list
     lines = []
     for _, row in points.iterrows():
         n = int(row["n_replicates"])
-        lines.append(f"[{_describe(row, coordinates)}] {n} replicate(s), seeds {row['seeds']}")
+        lines.append(f"[{_describe(row, coordinates)}] {n} replicate(s) over {row.get('replicates_of', 'seeds')}, "
+                     f"seeds {row['seeds']}")
         lines += [f"  {_interval_text(row, m)}" for m in HEADLINE if f"{m}_mean" in row.index
                   and math.isfinite(_float(row[f"{m}_mean"]))]
         for gain, subject in zip(GAINS, ("the latent space", "the latent space (inductive clusterer)")):
             if f"{gain}_mean" in row.index and math.isfinite(_float(row[f"{gain}_mean"])):
-                over = f"{n} seeds" if n > 1 else "test boreholes, one replicate"
+                over = f"{n} {row.get('replicates_of', 'seeds')}" if n > 1 else "test boreholes, one replicate"
                 lines.append("  " + verdict_line(subject, "the raw features", gain, row[f"{gain}_mean"],
                                                  row[f"{gain}_ci_low"], row[f"{gain}_ci_high"], level, over=over))
         lines += _reference_lines(row, points, coordinates, level)

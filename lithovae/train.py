@@ -31,8 +31,8 @@ SIDE_BY_SIDE = [("ari_selected", "ari_selected"), ("  chosen on validation", Non
                 ("ari_inductive", "ari_inductive"), ("  fitted on training", None),
                 ("ari_best (test-label oracle)", "ari_best"), ("ari_kmeans_k12", "ari_kmeans_k12"),
                 ("ari_gmm_k12", "ari_gmm_k12")]
-SINGLE = ["ari_gain", "ari_inductive_gain", "n_test", "silhouette", "r2_mean", "active_dims",
-          "auc_pooled", "balanced_accuracy"]
+SINGLE = ["ari_gain", "ari_inductive_gain", "n_test", "n_test_labeled", "silhouette", "r2_mean", "active_dims",
+          "auc_macro", "auc_micro", "balanced_accuracy", "n_classes_scored", "auc_pooled"]
 
 
 def _cell(value) -> str:
