@@ -618,6 +618,16 @@ def classification_scores(logits, target, n_classes: int) -> dict[str, float]:
             "accuracy": float(np.mean(predicted == target)), **counts}
 
 
+def labeled_ari(labels, assignment) -> float:
+    """ARI of ``assignment`` on the labeled rows (label >= 0); NaN with fewer than two labeled
+    classes, as the ``ari_*`` of :func:`clustering_scores`."""
+    labels, assignment = np.asarray(labels).reshape(-1), np.asarray(assignment).reshape(-1)
+    labeled = labels >= 0
+    if np.unique(labels[labeled]).size < 2:
+        return float("nan")
+    return float(adjusted_rand_score(labels[labeled], assignment[labeled]))
+
+
 def active_dims(latent, threshold: float = 0.1) -> int:
     """Number of latent dimensions whose latent means vary across rows: std > threshold."""
     latent = _as_2d("latent", latent)

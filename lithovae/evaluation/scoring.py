@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import adjusted_rand_score
 
-from lithovae.evaluation.metrics import (active_dims, classification_scores, clustering_scores,
+from lithovae.evaluation.metrics import (active_dims, classification_scores, clustering_scores, labeled_ari,
                                          group_accuracy, group_coherence,
                                          group_reconstruction_errors, imputation_r2,
                                          reconstruction_errors, reconstruction_r2, silhouettes)
@@ -79,15 +78,6 @@ def prior_assignment(model: LatentModel, mu: np.ndarray, chunk: int = 8192) -> n
     with inference(model):
         return torch.cat([responsibilities(z.to(device)).argmax(1).cpu()
                           for z in torch.as_tensor(mu).split(chunk)]).numpy()
-
-
-def _labeled_ari(labels: np.ndarray, assignment: np.ndarray) -> float:
-    """ARI on the labeled rows (label >= 0); NaN with fewer than two labeled classes, as the
-    ``ari_*`` of :func:`clustering_scores`."""
-    labeled = labels >= 0
-    if np.unique(labels[labeled]).size < 2:
-        return float("nan")
-    return float(adjusted_rand_score(labels[labeled], assignment[labeled]))
 
 
 def _silhouettes(mu: np.ndarray, clusters, ks, samples: int, seed: int, backend: str) -> dict:
@@ -178,7 +168,7 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
     own = prior_assignment(model, out["mu"])
     if own is not None:
         # non-finite latent means have no responsibilities: no score, as for the clusterings
-        metrics["ari_prior"] = _labeled_ari(y, own) if np.isfinite(out["mu"]).all() else float("nan")
+        metrics["ari_prior"] = labeled_ari(y, own) if np.isfinite(out["mu"]).all() else float("nan")
         metrics["prior_clusters_used"] = int(np.unique(own).size)
         from lithovae.models.vade import VaDE
 

@@ -22,9 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score
 
-from lithovae.evaluation.metrics import ClusteringResult, clustering_scores
+from lithovae.evaluation.metrics import ClusteringResult, clustering_scores, labeled_ari
 
 
 @dataclass
@@ -35,13 +34,6 @@ class HeldOut:
     selected: np.ndarray | None
     inductive: np.ndarray | None
     inductive_fitted: dict | None
-
-
-def _test_ari(labels: np.ndarray, assignment: np.ndarray) -> float:
-    labeled = labels >= 0
-    if np.unique(labels[labeled]).size < 2:
-        return float("nan")
-    return float(adjusted_rand_score(labels[labeled], assignment[labeled]))
 
 
 def held_out_clusterings(test: ClusteringResult, test_latent: np.ndarray, test_labels: np.ndarray,
@@ -76,7 +68,7 @@ def held_out_clusterings(test: ClusteringResult, test_latent: np.ndarray, test_l
         if method:
             inductive = fits.assignments[f"{method}_k{k}"][len(train_rows) + len(val_latent):]
             fitted = fits.best_fitted
-        scores.update({f"{prefix}ari_inductive": _test_ari(test_labels, inductive) if method else float("nan"),
+        scores.update({f"{prefix}ari_inductive": labeled_ari(test_labels, inductive) if method else float("nan"),
                        f"{prefix}inductive_method": method, f"{prefix}inductive_k": k,
                        f"{prefix}val_ari_inductive": fits.scores["ari_best"]})
     return HeldOut(scores, selected, inductive, fitted)
