@@ -37,17 +37,18 @@ test-slow: install
 bench: install
 	$(PY) benchmarks/bench_train.py $(ARGS)
 
-## MLflow UI over every run in outputs/mlruns.
+## MLflow UI over every run in outputs/mlruns: prints each experiment's runs page, one worker.
 ui: install
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+	$(PY) -m lithovae.ui --store sqlite:///outputs/mlruns/mlflow.db --port 5000
 
 ## A tracking server for runs from anywhere on this machine: logger.tracking_uri=http://127.0.0.1:$(SERVER_PORT)
 ## (or MLFLOW_TRACKING_URI). Database: $(SERVER_STORE); artifacts served from $(SERVER_DIR)/artifacts.
 server: install
 	@case '$(SERVER_STORE)' in postgresql*) $(PY) -m pip install -q -c constraints.txt -e '.[dev,postgres]';; esac
 	mkdir -p $(SERVER_DIR)/artifacts
-	$(VENV)/bin/mlflow server --host 127.0.0.1 --port $(SERVER_PORT) --backend-store-uri '$(SERVER_STORE)' \
-		--serve-artifacts --artifacts-destination $(CURDIR)/$(SERVER_DIR)/artifacts
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+		$(VENV)/bin/mlflow server --host 127.0.0.1 --port $(SERVER_PORT) --backend-store-uri '$(SERVER_STORE)' \
+		--workers 1 --serve-artifacts --artifacts-destination $(CURDIR)/$(SERVER_DIR)/artifacts
 
 clean:
 	rm -rf outputs/* multirun .pytest_cache

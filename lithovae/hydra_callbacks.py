@@ -166,8 +166,16 @@ def _remove_if_empty(path: Path, top: Path | None) -> None:
 
 def check_launcher(config: DictConfig) -> None:
     """The ensemble launcher's options, before the sweep starts (its constructor would fail
-    inside Hydra's plugin loading, as a multi-line instantiation error)."""
+    inside Hydra's plugin loading, as a multi-line instantiation error); for the SLURM launcher,
+    the cluster and the job it would submit (:func:`lithovae.slurm.check_cluster`)."""
+    from lithovae import slurm
+
     launcher = OmegaConf.select(config, "hydra.launcher")
+    if slurm.is_slurm_launcher(launcher):
+        problem = slurm.check_cluster(launcher)
+        if problem:
+            _exit(problem)
+        return
     if launcher is None or not str(launcher.get("_target_", "")).endswith("EnsembleLauncher"):
         return
     from lithovae.ensemble.launcher import check_options

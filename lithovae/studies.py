@@ -216,10 +216,12 @@ def plot_study(spec, summary: pd.DataFrame, path: Path, dataset: str, synthetic:
     """:func:`study_figure`, saved to ``path`` (PNG)."""
     import matplotlib.pyplot as plt
 
+    from lithovae.evaluation.style import metadata
     from lithovae.files import atomic_write
 
     fig = study_figure(spec, summary, dataset, synthetic, published, history, level)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png",
+                                               metadata=metadata(fig, synthetic, figure="study", dataset=dataset)))
     plt.close(fig)
     return path
 

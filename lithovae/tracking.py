@@ -38,6 +38,26 @@ SERVER_SCHEMES = ("http", "https")
 FINAL_ERRORS = ("PERMISSION_DENIED", "UNAUTHENTICATED", "INVALID_PARAMETER_VALUE", "BAD_REQUEST")
 DRIVER_HINT = "for PostgreSQL, pip install -e '.[postgres]' (psycopg 3) and use postgresql+psycopg://"
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # the description on an experiment's or a run's page
+DEFAULT_UI_STORE, DEFAULT_UI_URL = "outputs/mlruns/mlflow.db", "http://127.0.0.1:5000"  # `make ui`
+EXPERIMENT_DESCRIPTION = """\
+lithovae runs: VAEs on borehole logs, scored on held-out **test boreholes**.
+
+Which metric answers which question (show them in the runs table: *Columns* → *Metrics*, tick them):
+
+- **Does the latent space sort lithology better than the raw logs?** `test/ari_gain` with
+  `test/ari_gain_ci_low` / `test/ari_gain_ci_high`: an interval that holds 0 means no difference.
+- **How well do clusters of the latent means match lithology?** `test/ari_selected` (clustering
+  chosen on validation boreholes), beside `test/baseline_ari_selected` (the same on the raw features);
+  `test/ari_inductive`: the saved clusterer, fitted on training boreholes.
+- **How well does the model reconstruct the logs?** `test/r2_mean`.
+- **Classifier variants:** `test/balanced_accuracy`, `test/auc_macro`.
+- **What a sweep optimises:** `val_ari_selected` (validation boreholes only, never test labels).
+
+Each run's description repeats its end-of-run table: the scored weights (epoch, checkpoint policy)
+and every score beside the raw features' with its bootstrap interval. Runs on synthetic data are
+tagged `synthetic=True` and named after their dataset (`synthetic-…`): they are not real-data results.
+"""
 DATABASE_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
 
 
@@ -206,7 +226,8 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None,
             if experiment is None:
                 # MLflow 3's UI opens an untyped experiment on its GenAI overview; these hold runs
                 return client.create_experiment(name, artifact_location=artifact_location,
-                                                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+                                                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING,
+                                                      NOTE_TAG: EXPERIMENT_DESCRIPTION})
         except MlflowException as exc:
             if exc.error_code in FINAL_ERRORS:
                 raise ConfigError(f"{key}: experiment '{name}' on {redacted(uri)}: {exc.error_code}: "
@@ -221,6 +242,8 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None,
                               "or choose another logger.experiment_name")
         if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:  # made before the tag
             client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+        if NOTE_TAG not in experiment.tags:  # made before descriptions; one a user wrote is kept
+            client.set_experiment_tag(experiment.experiment_id, NOTE_TAG, EXPERIMENT_DESCRIPTION)
         return experiment.experiment_id
     raise ConfigError(f"{key}: cannot create or read experiment '{name}' on {redacted(uri)} after "
                       f"{EXPERIMENT_ATTEMPTS} tries: {_reason(error)}")
@@ -244,16 +267,76 @@ def sweep_experiment_name(base: str, sweep_dir: str | Path | None = None) -> str
         if not in_multirun():
             return base
         sweep_dir = _hydra_job().sweep.dir
-    return f"{base}-sweep-{Path(sweep_dir).name}"
+    return f"{base}-{Path(sweep_dir).name}"
 
 
-def default_run_name(model: str | None = None) -> str | None:
-    """A run without a preset: the model's class and the job's overrides (e.g.
-    ``SemiSupervisedVAE model=semisup beta=anneal_extreme``), never MLflow's random word pair."""
+# command-line overrides that say where a run goes, not what it is
+NOT_IN_RUN_NAME = ("paths.", "hydra", "logger.", "experiment=", "study=", "replicates=")
+
+
+def default_run_name(model: str | None = None, preset: str | None = None) -> str | None:
+    """The preset (else the model's class) and what this run's command line or sweep changed,
+    e.g. ``v2_14_2 mask.prob=0.3`` or ``SemiSupervisedVAE beta=anneal_extreme``: sweep children
+    differ by name, and it is never MLflow's random word pair. :func:`name_with_dataset` adds the
+    dataset once it is known."""
     overrides = job_tags().get("overrides", "")
-    kept = [o for o in overrides.split() if not o.startswith(("paths.", "hydra", "logger.tracking_"))]
-    name = " ".join([str(model).rsplit(".", 1)[-1]] * bool(model) + kept)[:120]
+    kept = [o for o in overrides.split() if not o.startswith(NOT_IN_RUN_NAME)]
+    swept = _swept_keys()
+    if swept is not None:  # a sweep's job: only what tells it from the others
+        kept = [o for o in kept if o.split("=", 1)[0].lstrip("+~") in swept]
+    base = preset or (str(model).rsplit(".", 1)[-1] if model else None)
+    name = " ".join([base] * bool(base) + kept)[:200]
     return name or None
+
+
+def _swept_keys() -> set[str] | None:
+    """The keys a multirun sweeps (a study's ``hydra.sweeper.params`` and the command line's
+    ``key=a,b``, read from the sweep's ``multirun.yaml`` as plain YAML), or None outside one."""
+    import yaml
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hc = _hydra_job()
+    if hc is None or hc.job.get("num") is None:
+        return None
+    keys = set((hc.sweeper.get("params") or {}).keys())
+    try:
+        saved = yaml.safe_load((Path(hc.sweep.dir) / "multirun.yaml").read_text())
+        given = [str(o) for o in saved["hydra"]["overrides"]["task"]]
+        keys |= {o.get_key_element() for o in OverridesParser.create().parse_overrides(given)
+                 if o.is_sweep_override()}
+    except Exception:  # noqa: BLE001 - no readable multirun.yaml (another launcher): the params only
+        pass
+    return {k.lstrip("+~") for k in keys}
+
+
+def name_with_dataset(logger, dataset: str) -> None:
+    """Append `` · <dataset>`` to the run's name (the dataset is known only once it is built)."""
+    if not isinstance(logger, MLFlowLogger) or logger.run_id is None:
+        return
+    name = logger.experiment.get_run(logger.run_id).info.run_name or ""
+    if not name.endswith(f" · {dataset}"):
+        set_tags(logger, {"mlflow.runName": f"{name} · {dataset}".strip(" ·")[:250]})
+
+
+def describe_run(logger, text: str) -> None:
+    """The run's description (the run page's top): the end-of-run table, the headline scores."""
+    set_tags(logger, {NOTE_TAG: text[:4900]})
+
+
+def where_to_look(logger) -> list[str]:
+    """The end of a run's output: its MLflow run, its experiment and how to open it in the UI."""
+    if not isinstance(logger, MLFlowLogger) or logger.run_id is None:
+        return []
+    uri, run, experiment = logger.experiment.tracking_uri, logger.run_id, logger.experiment_id
+    name = logger.experiment.get_experiment(experiment).name
+    page = f"#/experiments/{experiment}/runs/{run}"  # the run's page
+    if _scheme(uri) in ("http", "https"):
+        how = f"open {uri.rstrip('/')}/{page}"
+    elif sqlite_path(uri) == (Path(DEFAULT_UI_STORE).resolve()):
+        how = f"make ui, then open {DEFAULT_UI_URL}/{page}"
+    else:
+        how = f"python -m lithovae.ui --store {redacted(uri)}, then open {DEFAULT_UI_URL}/{page}"
+    return [f"MLflow run: {run} in experiment '{name}' ({redacted(uri)})", f"to see it: {how}"]
 
 
 class RunLogger(MLFlowLogger):
@@ -268,7 +351,8 @@ class RunLogger(MLFlowLogger):
 
 def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "outputs/mlruns",
                   run_name: str | None = None, sweep_suffix: bool = True, tracking_uri: str | None = None,
-                  uri_key: str = "logger.tracking_uri", model: str | None = None) -> RunLogger:
+                  uri_key: str = "logger.tracking_uri", model: str | None = None,
+                  preset: str | None = None) -> RunLogger:
     """An MLFlowLogger on ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the local store
     under ``tracking_dir``; in a multirun, in the sweep's experiment (``sweep_suffix=False``:
     ``experiment_name`` is already the full name). The store is probed first: unreachable, it is
@@ -277,7 +361,7 @@ def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "output
 
     if sweep_suffix:
         experiment_name = sweep_experiment_name(experiment_name)
-    run_name = run_name or default_run_name(model)
+    run_name = run_name or default_run_name(model, preset)
     uri, source = resolved_store(tracking_uri, tracking_dir, uri_key)
     artifacts, lock = None, contextlib.nullcontext()  # a server: its artifact store
     database = sqlite_path(uri)

@@ -20,6 +20,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lithovae import config as config_schema  # registers the train schema
+from lithovae import slurm  # registers the SLURM launcher's resolvers before Hydra composes
+from lithovae import progress
 from lithovae.cli import EXIT_USER_ERROR, RunInterrupted, exits_cleanly
 from lithovae.files import atomic_write
 
@@ -103,11 +105,14 @@ def train(cfg: DictConfig, logger=None, callbacks: tuple = ()) -> dict:
     bad input and :class:`lithovae.cli.RunInterrupted` on SIGTERM/SIGINT; never exits."""
     from lithovae import tracking
     from lithovae.cli import signals_interrupt
+    from lithovae.console import quiet_third_party
 
-    if logger is None:
-        logger = _configured_logger(cfg)
-    with signals_interrupt(), tracking.tracked_run(logger, cfg, _early_tags(cfg)):
-        return _train(cfg, logger, callbacks)
+    quiet_third_party()
+    with signals_interrupt():  # from the start: a preemption while the logger connects is not lost
+        if logger is None:
+            logger = _configured_logger(cfg)
+        with tracking.tracked_run(logger, cfg, _early_tags(cfg)):
+            return _train(cfg, logger, callbacks)
 
 
 def _configured_logger(cfg: DictConfig):
@@ -223,15 +228,17 @@ def track_run(parts: RunParts, tags: dict) -> None:
     from lithovae import tracking
 
     tracking.set_tags(parts.logger, tags)
+    tracking.name_with_dataset(parts.logger, parts.source.name)
     tracking.log_dataset(parts.logger, parts.source.name, tags["dataset_checksum"], parts.dataset_path)
 
 
 def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
     from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import EarlyStopping, TQDMProgressBar
+    from pytorch_lightning.callbacks import EarlyStopping, ProgressBar
 
     from lithovae import tracking
     from lithovae.checkpointing import EpochEndCheckpoint, take_over
+    from lithovae.console import progress_callback
     from lithovae.cli import RunInterrupted
     from lithovae.files import load_checkpoint
 
@@ -241,12 +248,14 @@ def _train(cfg: DictConfig, logger, extra_callbacks) -> dict:
     if resumed is not None:  # the stopped run's checkpoints, in this run's folder
         take_over(resumed["path"], ckpt_dir, parts.policy, resumed["state"])
     callbacks = [parts.policy, EpochEndCheckpoint(ckpt_dir), *extra_callbacks]
-    if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(TQDMProgressBar(refresh_rate=1))  # a step is a chunk of 32 mini-batches
+    shown = progress_callback(cfg.trainer.get("max_epochs")) if cfg.trainer.get("enable_progress_bar", True) \
+        else None  # the bar on a terminal, epoch lines elsewhere
+    callbacks += [shown] if shown is not None else []
     if cfg.early_stopping.enabled:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=cfg.early_stopping.patience))
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False,
-                          callbacks=callbacks, default_root_dir=str(parts.run_dir))
+                          callbacks=callbacks, default_root_dir=str(parts.run_dir),
+                          enable_progress_bar=isinstance(shown, ProgressBar))
 
     tags = run_tags(parts)
     if resumed is not None:
@@ -287,6 +296,13 @@ def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_gl
     """Score the weights the checkpoint policy chose, read back from disk; write metrics.json,
     tables and figures, log them. ``clustering``: this run's clustering, already computed (an
     ensemble clusters all its members in one batched pass)."""
+    with progress.phases("after training"):
+        return _score_run(parts, epochs_trained=epochs_trained, final_losses=final_losses,
+                          is_global_zero=is_global_zero, clustering=clustering)
+
+
+def _score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_global_zero: bool,
+               clustering) -> dict:
     from lithovae import tracking
     from lithovae.checkpointing import checkpoint_record
     from lithovae.data.splits import label_entropy
@@ -300,12 +316,13 @@ def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_gl
     tracking.log_artifacts(logger, [selected])  # kept even if evaluation fails
     model = plan.model.cpu()
     extra = {} if clustering is None else {"clustering": clustering}
-    metrics, arrays = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
-                               seed=cfg.seed, baseline_cache_dir=cfg.paths.data_dir, scaler=dm.scaler,
-                               group_names=dm.encoding.vocabulary("group"),
-                               held_out={part: dm.tensors[part] for part in ("val", "train")},
-                               boreholes=dm.frames["test"]["borehole_id"].to_numpy(),
-                               **parts.score_options, **extra)
+    with progress.step("scoring the test boreholes"):
+        metrics, arrays = evaluate(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
+                                   seed=cfg.seed, baseline_cache_dir=cfg.paths.data_dir, scaler=dm.scaler,
+                                   group_names=dm.encoding.vocabulary("group"),
+                                   held_out={part: dm.tensors[part] for part in ("val", "train")},
+                                   boreholes=dm.frames["test"]["borehole_id"].to_numpy(),
+                                   **parts.score_options, **extra)
     metrics.update(checkpoint_record(selected, state, parts.policy))
     metrics.update({"dataset": parts.source.name, "synthetic": parts.source.synthetic,
                     "preset": cfg.preset, "epochs_trained": epochs_trained,
@@ -317,24 +334,44 @@ def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_gl
                     "seed": int(cfg.seed), "mlflow_run_id": tracking.run_id(logger),
                     "final_losses": final_losses})
     if is_global_zero:
-        files = _guarded("cluster tables", lambda: _write_cluster_tables(run_dir, metrics, arrays, dm, model), [])
-        files += _guarded("diagnostic tables", lambda: _write_diagnostic_tables(run_dir, metrics, dm), [])
-        bundle = _write_predictor(parts, model, arrays, metrics)
-        files += _write_run_files(run_dir, metrics, dm)  # metrics.json before figures
-        tracking.log_test_metrics(logger, metrics)
-        tracking.log_artifacts(logger, files)
+        with progress.step("cluster and diagnostic tables"):
+            files = _guarded("cluster tables", lambda: _write_cluster_tables(run_dir, metrics, arrays, dm, model), [])
+            files += _guarded("diagnostic tables", lambda: _write_diagnostic_tables(run_dir, metrics, dm), [])
+        with progress.step("predictor bundle"):
+            bundle = _write_predictor(parts, model, arrays, metrics)
+        with progress.step("metrics to files and MLflow"):
+            files += _write_run_files(run_dir, metrics, dm)  # metrics.json before figures
+            tracking.log_test_metrics(logger, metrics)
+            tracking.log_artifacts(logger, files)
         if bundle is not None and cfg.export.mlflow_model and tracking.run_id(logger) is not None:
             from lithovae.prediction.mlflow_model import log_model
 
-            log_model(logger, bundle, cfg.export.register_as)
+            with progress.step("MLflow model"):
+                log_model(logger, bundle, cfg.export.register_as)
         class_names = dm.encoding.vocabulary(model.class_target_name())
         if parts.figure_options["figures"]:
-            figures = _write_figures(run_dir, arrays, dm, class_names, plan.history_frame(),
-                                     parts.figure_options, cfg.seed)
-            tracking.log_artifacts(logger, figures, folder="figures")
-        print(summary_table(metrics, parts.source.name, parts.source.synthetic))
+            with progress.step("figures"):
+                figures = _write_figures(run_dir, arrays, dm, class_names, plan.history_frame(),
+                                         parts.figure_options, cfg.seed, synthetic=parts.source.synthetic)
+                tracking.log_artifacts(logger, figures, folder="figures")
+        table = summary_table(metrics, parts.source.name, parts.source.synthetic)
+        tracking.describe_run(logger, run_description(metrics, table, parts.source.synthetic, run_dir))
+        print(table)
         print(f"run dir: {run_dir}")
+        for line in tracking.where_to_look(logger):
+            print(line)
     return metrics
+
+
+def run_description(metrics: dict, table: str, synthetic: bool, run_dir) -> str:
+    """The MLflow run's description: the headline first (what its page shows before "Show more"),
+    then the whole end-of-run table."""
+    verdicts = [line for line in table.splitlines() if line.startswith("verdict")]
+    headline = [("**SYNTHETIC data: not a real-data result.** " if synthetic else "")
+                + f"Test boreholes: ari_selected {_with_interval(metrics, 'ari_selected')} against "
+                f"{_with_interval(metrics, 'baseline_ari_selected')} on the raw features; "
+                f"r2_mean {_with_interval(metrics, 'r2_mean')}.", *verdicts]
+    return "\n\n".join([*headline, f"```\n{table}\n```", f"run dir: `{run_dir}`"])
 
 
 def _resume_state(ckpt_path, cfg: DictConfig | None = None) -> dict | None:
@@ -552,7 +589,8 @@ def _check_log_boreholes(boreholes: list[str], dm) -> None:
 
 
 def _write_figures(run_dir: Path, arrays: dict, dm, class_names: list[str], history, options: dict,
-                   seed: int) -> list[Path]:
+                   seed: int, *, synthetic: bool) -> list[Path]:
+    """The run's figures (``<run dir>/figures/``); with ``synthetic``, each says its data are."""
     from lithovae.evaluation.figures import write_all
     from lithovae.evaluation.well_log import dataset_units, manifest_beside, training_scales
 
@@ -566,7 +604,7 @@ def _write_figures(run_dir: Path, arrays: dict, dm, class_names: list[str], hist
         "observed": test["observed"].numpy(), "feature_names": dm.feature_names, "frame": dm.frames["test"],
         "scaler": dm.scaler, "class_names": class_names, "history": history,
         "borehole_ids": options["log_boreholes"]}, run_dir / "figures",
-        umap_sample=options["umap_sample"], umap_top_n=options["umap_top_n"], seed=seed)
+        umap_sample=options["umap_sample"], umap_top_n=options["umap_top_n"], seed=seed, synthetic=synthetic)
     return list(written.values())
 
 
@@ -646,6 +684,7 @@ def main(cfg: DictConfig) -> float | None:
     if _in_optuna_search():
         metrics = train(cfg)  # the sweeper records a raising trial as FAIL and goes on
     elif in_multirun():
+        slurm.resume_own_checkpoint(cfg)  # a requeued SLURM job continues from its own last.ckpt
         try:
             metrics = train(cfg)
         except LithovaeError as exc:
@@ -653,8 +692,9 @@ def main(cfg: DictConfig) -> float | None:
             print(f"error: {one_line(exc)}", file=sys.stderr)
             mark_failed(cfg.paths.run_dir, EXIT_USER_ERROR)
             return float("nan")
-        except RunInterrupted as exc:  # a stopped job stops the sweep
+        except RunInterrupted as exc:  # a stopped job stops the sweep; a SLURM job may requeue itself
             print(f"error: {exc}", file=sys.stderr)
+            slurm.requeue_stopped_job(cfg)
             sys.exit(exc.exit_code)
     else:
         metrics = exits_cleanly(train, on_user_error=lambda message: _mark_failed_run(cfg, message))(cfg)

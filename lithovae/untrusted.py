@@ -239,7 +239,7 @@ def load_scaler(path: str | Path):
 def load_label_encoding(path: str | Path):
     """A run's ``label_encoding.json``: ``classes`` and ``groups``, lists of distinct names
     (``groups`` empty for own data without groups)."""
-    from lithovae.data.datamodule import LabelEncoding
+    from lithovae.data.labels import LabelEncoding  # not datamodule: serving needs no Lightning
 
     path = Path(path)
     state = read_json(path)

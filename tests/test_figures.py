@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from lithovae.evaluation import figures
+from lithovae.evaluation.style import read_figure_metadata
 
 FEATURES = ["GRA", "MS", "NGR", "R", "G", "B"]
 LITHOLOGIES = ["clay", "nannofossil ooze", "gabbro", "basalt", "silty clay", "diatom ooze",
@@ -72,7 +73,7 @@ def run():
 def written(run, tmp_path_factory):
     """Every figure of the run, each written once by write_all."""
     out = tmp_path_factory.mktemp("figures")
-    return out, figures.write_all(run, out)
+    return out, figures.write_all(run, out, synthetic=True)
 
 
 def test_write_all_writes_every_figure(written):
@@ -128,6 +129,36 @@ def test_umap_latent_plots_a_2d_latent_directly(run, tmp_path, monkeypatch):
     width, height = assert_png(figures.umap_latent(run["mu"][:, :2], run["principal"], None,
                                                    tmp_path / "u2.png"))
     assert width < 1.5 * height  # one panel without an assignment
+
+
+def test_every_figure_of_synthetic_data_says_so(written, run, tmp_path):
+    for name, path in written[1].items():
+        meta = read_figure_metadata(path)
+        assert meta["synthetic"] and meta["shows_synthetic"], name
+    real = read_figure_metadata(figures.latent_correlation(run["mu"], tmp_path / "c.png"))
+    assert not real["synthetic"] and not real["shows_synthetic"]
+
+
+def test_a_study_figure_of_synthetic_data_says_so(tmp_path):
+    from lithovae.studies import plot_study
+
+    points = pd.DataFrame({"point": ["a", "b"], "ari_selected_mean": [0.2, 0.3]})
+    for synthetic in (True, False):
+        meta = read_figure_metadata(plot_study({"name": "s", "panels": ["ari_selected"]}, points,
+                                               tmp_path / f"{synthetic}.png", "some-data", synthetic))
+        assert meta["synthetic"] is synthetic and meta["shows_synthetic"] is synthetic
+
+
+def test_training_curves_show_beta_beside_every_loss(written, run, tmp_path):
+    beside = read_figure_metadata(written[1]["training_curves"])["beside_losses"]
+    assert beside == {term: "β" for term in ("loss", "recon", "kl", "class")}
+    # alpha beside them too where it varies over the epochs, not where it is constant
+    varying = run["history"].assign(alpha=run["history"]["epoch"] / 10)
+    beside = read_figure_metadata(figures.training_curves(varying, tmp_path / "a.png"))["beside_losses"]
+    assert set(beside.values()) == {"β, α"}
+    constant = run["history"].assign(alpha=0.1)
+    beside = read_figure_metadata(figures.training_curves(constant, tmp_path / "c.png"))["beside_losses"]
+    assert set(beside.values()) == {"β"}
 
 
 def test_training_curves(written, tmp_path):

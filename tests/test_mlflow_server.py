@@ -15,7 +15,7 @@ def test_mlflow_server_finds_a_studys_runs_with_metrics(tmp_path, shared_data_di
     with _mlflow_server(f"sqlite:///{store}", tmp_path / "served-artifacts") as base:
         exp = _post(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 100})
         ids = {e["name"]: e["experiment_id"] for e in exp["experiments"]}
-        (name,) = [n for n in ids if n.startswith("alpha_grid-sweep-")]
+        (name,) = [n for n in ids if n.startswith("alpha_grid-20")]  # <study>-<time>
         # the UI opens a model-training experiment on its runs, not on the GenAI overview
         (experiment,) = [e for e in exp["experiments"] if e["name"] == name]
         assert {t["key"]: t["value"] for t in experiment["tags"]}["mlflow.experimentKind"] == "custom_model_development"
@@ -29,7 +29,8 @@ def test_mlflow_server_finds_a_studys_runs_with_metrics(tmp_path, shared_data_di
             params = {p["key"]: p["value"] for p in run["data"]["params"]}
             assert params["alpha.value"] in ("0.1", "1.0")
             tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-            assert run["info"]["run_name"] == params["preset"]  # the preset, never a random word pair
+            # the preset, what the sweep changed and the dataset; never a random word pair
+            assert run["info"]["run_name"] == f"{params['preset']} alpha.value={params['alpha.value']} · synthetic-small-seed0"
             (dataset,) = run["inputs"]["dataset_inputs"]
             assert dataset["dataset"]["name"] == "synthetic-small-seed0"
             assert dataset["dataset"]["digest"] == tags["dataset_checksum"]
@@ -41,6 +42,7 @@ def test_a_run_without_a_preset_is_named_after_its_model_and_overrides():
 
     assert default_run_name("lithovae.models.semisup.SemiSupervisedVAE") == "SemiSupervisedVAE"
     assert default_run_name(None) is None
+    assert default_run_name("lithovae.models.vae.VAE", "v2_6_7") == "v2_6_7"  # the preset names it
 
 
 def test_experiments_are_model_training_experiments_when_created_and_when_found(tmp_path):

@@ -33,9 +33,12 @@ def trained(tmp_path_factory, shared_data_dir):
     environment = os.environ.get("MLFLOW_TRACKING_URI")
     cfg = compose_train(["experiment=v2_14_2", "trainer.max_epochs=2", f"export.register_as={MODEL_NAME}"],
                         root, shared_data_dir)
+    path = list(sys.path)
     metrics = train(cfg)
-    # training (Lightning's logger, the model's logging) left no tracking URI behind for the next run
+    # training (Lightning's logger, the model's logging) left no tracking URI behind for the next run,
+    # nor the logged model's code/ (where MLflow checked the input example) on sys.path
     assert os.environ.get("MLFLOW_TRACKING_URI") == environment
+    assert sys.path == path
     dataset = Path(metrics["dataset_path"]) if "dataset_path" in metrics else \
         next(Path(shared_data_dir).rglob("synthetic-small-seed0*.parquet"))
     store = root / "outputs" / "mlruns"
@@ -132,6 +135,50 @@ def test_the_logged_model_has_a_signature_naming_the_features_and_is_registered(
     assert version.run_id == trained["run_id"]
     # the run lists the model as its output: the UI's Models column
     assert client.get_run(trained["run_id"]).outputs.model_outputs[0].model_id == info.model_id
+
+
+def test_the_logged_model_carries_test_bins_as_example_its_code_and_registry_requirements(trained, tmp_path):
+    with global_uri(f"sqlite:///{trained['store'] / 'mlflow.db'}"):
+        model = mlflow.pyfunc.load_model(f"runs:/{trained['run_id']}/model")
+        local = Path(mlflow.artifacts.download_artifacts(f"runs:/{trained['run_id']}/model", dst_path=str(tmp_path)))
+    example = model.input_example
+    features = ["GRA", "MS", "NGR", "R", "G", "B"]
+    assert list(example.columns) == ["borehole_id", "depth_m", *features] and 1 <= len(example) <= 5
+    (borehole,) = set(example["borehole_id"])
+    assert borehole in trained["test_boreholes"]
+    # real bins: the dataset's values at those depths (to the 6 significant digits kept)
+    data = _bins(trained, [borehole]).set_index("depth_m")
+    for _, row in example.iterrows():
+        (depth,) = [d for d in data.index if abs(d - row["depth_m"]) < 1e-9]
+        np.testing.assert_allclose(row[features].to_numpy(float), data.loc[depth, features].to_numpy(float),
+                                   rtol=1e-5)
+    assert len(model.predict(example)) == len(example)
+    # lithovae's code inside the model; requirements the registry has, at the versions constraints.txt pins
+    assert (local / "code" / "lithovae" / "prediction" / "model_code.py").is_file()
+    pins = {name.lower(): version for name, _, version in (
+        line.partition("==") for line in (Path(CONF_DIR).parents[1] / "constraints.txt").read_text().split())}
+    requirements = (local / "requirements.txt").read_text().split()
+    assert requirements and not any(line.lower().startswith("lithovae") for line in requirements)
+    for line in requirements:
+        name, _, version = line.partition("==")
+        assert pins.get(name.lower()) == version, line
+    conda = (local / "conda.yaml").read_text()
+    assert all(f"  - {line}\n" in conda for line in requirements)
+    assert "-r requirements.txt" in (local / "python_env.yaml").read_text()
+    # what requirements.txt leaves out is not needed: the model loads and predicts without it
+    blocked = ("pytorch_lightning", "lightning", "lightning_fabric", "umap", "matplotlib")
+    code = ("import sys, importlib.abc\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            f"        if name.split('.')[0] in {blocked!r}:\n"
+            "            raise ImportError('blocked ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import mlflow.pyfunc\n"
+            f"model = mlflow.pyfunc.load_model({str(local)!r})\n"
+            "print(len(model.predict(model.input_example)))\n"
+            "assert not any(m.split('.')[0] in ('pytorch_lightning', 'umap', 'matplotlib') for m in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == str(len(example)), out.stderr[-2000:]
 
 
 def _served(model_uri: str, tracking_uri: str, log_path: Path):

@@ -64,7 +64,7 @@ def test_ddp_cpu_multirun_two_jobs(tmp_path, shared_data_dir, single_process_n_t
     _train_cli(["-m", "trainer=ddp_cpu", "trainer.devices=2", "model.latent_dim=4,6"], tmp_path, shared_data_dir)
     _, experiments = _runs(tmp_path)
     (name,) = experiments
-    assert name.startswith("lithovae-sweep-")
+    assert name.startswith("lithovae-20")
     runs = experiments[name]
     assert sorted(r.data.params["model.latent_dim"] for r in runs) == ["4", "6"]
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -80,20 +80,27 @@ def test_joblib_multirun_over_four_mask_probs_is_one_sweep(tmp_path, shared_data
     _, experiments = _runs(tmp_path)
     (name,) = experiments
     runs = experiments[name]
-    assert name.startswith("lithovae-sweep-") and len(runs) == 4
+    assert name.startswith("lithovae-20") and len(runs) == 4
     assert sorted(r.data.params["mask.prob"] for r in runs) == ["0.0", "0.1", "0.2", "0.3"]
     assert {r.data.tags["sweep_job"] for r in runs} == {"0", "1", "2", "3"}
     assert all(r.data.params["threads"] == "1" for r in runs)  # no oversubscription
 
 
-def test_slurm_launcher_composes_without_a_cluster(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "lithovae.train", "hydra/launcher=slurm",
-                           "hydra.launcher.partition=gpu", "--cfg", "hydra"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
-    assert launcher["_target_"].endswith("SlurmLauncher")
-    assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == 1 and launcher["timeout_min"] == 120
+@pytest.mark.parametrize("overrides, gpus, cpus", [
+    ([], 0, 1), (["trainer=gpu", "threads=3"], 1, 3), (["trainer=ddp_cpu", "threads=2"], 0, 4),
+])
+def test_slurm_launcher_asks_for_what_the_run_uses(tmp_path, overrides, gpus, cpus):
+    """GPUs only for a GPU trainer, CPUs from threads (times the ranks of DDP on CPU): composed
+    without a cluster (lithovae.slurm's resolvers, as lithovae.train registers them)."""
+    import lithovae.slurm  # noqa: F401 - registers the resolvers, as importing lithovae.train does
+    from omegaconf import OmegaConf
+
+    cfg = compose_train(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", *overrides], tmp_path,
+                        return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"] == lithovae.slurm.TARGET and launcher["partition"] == "gpu"
+    assert (launcher["gpus_per_node"], launcher["cpus_per_task"]) == (gpus, cpus)
+    assert launcher["mem_gb"] == 2 and launcher["timeout_min"] == 120 and launcher["max_num_timeout"] == 3
 
 
 @pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too

@@ -134,3 +134,39 @@ def test_a_damaged_baseline_cache_is_recomputed_and_rewritten(tmp_path):
         assert rebuilt["baseline_ari_selected"] == scores["baseline_ari_selected"]
         assert np.array_equal(fresh["ari_selected"], assignments["ari_selected"])
         assert "_target_" not in cached.read_text() and len(cached.read_text()) > 100
+
+
+def _same_baseline(a, b) -> bool:
+    (scores_a, assigned_a), (scores_b, assigned_b) = a, b
+    same = {k: v for k, v in scores_a.items() if v == v} == {k: v for k, v in scores_b.items() if v == v}
+    return same and assigned_a.keys() == assigned_b.keys() and all(
+        np.array_equal(assigned_a[n], assigned_b[n]) for n in assigned_a)
+
+
+@pytest.mark.slow  # a spawned process imports torch: seconds
+def test_the_baseline_computed_in_another_process_is_the_same(tmp_path, monkeypatch):
+    from lithovae.evaluation import background, scoring
+
+    (test_x, test_y), (val_x, val_y), (train_x, _) = _part(300, 1), _part(200, 2), _part(300, 3)
+    parts = {"val_x": val_x, "val_y": val_y, "train_x": train_x}
+    options = dict(k=list(KS), **OPTIONS)
+    here = scoring.raw_feature_baseline(test_x, test_y, parts=parts, cache_dir=None, **options)
+    monkeypatch.setattr(scoring, "BACKGROUND_BASELINE_ROWS", 0)  # this small set in a process too
+    started = scoring._start_baseline(test_x, test_y, parts, tmp_path, options)
+    assert isinstance(started, background.Background) and started.process is not None
+    assert _same_baseline(started.result(), here)
+    assert started.process is None  # ended once its result came back
+    # read back from the cache that process wrote: nothing to start
+    assert isinstance(scoring._start_baseline(test_x, test_y, parts, tmp_path, options), background.Here)
+
+
+def _fails(value):
+    raise ValueError(f"bad value {value}")
+
+
+@pytest.mark.slow
+def test_a_function_that_fails_in_its_process_is_computed_here():
+    from lithovae.evaluation.background import Background
+
+    with pytest.raises(ValueError, match="bad value 3"):  # the real error, raised here
+        Background(_fails, 3).result()

@@ -170,7 +170,7 @@ def test_a_training_and_a_joblib_sweep_log_to_the_server(server, tmp_path, share
     _train(["-m", "hydra/launcher=joblib", "mask=random", "mask.prob=0.1,0.2", "eval.figures=false"],
            sweep, shared_data_dir, _env(MLFLOW_TRACKING_URI=base))
     (sweep_dir,) = (sweep / "outputs" / "multiruns" / "train").iterdir()
-    runs = _server_runs(base, f"lithovae-sweep-{sweep_dir.name}")
+    runs = _server_runs(base, f"lithovae-{sweep_dir.name}")
     assert len(runs) == 2
     probs = set()
     for run in runs:

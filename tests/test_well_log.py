@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgba
 
 from lithovae.data.errors import BuildError
 from lithovae.evaluation import figures
@@ -120,10 +121,25 @@ def test_clusters_are_labelled_by_their_top_lithology_over_labeled_bins():
     assert cluster_labels(clusters, lithology) == {0: "0: Shale", 1: "1: Chalk", 2: "2"}
 
 
-def test_cluster_colours_are_not_lithology_colours():
-    lithology = {tuple(c) for c in palette(60)}
-    assert not lithology & {tuple(c) for c in cluster_colours(range(40))}
+def test_the_palette_has_colours_a_person_can_tell_apart():
+    from itertools import combinations
+
+    from lithovae.evaluation.style import DISTINCT, OTHER_COLOUR, lab
+
+    colours = palette(len(DISTINCT) + 5)
+    named, beyond = colours[:len(DISTINCT)], colours[len(DISTINCT):]
+    lab_of = [lab(c[:3]) for c in named]
+    # CIE76 distance: about 2.3 is a just-noticeable difference; 25 is a different colour
+    assert min(np.linalg.norm(a - b) for a, b in combinations(lab_of, 2)) > 25
+    assert min(np.linalg.norm(a - lab(OTHER_COLOUR)) for a in lab_of) > 30  # none reads as "other"
+    for lightness, a, b in lab_of:  # none pale: light colours are saturated, or the colour is dark
+        assert lightness <= 75 and (np.hypot(a, b) >= 25 or lightness < 30)
+    assert all(c == to_rgba(OTHER_COLOUR) for c in beyond)  # the tail beyond the palette is grey
+
+
+def test_cluster_colours_are_fixed_by_the_id_and_distinct():
     assert cluster_colours([3])[0] == cluster_colours([0, 3])[1]  # fixed by the id
+    assert len({tuple(c) for c in cluster_colours(range(20))}) == 20
 
 
 # --- the figure ------------------------------------------------------------------------------

@@ -449,6 +449,29 @@ def _cached(manifest_path: Path, out_path: Path, inputs: dict, raw_dir: Path, lo
     return old
 
 
+def built_dataset(out_dir: str | Path, options: BuildOptions, *, name: str, log=print) -> BuildResult | None:
+    """The dataset built earlier in ``out_dir`` for these options, if it is there and intact,
+    without its raw inputs (a source that can regenerate them exactly, as the synthetic one, need
+    not keep them). A damaged one is said in one line and None returned: the caller rebuilds."""
+    out_dir = Path(out_dir)
+    stem = f"{name}_{options.feature_set}_{options.cache_key()}"
+    out_path, manifest_path = out_dir / f"{stem}.parquet", out_dir / f"{stem}.manifest.json"
+    if not (manifest_path.exists() and out_path.exists()):
+        return None
+    try:
+        old = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log(f"[lithovae.data] {manifest_path}: damaged manifest (not JSON: {type(exc).__name__}); rebuilding")
+        return None
+    problem = _manifest_problem(old) or ("output" not in old and "no 'output' record") \
+        or _output_problem(out_path, old)
+    if problem:
+        log(f"[lithovae.data] {out_path}: damaged cached dataset ({problem}); rebuilding")
+        return None
+    log(f"[lithovae.data] up to date: {out_path}")
+    return BuildResult(out_path, manifest_path, old, rebuilt=False)
+
+
 def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOptions,
                   *, name: str = "lily", force: bool = False, log=print) -> BuildResult:
     """Build (or reuse) the binned dataset of the raw files in ``raw_dir``.

@@ -8,12 +8,14 @@ user gives (a mapping or a ``data.group`` column), none otherwise.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from lithovae.data import reference
 from lithovae.data.errors import BuildError
 
 _FILE_KINDS = (".csv", ".yaml", ".yml", ".json")
@@ -124,3 +126,41 @@ def data_classes(values) -> list[str]:
     """The distinct labels present in ``values`` (missing left out), in :func:`class_order_key` order."""
     present = pd.Series(values).dropna().astype(str).unique()
     return sorted(present, key=class_order_key)
+
+
+@dataclass
+class LabelEncoding:
+    """Integer codes of principal lithologies and their groups (saved with each run as
+    ``label_encoding.json``): the classifier heads have one output per class, per group."""
+
+    classes: list[str]
+    groups: list[str]
+
+    @classmethod
+    def for_labels(cls, principals) -> "LabelEncoding":
+        """LILY (and synthetic LILY): the study's 139 lithologies first, with fixed codes (as the
+        seeds), then any others seen, sorted; the 14 expert groups, then any keyword groups."""
+        known = list(reference.class_distribution()["Lithology"])
+        seen = set(pd.Series(principals).dropna().unique())
+        extra = sorted(seen - set(known))
+        groups = reference.group_names()
+        extra_groups = sorted({reference.group_of(p) for p in extra} - set(groups))
+        return cls(classes=known + extra, groups=groups + extra_groups)
+
+    @classmethod
+    def for_own_data(cls, principals, groups) -> "LabelEncoding":
+        """Own data (``data=table``/``las``): the labels present, numeric codes by value and then
+        names alphabetically; the groups present (from ``data.group``/``data.groups``) in the
+        same order, none without them."""
+        return cls(classes=data_classes(principals), groups=data_classes(groups))
+
+    def encode(self, values, vocabulary: list[str]) -> np.ndarray:
+        codes = {name: i for i, name in enumerate(vocabulary)}
+        return pd.Series(values).map(codes).fillna(-1).to_numpy(dtype=np.int64)
+
+    def vocabulary(self, target: str) -> list[str]:
+        """Names of the codes of ``target`` ("principal" lithologies or expert "group"s)."""
+        return {"principal": self.classes, "group": self.groups}[target]
+
+    def to_dict(self) -> dict:
+        return {"classes": self.classes, "groups": self.groups}

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lithovae.data.builder import BuildOptions, bin_index, build_dataset, checked_encoding, not_decodable
+from lithovae.data.builder import BuildOptions, bin_index, build_dataset, built_dataset, checked_encoding, not_decodable
 from lithovae.data.errors import BuildError
 from lithovae.data.labels import checked_mapping, grouped_labels, named_labels
 from lithovae.data.scaler import checked_transforms
@@ -71,13 +72,24 @@ class SyntheticSource:
 
         root = Path(data_dir) / self.name
         raw = root / "raw"
-        stamp = raw / "generated.json"
+        stamp = root / "generated.json"  # which generator built the datasets here
         with file_lock(root / ".lock"):  # parallel jobs generate and build once
-            if _generator_version(stamp) != GENERATOR_VERSION:  # none yet, or from an older generator
-                log(f"[lithovae.data] generating synthetic LILY ({self.scale}, seed {self.seed}) in {raw}")
-                summary = generate_raw(raw, scale=self.scale, seed=self.seed)
+            current = _generator_version(stamp) == GENERATOR_VERSION
+            if current and not force and (built := built_dataset(root, self.options, name=self.name, log=log)):
+                return built.path, built.manifest
+            # the raw files are a pure function of (generator, scale, seed): generated for a build,
+            # then removed (the default scale's are 2 GB of CSV)
+            log(f"[lithovae.data] generating synthetic LILY ({self.scale}, seed {self.seed}) in {raw}")
+            shutil.rmtree(raw, ignore_errors=True)
+            summary = generate_raw(raw, scale=self.scale, seed=self.seed)
+            try:
+                result = build_dataset(raw, root, self.options, name=self.name, log=log, force=force or not current)
                 atomic_write(stamp, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1, default=str)))
-            result = build_dataset(raw, root, self.options, name=self.name, log=log, force=force)
+            finally:
+                size = sum(p.stat().st_size for p in raw.iterdir() if p.is_file()) if raw.is_dir() else 0
+                shutil.rmtree(raw, ignore_errors=True)
+            log(f"[lithovae.data] removed the raw synthetic CSV files ({size / 1e6:,.0f} MB): "
+                "they are generated again from the seed if another build needs them")
         return result.path, result.manifest
 
 

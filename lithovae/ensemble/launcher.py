@@ -130,8 +130,11 @@ class EnsembleLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from lithovae.console import quiet_third_party  # not at import: Hydra scans launchers at start
+
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        quiet_third_party()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs = []
         for offset, overrides in enumerate(job_overrides):

@@ -19,8 +19,9 @@ from matplotlib.figure import Figure
 
 from lithovae.evaluation.clusters import assignment_with_names, latent_with_names
 from lithovae.evaluation.metrics import seeded_subsample
-from lithovae.evaluation.well_log import (DPI, OTHER, OTHER_COLOUR, axis_scales, cluster_colours,  # noqa: F401
-                                          palette, rgb_colours, run_log)
+from lithovae.evaluation.style import (DISTINCT, OTHER, OTHER_COLOUR, categorical, cluster_colours,
+                                       mark_synthetic, metadata)
+from lithovae.evaluation.well_log import DPI, axis_scales, rgb_colours, run_log
 
 log = logging.getLogger("lithovae")
 
@@ -39,19 +40,18 @@ __all__ = [
 ]
 
 # -- shared helpers ------------------------------------------------------------------------------
-def _save(fig: Figure, path) -> Path:
+def _save(fig: Figure, path, synthetic: bool, **meta) -> Path:
+    """Save ``fig``; a figure of synthetic data says so (corner note and PNG metadata, with
+    ``meta``: :func:`lithovae.evaluation.style.read_figure_metadata`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tight_layout's notes on twin axes and outside legends
         fig.tight_layout()
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    mark_synthetic(fig, synthetic)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=metadata(fig, synthetic, figure=path.stem, **meta))
     fig.clear()
     return path
-
-
-_palette = palette  # lithologies: one palette in every figure
-_cluster_colours = cluster_colours  # clusters: another (lithovae.evaluation.well_log)
 
 
 def _grid(n: int, max_cols: int) -> tuple[int, int]:
@@ -64,6 +64,9 @@ def _point_size(n: int) -> float:
 
 
 # -- latent projection ---------------------------------------------------------------------------
+UMAP_EPOCHS = 200  # umap-learn's own choice above 10 000 rows; below, it takes 500 (2.5x the layout time)
+
+
 def _embed_2d(mu: np.ndarray, seed: int) -> tuple[np.ndarray, tuple[str, str], str]:
     """2-D coordinates of ``mu``: the latent itself when it has <= 2 dims, else seeded UMAP."""
     n, d = mu.shape
@@ -77,18 +80,15 @@ def _embed_2d(mu: np.ndarray, seed: int) -> tuple[np.ndarray, tuple[str, str], s
     # exact kNN from sklearn (self included, as UMAP expects) skips pynndescent's JIT compile
     dist, idx = NearestNeighbors(n_neighbors=k).fit(mu).kneighbors(mu)
     reducer = umap.UMAP(n_neighbors=k, random_state=seed, n_jobs=1, precomputed_knn=(idx, dist),
-                        init="spectral" if n > 2 * k else "random")
+                        init="spectral" if n > 2 * k else "random", n_epochs=UMAP_EPOCHS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         coords = reducer.fit_transform(mu)
     return np.asarray(coords), ("UMAP 1", "UMAP 2"), "UMAP"
 
 
-def umap_latent(mu, principal_names, assignment, path, top_n: int = 12, sample: int = 20000,
-                seed: int = 0) -> Path:
-    """UMAP of a seeded subsample of finite latent means, coloured by lithology (top N; the
-    rest and unlabeled rows as "other") and by cluster (a second panel unless ``assignment``
-    is None). A latent of <= 2 dims is plotted directly. UMAP uses exact sklearn neighbours."""
+def _umap_rows(mu, principal_names, assignment, sample: int, seed: int):
+    """(latent means, names, clusters) of the seeded subsample of finite rows the UMAP shows."""
     mu, names = latent_with_names(mu, principal_names)
     if assignment is not None:
         assignment = np.asarray(assignment).reshape(-1)
@@ -96,35 +96,44 @@ def umap_latent(mu, principal_names, assignment, path, top_n: int = 12, sample: 
             raise ValueError(f"mu has {len(mu)} rows but assignment has {len(assignment)}")
     finite = np.flatnonzero(np.isfinite(mu).all(axis=1))
     rows = finite[seeded_subsample(len(finite), sample, seed)]
-    coords, axis_labels, method = _embed_2d(mu[rows], seed)
-    names = names.iloc[rows].reset_index(drop=True)
+    return (np.ascontiguousarray(mu[rows]), names.iloc[rows].reset_index(drop=True),
+            None if assignment is None else assignment[rows])
 
-    panels = 2 if assignment is not None else 1
+
+def umap_latent(mu, principal_names, assignment, path, top_n: int = 12, sample: int = 20000,
+                seed: int = 0, synthetic: bool = False, embedded=None) -> Path:
+    """UMAP of a seeded subsample of finite latent means, coloured by lithology (the top N, at
+    most the palette's 20, most frequent first; the rest and unlabeled rows grey "other") and by
+    cluster (a second panel unless ``assignment`` is None). A latent of <= 2 dims is plotted
+    directly. UMAP uses exact sklearn neighbours. ``embedded``: the :func:`_embed_2d` of these
+    rows, already computed (:func:`write_all` computes it in another process)."""
+    mu, names, clusters = _umap_rows(mu, principal_names, assignment, sample, seed)
+    coords, axis_labels, method = embedded if embedded is not None else _embed_2d(mu, seed)
+
+    panels = 2 if clusters is not None else 1
     fig = Figure(figsize=(7.5 * panels, 6.5))
     axes = fig.subplots(1, panels, squeeze=False)[0]
-    size = _point_size(len(rows))
+    size = _point_size(len(mu))
     marker_scale = max(1.0, float(np.sqrt(30 / size)))
 
-    top = list(names.value_counts().index[:top_n])
+    top = list(names.value_counts().index[:min(top_n, len(DISTINCT))])
     ax = axes[0]
     shown = names.where(names.isin(top), OTHER)
     mask = (shown == OTHER).to_numpy()
     if mask.any():
         ax.scatter(*coords[mask].T, s=size, c=OTHER_COLOUR, alpha=0.5, lw=0,
                    label=f"{OTHER} ({mask.sum()})")
-    for name, colour in zip(top, _palette(len(top))):
+    for name, colour in zip(top, categorical(len(top))):
         m = (shown == name).to_numpy()
         ax.scatter(*coords[m].T, s=size, color=colour, alpha=0.8, lw=0, label=f"{name} ({m.sum()})")
-    ax.set_title(f"{method} of latent means by lithology (top {len(top)}, n={len(rows)})")
+    ax.set_title(f"{method} of latent means by lithology (top {len(top)}, n={len(mu)})")
     ax.legend(fontsize=7, markerscale=marker_scale, loc="upper left",
               bbox_to_anchor=(1.0, 1.0), frameon=False)
 
-    if assignment is not None:
+    if clusters is not None:
         ax = axes[1]
-        clusters = assignment[rows]
         ids = np.unique(clusters)
-        colours = _cluster_colours(ids)
-        for cid, colour in zip(ids, colours):
+        for cid, colour in zip(ids, cluster_colours(ids)):
             m = clusters == cid
             ax.scatter(*coords[m].T, s=size, color=colour, alpha=0.8, lw=0, label=f"{cid} ({m.sum()})")
         ax.set_title(f"{method} of latent means by cluster (k={len(ids)})")
@@ -134,12 +143,17 @@ def umap_latent(mu, principal_names, assignment, path, top_n: int = 12, sample: 
     for ax in axes:
         ax.set_xlabel(axis_labels[0])
         ax.set_ylabel(axis_labels[1])
-    return _save(fig, path)
+    return _save(fig, path, synthetic, lithologies=top)
 
 
 # -- training ------------------------------------------------------------------------------------
-def training_curves(history: pd.DataFrame, path) -> Path:
-    """Loss terms per epoch (train solid, val dashed, one panel per term) and beta/lr."""
+SCHEDULE_STYLE = {"beta": ("β", "#000000"), "alpha": ("α", "#8c564b")}  # drawn beside every loss
+
+
+def training_curves(history: pd.DataFrame, path, synthetic: bool = False) -> Path:
+    """Loss terms per epoch (train solid, val dashed, one panel per term), each panel with β
+    (and α, where it varies over the epochs) on a second axis, so a loss that rises with a rising
+    β is explained where it is seen; a last panel with every schedule and the learning rate."""
     history = history.copy()
     if "epoch" not in history.columns:
         history["epoch"] = np.arange(len(history))
@@ -151,34 +165,40 @@ def training_curves(history: pd.DataFrame, path) -> Path:
     lr_cols = [c for c in per_epoch.columns if re.match(r"^lr($|[-_/])", str(c))]
     schedule_cols = [c for c in per_epoch.columns
                      if c not in split_cols and c not in lr_cols and c not in ("epoch", "step")]
+    beside = [c for c in SCHEDULE_STYLE if c in per_epoch.columns and per_epoch[c].notna().any()
+              and (c == "beta" or per_epoch[c].dropna().nunique() > 1)]
 
     n_panels = len(terms) + 1
     n_rows, n_cols = _grid(n_panels, 3)
     fig = Figure(figsize=(4.8 * n_cols, 3.6 * n_rows))
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     epochs = per_epoch.index.to_numpy()
+    drawn_beside = {}
     for ax, term in zip(axes, terms):
+        handles = []
         for split, style in (("train", "-"), ("val", "--")):
             col = f"{split}/{term}"
             if col in per_epoch.columns and per_epoch[col].notna().any():
                 values = per_epoch[col]
-                ax.plot(epochs[values.notna()], values.dropna(), style, marker=".", label=split)
+                handles += ax.plot(epochs[values.notna()], values.dropna(), style, marker=".", label=split)
+        if beside:
+            twin, more = _schedules_beside(ax, per_epoch, beside)
+            handles += more
+            drawn_beside[term] = twin.get_ylabel()
         ax.set_title(term)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
+        ax.legend(handles=handles, fontsize=8)
         ax.grid(alpha=0.3)
 
     ax = axes[len(terms)]
     ax.set_title("schedules")
     ax.set_xlabel("epoch")
     handles = []
-    for col, colour in zip(schedule_cols, _palette(len(schedule_cols))):
+    for col, colour in zip(schedule_cols, categorical(len(schedule_cols))):
         values = per_epoch[col].dropna()
         handles += ax.plot(values.index, values, color=colour, label=str(col))
     if schedule_cols:
-        positive = per_epoch[schedule_cols].to_numpy()
-        positive = positive[np.isfinite(positive) & (positive > 0)]
-        if positive.size and positive.max() / positive.min() > 100:  # e.g. beta 1e-10 -> 0.75
+        if _log_worthy(per_epoch[schedule_cols]):
             ax.set_yscale("log")
         ax.set_ylabel(", ".join(map(str, schedule_cols)))
     if lr_cols:
@@ -195,12 +215,34 @@ def training_curves(history: pd.DataFrame, path) -> Path:
         ax.text(0.5, 0.5, "no schedule logged", ha="center", va="center", transform=ax.transAxes)
     for extra in axes[n_panels:]:
         extra.set_visible(False)
-    return _save(fig, path)
+    return _save(fig, path, synthetic, beside_losses=drawn_beside)
+
+
+def _log_worthy(values: pd.DataFrame) -> bool:
+    """A positive schedule spanning more than two decades (e.g. beta 1e-10 -> 0.75): log axis."""
+    positive = values.to_numpy()
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    return bool(positive.size and positive.max() / positive.min() > 100)
+
+
+def _schedules_beside(ax, per_epoch: pd.DataFrame, columns: list[str]):
+    """β (and α) per epoch on a right-hand axis of a loss panel, dotted: (that axis, its legend
+    handles)."""
+    twin = ax.twinx()
+    handles = []
+    for col in columns:
+        symbol, colour = SCHEDULE_STYLE[col]
+        values = per_epoch[col].dropna()
+        handles += twin.plot(values.index, values, ls=":", color=colour, lw=1.2, label=symbol)
+    if _log_worthy(per_epoch[columns]):
+        twin.set_yscale("log")
+    twin.set_ylabel(", ".join(SCHEDULE_STYLE[c][0] for c in columns))
+    return twin, handles
 
 
 # -- reconstruction ------------------------------------------------------------------------------
 def reconstruction_scatter(x_true, x_pred, observed, feature_names: Sequence[str], path,
-                           sample: int = 20000, seed: int = 0) -> Path:
+                           sample: int = 20000, seed: int = 0, synthetic: bool = False) -> Path:
     """Per feature: true vs reconstructed over observed entries (R² in the title, 1:1 line),
     and a row of residual histograms. R² uses every observed row; the scatter a subsample."""
     from lithovae.evaluation.metrics import reconstruction_r2
@@ -244,11 +286,12 @@ def reconstruction_scatter(x_true, x_pred, observed, feature_names: Sequence[str
                      range=None if bins > 1 else (residual.mean() - 0.5, residual.mean() + 0.5))
         hist_ax.axvline(0, color="r", ls="--", lw=1)
         hist_ax.set_title(f"mean {residual.mean():.3f}, sd {residual.std():.3f}", fontsize=9)
-    return _save(fig, path)
+    return _save(fig, path, synthetic)
 
 
 # -- classification ------------------------------------------------------------------------------
-def roc_curves(logits, target, class_names: Sequence[str], path, top: int = 20) -> Path:
+def roc_curves(logits, target, class_names: Sequence[str], path, top: int = len(DISTINCT),
+               synthetic: bool = False) -> Path:
     """One-vs-rest ROC of the ``top`` most frequent classes present in ``target`` and the
     pooled (micro) curve over all classes; AUC in the legend. Rows with target < 0 are ignored."""
     from scipy.special import softmax
@@ -270,7 +313,7 @@ def roc_curves(logits, target, class_names: Sequence[str], path, top: int = 20) 
     counts = np.bincount(target, minlength=len(names)) if target.size else np.zeros(len(names), int)
     # a class present in every row has no negatives, so no curve
     present = [c for c in np.argsort(-counts, kind="stable") if 0 < counts[c] < target.size][:top]
-    for c, colour in zip(present, _palette(len(present))):
+    for c, colour in zip(present, categorical(len(present))):
         fpr, tpr, _ = roc_curve(target == c, probs[:, c])
         ax.plot(fpr, tpr, color=colour, lw=1,
                 label=f"{names[c]} (n={counts[c]}, AUC={auc(fpr, tpr):.3f})")
@@ -288,7 +331,7 @@ def roc_curves(logits, target, class_names: Sequence[str], path, top: int = 20) 
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(f"ROC, top {len(present)} classes by frequency (n={target.size})")
-    return _save(fig, path)
+    return _save(fig, path, synthetic)
 
 
 # -- latent distribution -------------------------------------------------------------------------
@@ -313,7 +356,7 @@ def latent_normality(mu, sample: int = 5000, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def latent_qq(mu, path, sample: int = 5000, seed: int = 0) -> Path:
+def latent_qq(mu, path, sample: int = 5000, seed: int = 0, synthetic: bool = False) -> Path:
     """Normal Q–Q plot per latent dim (fitted line, and the N(0, 1) prior as 1:1), with the
     normaltest result in each title; both on the same seeded subsample."""
     from scipy import stats
@@ -342,10 +385,10 @@ def latent_qq(mu, path, sample: int = 5000, seed: int = 0) -> Path:
     for extra in axes[mu.shape[1]:]:
         extra.set_visible(False)
     fig.suptitle(f"Latent Q–Q against the normal (normaltest on ≤{sample} rows, seed {seed})")
-    return _save(fig, path)
+    return _save(fig, path, synthetic)
 
 
-def latent_correlation(mu, path) -> Path:
+def latent_correlation(mu, path, synthetic: bool = False) -> Path:
     """Pearson correlation heatmap of the latent dims (finite rows; constant dims blank)."""
     mu = np.asarray(mu, dtype=np.float64)
     mu = mu[np.isfinite(mu).all(axis=1)]
@@ -368,11 +411,11 @@ def latent_correlation(mu, path) -> Path:
                         color="white" if abs(value) > 0.6 else "black")
     fig.colorbar(image, ax=ax, label="Pearson r")
     ax.set_title(f"Latent correlation (n={len(mu)})")
-    return _save(fig, path)
+    return _save(fig, path, synthetic)
 
 
 # -- clusters vs lithology -----------------------------------------------------------------------
-def contingency_heatmap(assignment, principal_names, path, top_n: int = 20) -> Path:
+def contingency_heatmap(assignment, principal_names, path, top_n: int = 20, synthetic: bool = False) -> Path:
     """Cluster × lithology shares (rows sum to 1 over labeled rows): the ``top_n`` most
     frequent lithologies plus "other"; rows ordered by their dominant column."""
     assignment, names = assignment_with_names(assignment, principal_names)
@@ -405,7 +448,7 @@ def contingency_heatmap(assignment, principal_names, path, top_n: int = 20) -> P
     ax.set_xlabel("principal lithology")
     ax.set_ylabel("cluster")
     ax.set_title(f"Cluster × lithology (row-normalised, top {len(top)} lithologies)")
-    return _save(fig, path)
+    return _save(fig, path, synthetic)
 
 
 # -- borehole log --------------------------------------------------------------------------------
@@ -445,19 +488,37 @@ def _unique_names(values) -> dict:
 
 
 def _draw(written: dict, name: str, figure, *args, **kwargs) -> None:
-    """Draw one figure; a failure (degenerate latent, too few rows) is a one-line warning and
-    the other figures are still drawn."""
+    """Draw one figure (a progress step of its own); a failure (degenerate latent, too few rows)
+    is a one-line warning and the other figures are still drawn."""
+    from lithovae import progress
+
     try:
-        written[name] = figure(*args, **kwargs)
+        with progress.step(f"figure {name}"):
+            written[name] = figure(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - one figure must not cost the others
         from lithovae.cli import one_line
 
         log.warning("figure %s not drawn: %s", name, one_line(exc)[:200])
 
 
+BACKGROUND_UMAP_ROWS = 5000  # from this many rows, the UMAP runs in a process of its own
+
+
+def _embedding(mu: np.ndarray, seed: int):
+    """The UMAP of a run's latent sample, started before the other figures are drawn: in a
+    process of its own for a large sample (umap's import and numba compile, seconds once per
+    process, and its fit take a second core), here for a small one (tests)."""
+    from lithovae.evaluation.background import Background, Here
+
+    if len(mu) >= BACKGROUND_UMAP_ROWS and mu.shape[1] > 2:
+        return Background(_embed_2d, mu, seed)
+    return Here(_embed_2d, mu, seed)
+
+
 def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_n: int = 12,
-              seed: int = 0) -> dict[str, Path]:
-    """Write every figure whose inputs are in ``run_outputs``; returns {name: path}.
+              seed: int = 0, synthetic: bool = False) -> dict[str, Path]:
+    """Write every figure whose inputs are in ``run_outputs``; returns {name: path}. With
+    ``synthetic``, each figure says that its data are synthetic.
 
     Keys (all optional): ``mu``, ``assignment``, ``principal`` (per-row names; else
     ``frame["principal"]``), ``history`` (DataFrame), ``x`` (scaled), ``recon``, ``observed``,
@@ -468,6 +529,7 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
     The borehole log (:mod:`lithovae.evaluation.well_log`) also reads ``base_features`` (its
     tracks; default ``feature_names``), ``units`` ({feature: unit}), ``depth_unit`` and ``scales``
     ({feature: linear|log|symlog}; default: from ``scaler``'s transforms and these bins).
+    The UMAP is computed first, in another process where its sample is large, and drawn last.
     """
     out_dir = Path(out_dir)
     get = run_outputs.get
@@ -477,25 +539,46 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
     if principal is None and frame is not None:
         principal = frame["principal"].to_numpy()
     feature_names = get("feature_names")
+    embedding = None
+    if mu is not None and principal is not None:
+        try:
+            embedding = _embedding(_umap_rows(mu, principal, assignment, umap_sample, seed)[0], seed)
+        except ValueError:  # rows that disagree: umap_latent says so as its figure's warning
+            embedding = None
+    try:
+        _draw_all(written, run_outputs, out_dir, mu, assignment, frame, principal, feature_names, synthetic)
+        if mu is not None and principal is not None:
+            _draw(written, "umap", lambda: umap_latent(
+                mu, principal, assignment, out_dir / "umap.png", top_n=umap_top_n, sample=umap_sample,
+                seed=seed, synthetic=synthetic, embedded=embedding.result() if embedding is not None else None))
+    finally:
+        if embedding is not None:
+            embedding.close()
+    return written
 
+
+def _draw_all(written: dict, run_outputs: Mapping, out_dir: Path, mu, assignment, frame, principal,
+              feature_names, synthetic: bool) -> None:
+    """Every figure but the UMAP (:func:`write_all`)."""
+    get = run_outputs.get
     history = get("history")
     if history is not None and len(history):
-        _draw(written, "training_curves", training_curves, history, out_dir / "training_curves.png")
+        _draw(written, "training_curves", training_curves, history, out_dir / "training_curves.png",
+              synthetic=synthetic)
     if mu is not None:
-        if principal is not None:
-            _draw(written, "umap", umap_latent, mu, principal, assignment, out_dir / "umap.png",
-                                          top_n=umap_top_n, sample=umap_sample, seed=seed)
-        _draw(written, "latent_qq", latent_qq, mu, out_dir / "latent_qq.png")
-        _draw(written, "latent_correlation", latent_correlation, mu, out_dir / "latent_correlation.png")
+        _draw(written, "latent_qq", latent_qq, mu, out_dir / "latent_qq.png", synthetic=synthetic)
+        _draw(written, "latent_correlation", latent_correlation, mu, out_dir / "latent_correlation.png",
+              synthetic=synthetic)
     if assignment is not None and principal is not None:
-        _draw(written, "contingency", contingency_heatmap, assignment, principal, out_dir / "contingency.png")
+        _draw(written, "contingency", contingency_heatmap, assignment, principal, out_dir / "contingency.png",
+              synthetic=synthetic)
     x, recon = get("x"), get("recon")
     if x is not None and recon is not None and feature_names is not None:
         _draw(written, "reconstruction", reconstruction_scatter, x, recon, get("observed"), feature_names,
-                                                           out_dir / "reconstruction.png")
+              out_dir / "reconstruction.png", synthetic=synthetic)
     logits, class_names, target = get("logits"), get("class_names"), get("target")
     if logits is not None and target is not None and class_names is not None:
-        _draw(written, "roc", roc_curves, logits, target, class_names, out_dir / "roc.png")
+        _draw(written, "roc", roc_curves, logits, target, class_names, out_dir / "roc.png", synthetic=synthetic)
 
     x_raw = get("x_raw")
     if x_raw is None and get("scaler") is not None and x is not None:
@@ -511,8 +594,7 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
         for bh in boreholes:
             _draw(written, f"borehole_log_{bh}", borehole_log,
                   frame, x_raw, feature_names, assignment, bh,
-                  out_dir / f"borehole_log_{names[bh]}.png", **style)
-    return written
+                  out_dir / f"borehole_log_{names[bh]}.png", synthetic=synthetic, **style)
 
 
 def _log_style(run_outputs: Mapping, frame: pd.DataFrame, x_raw, assignment) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lithovae import progress
 from lithovae.evaluation.metrics import (active_dims, classification_scores, clustering_scores, labeled_ari,
                                          group_accuracy, group_coherence,
                                          group_reconstruction_errors, imputation_r2,
@@ -130,35 +131,47 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
     clustering (``ari_vade`` for VaDE) against the principal lithologies.
     """
     observed = tensors["observed"]
-    out = model_outputs(model, tensors, observed)
+    with progress.step("latent means"):
+        out = model_outputs(model, tensors, observed)
+        parts = _held_out_parts(model, held_out, train_fit_samples, seed)
     x = tensors["x"].numpy()
     target = model.class_target(tensors).numpy()
     y = tensors["y"].numpy()
     metrics: dict = {"n_test": int(len(x)), "n_test_labeled": int((y >= 0).sum())}  # labeled: scored
 
     options = dict(k=k, n_init=n_init, gmm=gmm, max_fit_samples=max_fit_samples, backend=backend, seed=seed)
-    clusters = clustering if clustering is not None else clustering_scores(
-        out["mu"], y, ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
-        max_fit_samples=max_fit_samples, backend=backend)
-    metrics.update(clusters.scores)
-    parts = _held_out_parts(model, held_out, train_fit_samples, seed)
-    chosen: dict[str, np.ndarray | None] = {}
-    held = None
-    if parts is not None:
-        held = held_out_clusterings(clusters, out["mu"], y, parts["val_mu"], parts["val_y"], parts.get("train_mu"),
-                                    ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
-                                    max_fit_samples=max_fit_samples, backend=backend)
-        metrics.update(held.scores)
-        chosen.update({"ari_selected": held.selected, "ari_inductive": held.inductive})
+    # the raw features' clusterings do not depend on the model: on a second core meanwhile
+    raw = _start_baseline(x, y, parts, baseline_cache_dir, options) if baseline else None
+    try:
+        with progress.step("clustering the test latents"):
+            clusters = clustering if clustering is not None else clustering_scores(
+                out["mu"], y, ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
+                max_fit_samples=max_fit_samples, backend=backend)
+        metrics.update(clusters.scores)
+        chosen: dict[str, np.ndarray | None] = {}
+        held = None
+        if parts is not None:
+            with progress.step("clusterings chosen on validation, fitted on training"):
+                held = held_out_clusterings(clusters, out["mu"], y, parts["val_mu"], parts["val_y"],
+                                            parts.get("train_mu"), ks=tuple(k), seed=seed, n_init=n_init,
+                                            gmm=gmm, max_fit_samples=max_fit_samples, backend=backend)
+            metrics.update(held.scores)
+            chosen.update({"ari_selected": held.selected, "ari_inductive": held.inductive})
+        if raw is not None:
+            with progress.step("raw-feature baseline"):
+                scores, assignments = raw.result()
+    finally:
+        if raw is not None:
+            raw.close()
     if baseline:
-        scores, assignments = raw_feature_baseline(x, y, parts=parts, cache_dir=baseline_cache_dir, **options)
         metrics.update(scores)
         chosen.update({f"baseline_{name}": a for name, a in assignments.items()})
         metrics["ari_best_gain"] = metrics["ari_best"] - metrics["baseline_ari_best"]
         for name, gain in GAINS.items():
             if name in metrics and f"baseline_{name}" in metrics:
                 metrics[gain] = metrics[name] - metrics[f"baseline_{name}"]
-    metrics.update(_silhouettes(out["mu"], clusters, k, silhouette_samples, seed, backend))
+    with progress.step("silhouettes"):
+        metrics.update(_silhouettes(out["mu"], clusters, k, silhouette_samples, seed, backend))
     metrics.update(reconstruction_r2(x, out["recon"], observed.numpy(), feature_names))
     metrics.update(reconstruction_errors(x, out["recon"], observed.numpy(), feature_names, scaler))
     metrics["active_dims"] = active_dims(out["mu"])
@@ -191,7 +204,9 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
         masked = model_outputs(model, tensors, visible)
         metrics.update(imputation_r2(x, masked["recon"], hidden, feature_names))
     if boreholes is not None and bootstrap and bootstrap["resamples"] > 0:
-        metrics.update(_intervals(metrics, chosen, y, x, out, observed.numpy(), target, boreholes, bootstrap, seed))
+        with progress.step("bootstrap intervals"):
+            metrics.update(_intervals(metrics, chosen, y, x, out, observed.numpy(), target, boreholes,
+                                      bootstrap, seed))
     arrays = {"mu": out["mu"], "recon": out["recon"], "logits": out["logits"], "target": target,
               "assignment": clusters.assignment, "prior_assignment": own, "clustering": clusters,
               "selected_assignment": held.selected if held is not None else None,
@@ -296,13 +311,8 @@ def raw_feature_baseline(x: np.ndarray, y: np.ndarray, *, k, n_init: int, gmm: b
     The cache is read back as untrusted: anything but the expected keys and assignments of the
     right length is recomputed (and rewritten).
     """
-    options = {"k": list(k), "n_init": n_init, "gmm": gmm, "max_fit_samples": max_fit_samples,
-               "backend": backend, "seed": seed, "version": 2}
-    arrays = [x, y] + ([parts["val_x"], parts["val_y"]] + ([parts["train_x"]] if "train_x" in parts else [])
-                       if parts is not None else [])
-    digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)
-                            + json.dumps(options, sort_keys=True).encode()).hexdigest()[:24]
-    path = Path(cache_dir) / "baselines" / f"{digest}.json" if cache_dir is not None else None
+    options = dict(k=k, n_init=n_init, gmm=gmm, max_fit_samples=max_fit_samples, backend=backend, seed=seed)
+    path = _baseline_path(x, y, parts, cache_dir, options)
     cached = _read_baseline(path, len(x)) if path is not None else None
     if cached is not None:
         return cached
@@ -321,6 +331,41 @@ def raw_feature_baseline(x: np.ndarray, y: np.ndarray, *, k, n_init: int, gmm: b
         text = to_json({"scores": scores, "assignments": {n: a.tolist() for n, a in assignments.items()}})
         atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return scores, assignments
+
+
+BACKGROUND_BASELINE_ROWS = 20000  # from this many test rows, the baseline runs in a process of its own
+
+
+def _start_baseline(x, y, parts: dict | None, cache_dir, options: dict):
+    """:func:`raw_feature_baseline` of these rows, started: read from its cache, computed in a
+    process of its own (:class:`lithovae.evaluation.background.Background`) for a large test set
+    while this one clusters the latent means, else computed here when its result is asked for."""
+    from lithovae.evaluation.background import Background, Here
+
+    features = None if parts is None else {key: parts[key] for key in ("val_x", "val_y", "train_x") if key in parts}
+    path = _baseline_path(x, y, features, cache_dir, options)
+    if len(x) >= BACKGROUND_BASELINE_ROWS and (path is None or _read_baseline(path, len(x)) is None):
+        return Background(_baseline, x, y, features, cache_dir, options)
+    return Here(_baseline, x, y, features, cache_dir, options)
+
+
+def _baseline(x, y, features, cache_dir, options):
+    return raw_feature_baseline(x, y, parts=features, cache_dir=cache_dir, **options)
+
+
+def _baseline_path(x, y, parts: dict | None, cache_dir, options: dict) -> Path | None:
+    """Where :func:`raw_feature_baseline` caches the baseline of these rows and options: named
+    by a digest of the rows, labels and options (the backend included: its fits differ)."""
+    if cache_dir is None:
+        return None
+    keyed = {"k": list(options["k"]), "n_init": options["n_init"], "gmm": options["gmm"],
+             "max_fit_samples": options["max_fit_samples"], "backend": options["backend"],
+             "seed": options["seed"], "version": 2}
+    arrays = [x, y] + ([parts["val_x"], parts["val_y"]] + ([parts["train_x"]] if "train_x" in parts else [])
+                       if parts is not None else [])
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)
+                            + json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:24]
+    return Path(cache_dir) / "baselines" / f"{digest}.json"
 
 
 def _read_baseline(path: Path, rows: int) -> tuple[dict, dict] | None:

@@ -11,13 +11,15 @@
   otherwise linear. A run decides each feature's axis once, over its training bins, and saves
   it in its predictor bundle, so its predictions are drawn on the same axes;
 - a colour strip from R, G, B only where all three are features of the run;
-- strips of the described (and predicted) lithology, by name, in one palette; the cluster
-  strip in another palette, each cluster labelled by the most frequent lithology of its
-  labeled bins (``3: Shale``);
+- strips of the described (and predicted) lithology, by name, the most frequent in the
+  palette's colours (:mod:`lithovae.evaluation.style`), the rest grey "other"; the cluster strip,
+  coloured by cluster id from the same palette, each cluster labelled by the most frequent
+  lithology of its labeled bins (``3: Shale``) in its own legend;
 - depth down, labelled with its unit (the LAS depth unit; metres for LILY).
 
 What was drawn is saved in the PNG itself (text chunk ``lithovae:log``, JSON: borehole, depth
-unit, tracks with feature, unit and scale, strips, cluster labels): :func:`read_metadata`.
+unit, tracks with feature, unit and scale, strips, cluster labels, synthetic): :func:`read_metadata`.
+A run's log of synthetic data says so in its corner.
 """
 
 from __future__ import annotations
@@ -29,21 +31,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from lithovae.evaluation.style import DISTINCT, OTHER, OTHER_COLOUR, categorical, cluster_colours, mark_synthetic
+from lithovae.evaluation.style import metadata as figure_metadata
+
 __all__ = ["axis_scales", "cluster_labels", "dataset_units", "prediction_log", "read_metadata",
            "rgb_colours", "run_log"]
 
 DPI = 120
-OTHER = "other"
-OTHER_COLOUR = "#c8c8c8"
 RGB = ("R", "G", "B")
 META_KEY = "lithovae:log"
-MAX_LITHOLOGIES = 30  # named colours in a lithology strip; the rest grey, as "other"
+MAX_LITHOLOGIES = len(DISTINCT)  # named colours in a lithology strip; the rest grey, as "other"
 # LILY's instruments (the builder's raw schema): the units its manifest does not repeat
 LILY_UNITS = {"GRA": "g/cm³", "MS": "instr. units", "NGR": "cps"}
 LOG_TRANSFORMS = ("signed_log", "log1p")
@@ -51,25 +53,8 @@ DECADES = 2.0  # a positive feature without a transform spanning more than this 
 TRACK_COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan")
 
 
-# -- colours -------------------------------------------------------------------------------------
-def palette(n: int) -> list:
-    """n distinct lithology colours: tab20, tab20b, tab20c, then evenly spaced hues."""
-    base = [c for name in ("tab20", "tab20b", "tab20c") for c in colormaps[name].colors]
-    if n <= len(base):
-        return [to_rgba(c) for c in base[:n]]
-    return [to_rgba(c) for c in base] + [colormaps["hsv"](i / (n - len(base)))
-                                         for i in range(n - len(base))]
-
-
-# clusters get other colourmaps than lithologies, so a colour in a cluster strip never reads
-# as a lithology of the strip beside it
-_CLUSTER_BASE = [to_rgba(c) for name in ("Set2", "Dark2", "Pastel1", "Accent", "Pastel2")
-                  for c in colormaps[name].colors]
-
-
-def cluster_colours(ids) -> list:
-    """Colour per cluster id, fixed by the id (same cluster, same colour in every figure)."""
-    return [_CLUSTER_BASE[int(i) % len(_CLUSTER_BASE)] for i in ids]
+# -- colours ---------------------------------------------------------------------------------------
+palette = categorical  # lithologies and clusters: one palette (lithovae.evaluation.style)
 
 
 def rgb_colours(rgb) -> np.ndarray:
@@ -218,13 +203,15 @@ def _log_axes(widths: Sequence[float]):
     return fig, axes, legend_ax
 
 
-def _save(fig: Figure, path, meta: dict) -> Path:
+def _save(fig: Figure, path, meta: dict, synthetic: bool = False) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tight_layout's notes on outside legends
         fig.tight_layout()
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={META_KEY: json.dumps(meta, default=str)})
+    mark_synthetic(fig, synthetic)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={META_KEY: json.dumps(meta, default=str),
+                                                              **figure_metadata(fig, synthetic, figure="log")})
     fig.clear()
     return path
 
@@ -244,7 +231,7 @@ def track_title(feature: str, unit: str | None) -> str:
 def _draw(part: pd.DataFrame, features: Sequence[str], path, *, borehole_id, units: Mapping | None,
           depth_unit: str | None, scales: Mapping | None, lithology: pd.Series | None,
           predicted: pd.Series | None, clusters: np.ndarray | None, labels: Mapping | None,
-          anomaly: bool, title_note: str = "") -> Path:
+          anomaly: bool, title_note: str = "", synthetic: bool = False) -> Path:
     """The log of ``part``: one borehole's bins sorted by depth, with ``depth_m``, the features
     (original units) and, where present, ``<feature>_imputed`` / ``<feature>_out_of_range``
     flags and ``anomaly_percentile``. ``lithology``/``predicted``: names aligned with ``part``."""
@@ -286,8 +273,8 @@ def _draw(part: pd.DataFrame, features: Sequence[str], path, *, borehole_id, uni
     names = pd.concat([s for s in (lithology, predicted) if s is not None]).dropna() \
         if lithology is not None or predicted is not None else pd.Series(dtype=object)
     counts = names.value_counts()
-    shown = sorted(counts.index[:MAX_LITHOLOGIES], key=lambda n: (-counts[n], n))
-    colour_of = dict(zip(shown, palette(len(shown))))
+    shown = sorted(counts.index[:MAX_LITHOLOGIES], key=lambda n: (-counts[n], n))  # most frequent first
+    colour_of = dict(zip(shown, categorical(len(shown))))
     for series, title in ((lithology, "lithology"), (predicted, "predicted")):
         if series is not None:
             _strip(axes[i], depth, _name_colours(series.reset_index(drop=True), colour_of), height, title)
@@ -331,20 +318,22 @@ def _draw(part: pd.DataFrame, features: Sequence[str], path, *, borehole_id, uni
     fig.suptitle(f"Borehole {borehole_id} ({len(part)} bins, {depth.min():.1f}–{depth.max():.1f}{unit})"
                  + title_note, fontsize=10)
     meta = {"borehole": str(borehole_id), "depth_unit": depth_unit, "tracks": drawn, "strips": strips,
-            "clusters": {str(c): n for c, n in cluster_names.items()}, "lithologies": shown}
-    return _save(fig, path, meta)
+            "clusters": {str(c): n for c, n in cluster_names.items()}, "lithologies": shown,
+            "synthetic": bool(synthetic)}
+    return _save(fig, path, meta, synthetic)
 
 
 def run_log(frame: pd.DataFrame, x_raw, feature_names: Sequence[str], assignment, borehole_id, path, *,
             base_features: Sequence[str] | None = None, units: Mapping | None = None,
-            depth_unit: str | None = None, scales: Mapping | None = None, labels: Mapping | None = None
-            ) -> Path:
+            depth_unit: str | None = None, scales: Mapping | None = None, labels: Mapping | None = None,
+            synthetic: bool = False) -> Path:
     """A training run's log of one (test) borehole: ``frame`` (borehole_id, depth_m, principal)
     and ``x_raw`` (features in original units, aligned with it; ``feature_names`` its columns)
     of all bins, ``assignment`` their clusters (or None). ``base_features``: the tracks (the
     run's features before context/engineered columns; default all); ``scales``: from
     :func:`axis_scales` over all bins (default: by these bins, no transform); ``labels``: cluster
-    labels (default: :func:`cluster_labels` over all labeled bins of ``frame``)."""
+    labels (default: :func:`cluster_labels` over all labeled bins of ``frame``); ``synthetic``: the
+    data are synthetic (the figure says so)."""
     x_raw = np.asarray(x_raw, dtype=np.float64)
     names = list(feature_names)
     if x_raw.ndim != 2 or x_raw.shape != (len(frame), len(names)):
@@ -367,7 +356,7 @@ def run_log(frame: pd.DataFrame, x_raw, feature_names: Sequence[str], assignment
     return _draw(part, features, path, borehole_id=borehole_id, units=units, depth_unit=depth_unit,
                  scales=scales, lithology=lithology_all.iloc[rows].reset_index(drop=True), predicted=None,
                  clusters=None if clusters_all is None else clusters_all[rows], labels=labels,
-                 anomaly=False, title_note="; blank colour = no RGB" if has_rgb else "")
+                 anomaly=False, title_note="; blank colour = no RGB" if has_rgb else "", synthetic=synthetic)
 
 
 def prediction_log(table: pd.DataFrame, features: Sequence[str], borehole_id, path,

@@ -11,7 +11,8 @@
   clusterer fitted on the training boreholes and chosen on the validation ones (its test score
   is the run's ``ari_inductive``); ``clusters.csv``: its clusters' lithologies on the test
   boreholes;
-- ``anomaly.json``: the anomaly score's distribution over the training bins (1001 quantiles).
+- ``anomaly.json``: the anomaly score's distribution over the training bins (1001 quantiles);
+- ``example.json``: a few of the run's test bins in original units (the MLflow model's input example).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from lithovae.prediction.clusterer import FittedClusterer
 from lithovae.prediction.predictor import BUNDLE_DIR, BUNDLE_FORMAT, Predictor
 
 QUANTILES = np.linspace(0.0, 1.0, 1001)
+EXAMPLE_FILE = "example.json"
+EXAMPLE_BINS = 5
 
 
 def training_range(dm) -> dict[str, list[float]]:
@@ -40,6 +43,23 @@ def training_range(dm) -> dict[str, list[float]]:
     with np.errstate(all="ignore"):
         low, high = np.nanmin(raw, 0), np.nanmax(raw, 0)
     return {"min": low.tolist(), "max": high.tolist()}
+
+
+def example_bins(dm, n: int = EXAMPLE_BINS) -> pd.DataFrame:
+    """The first ``n`` bins by depth of one test borehole, among the test bins with the most
+    features observed: columns ``borehole_id``, ``depth_m`` and the base features in original
+    units (6 significant digits, NaN where unobserved)."""
+    test = dm.tensors["test"]
+    n_base = len(dm.base_features)
+    raw = dm.scaler.inverse_transform(test["x"].numpy().astype(np.float64))[:, :n_base]
+    observed = test["observed"].numpy()[:, :n_base]
+    frame = dm.frames["test"][["borehole_id", "depth_m"]].copy()
+    for j, feature in enumerate(dm.base_features):
+        frame[feature] = [float(f"{v:.6g}") if seen else np.nan for v, seen in zip(raw[:, j], observed[:, j])]
+    most = observed.sum(1) == observed.sum(1).max()
+    borehole = frame["borehole_id"][most].iloc[0]
+    rows = frame[most & (frame["borehole_id"] == borehole).to_numpy()]
+    return rows.sort_values("depth_m").head(n).reset_index(drop=True)
 
 
 def unsupported_reason(cfg) -> str | None:
@@ -106,6 +126,7 @@ def write_bundle(run_dir: Path, *, cfg, dm, model, clusterer, assignment, metric
         train = dm.tensors["train"]
         scores = predictor.anomaly_scores(train["x"], train["observed"])
         (tmp / "anomaly.json").write_text(json.dumps(anomaly_distribution(scores), indent=1))
+        (tmp / EXAMPLE_FILE).write_text(example_bins(dm).to_json(orient="split", index=False, double_precision=15))
         agreement = float(np.mean(predictor.clusterer.predict(predictor_latents(predictor, dm)) == assignment))
         meta["clustering"]["agreement_with_scored_assignment"] = agreement
         (tmp / "predictor.json").write_text(json.dumps(meta, indent=1, default=str))

@@ -2,16 +2,20 @@
 
 ``mlflow.pyfunc.load_model(uri).predict(frame)`` returns the table of ``lithovae.predict``
 for the bins of ``frame`` (columns ``borehole_id``, ``depth_m`` and the run's features, in
-original units). The model's only artifact is the run's predictor bundle; its code is this
-package, which must be installed where the model is loaded (``mlflow models serve
---env-manager local``).
+original units). The model holds everything it needs to be served elsewhere: the run's
+predictor bundle (its only artifact), a few of the run's test bins as its input example, this
+package's code (``code/lithovae``, put on ``sys.path`` when the model loads) and a
+``requirements.txt`` of the registry packages that code imports when it loads and predicts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import json
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
@@ -24,6 +28,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_EXHAUSTED
 
 MODEL_NAME = "model"  # runs:/<run id>/model
+# the registry packages the serving path (load_context and predict, below) imports, each pinned to
+# this environment's version: torch, numpy, pandas (predictor), hydra-core and omegaconf (the
+# model built from its saved config, lithovae.config, lithovae.untrusted), pyarrow
+# (lithovae.data.builder, via prediction.rows), PyYAML (lithovae.data.labels), scikit-learn and
+# scipy (lithovae.evaluation, and the VaDE and contrastive models), mlflow-skinny (pyfunc and
+# `mlflow models serve`); not Lightning (tests/test_predict.py loads the model with it blocked)
+SERVING_PACKAGES = ("mlflow-skinny", "torch", "numpy", "pandas", "pyarrow", "hydra-core", "omegaconf",
+                    "PyYAML", "scikit-learn", "scipy")
 log = logging.getLogger("lithovae")
 
 
@@ -119,14 +131,22 @@ def _trim() -> None:
 _TRIMMER = _Trimmer()
 
 
-def example_bins(predictor, n: int = 4) -> pd.DataFrame:
-    """Bins spread over the training range of every feature (what the signature is inferred from)."""
-    low = np.nan_to_num(predictor.range_low)
-    high = np.nan_to_num(predictor.range_high)
-    frame = pd.DataFrame({"borehole_id": ["example"] * n, "depth_m": 0.2 * np.arange(n, dtype=np.float64)})
-    for j, feature in enumerate(predictor.features):
-        frame[feature] = np.linspace(low[j], high[j], n)
-    return frame
+def serving_requirements() -> list[str]:
+    """``SERVING_PACKAGES`` as ``name==version`` lines, the installed version without a local
+    label (``2.13.0+cpu`` is ``2.13.0``, which the registry has)."""
+    from packaging.version import Version
+
+    return [f"{name}=={Version(importlib.metadata.version(name)).public}" for name in SERVING_PACKAGES]
+
+
+def input_example(bundle: Path) -> pd.DataFrame:
+    """The bundle's ``example.json`` (a few of the run's test bins, written with the bundle just
+    before the model is logged) as a frame: ``borehole_id`` text, every other column float."""
+    from lithovae.prediction.bundle import EXAMPLE_FILE
+
+    state = json.loads((bundle / EXAMPLE_FILE).read_text())
+    frame = pd.DataFrame(state["data"], columns=state["columns"])
+    return frame.astype({c: str if c == "borehole_id" else np.float64 for c in frame.columns})
 
 
 def _signature(example: pd.DataFrame, output: pd.DataFrame):
@@ -151,30 +171,36 @@ def _active_run(tracking_uri: str, run_id: str):
 
 
 def log_model(logger, bundle: Path, register_as: str | None = None):
-    """Log ``bundle`` as the run's pyfunc model (``runs:/<run id>/model``), with an input and
-    output signature; ``register_as``: also a new version of that registered model."""
-    from lithovae import __version__
+    """Log ``bundle`` as the run's pyfunc model (``runs:/<run id>/model``), with its input example,
+    an input and output signature, this package's code and its serving requirements;
+    ``register_as``: also a new version of that registered model."""
     from lithovae.prediction.predictor import Predictor
     from lithovae.prediction.rows import predict_rows
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in run logs
     predictor = Predictor(bundle)
-    example = example_bins(predictor)
+    example = input_example(bundle)
     client = logger.experiment
     status = client.get_run(logger.run_id).info.status
-    with warnings.catch_warnings():
-        # MLflow's hints: integer output columns (never missing here) and no input example
-        # (the signature is given, so none is needed)
-        warnings.filterwarnings("ignore", message=".*[Ii]nteger column", category=UserWarning)
-        warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
-        signature = _signature(example, predict_rows(predictor, example))
-        with _active_run(logger.experiment.tracking_uri, logger.run_id):
-            info = mlflow.pyfunc.log_model(
-                # models from code: the model is this package's class, named in a file, never pickled
-                name=MODEL_NAME, python_model=str(Path(__file__).with_name("model_code.py")),
-                artifacts={"predictor": str(bundle)},
-                signature=signature, pip_requirements=[f"lithovae=={__version__}"],
-                registered_model_name=register_as, await_registration_for=60)
+    path = list(sys.path)
+    try:
+        with warnings.catch_warnings():
+            # MLflow's hint about integer output columns (never missing here), and pandas 3's
+            # deprecation of a comparison MLflow makes when it saves the input example
+            warnings.filterwarnings("ignore", message=".*[Ii]nteger column", category=UserWarning)
+            warnings.filterwarnings("ignore", message="Operation with range is deprecated")
+            signature = _signature(example, predict_rows(predictor, example))
+            with _active_run(logger.experiment.tracking_uri, logger.run_id):
+                info = mlflow.pyfunc.log_model(
+                    # models from code: the model is this package's class, named in a file, never pickled
+                    name=MODEL_NAME, python_model=str(Path(__file__).with_name("model_code.py")),
+                    artifacts={"predictor": str(bundle)}, code_paths=[str(Path(__file__).parents[1])],
+                    signature=signature, input_example=example, pip_requirements=serving_requirements(),
+                    registered_model_name=register_as, await_registration_for=60)
+    finally:
+        # MLflow serves the example once to check it, with the model's copy of the code first on
+        # sys.path: this process goes on with its own
+        sys.path[:] = path
     if status == "RUNNING":  # leaving the active run ended it: the training run ends it itself
         client.update_run(logger.run_id, status="RUNNING")
     return info

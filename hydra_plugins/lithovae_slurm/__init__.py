@@ -1,0 +1,1 @@
+"""lithovae's Hydra plugins: the SLURM launcher."""

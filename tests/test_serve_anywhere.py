@@ -1,0 +1,141 @@
+"""A run's MLflow model serves from its own directory alone: a fresh virtual environment gets
+only the model's ``requirements.txt`` (registry packages; lithovae's code travels inside the
+model), and that environment's ``mlflow models serve`` answers like the model in process.
+
+Slow: the environment comes from the package registry, 78 packages, 1.6 GB, removed at the end.
+The test prints how long each step took. On the busy 2-core machine it took 9 min: building the
+environment 6 min, removing it 2 min, the server 24 s to answer /ping."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from lithovae.train import train
+from tests.conftest import compose_train
+from tests.test_tracking_server import MLFLOW, _free_port
+
+FEATURES = ["GRA", "MS", "NGR", "R", "G", "B"]
+
+
+@contextlib.contextmanager
+def _serving(venv: Path, model_dir: Path, log_path: Path, wait_s: float = 300):
+    """``<venv>/bin/mlflow models serve`` of ``model_dir`` on 127.0.0.1, in its own process group,
+    with nothing of this environment: MLflow starts ``uvicorn`` by name, the venv's comes first."""
+    port = _free_port()
+    env = {"HOME": os.environ.get("HOME", "/tmp"), "PATH": f"{venv / 'bin'}{os.pathsep}{os.defpath}",
+           "LANG": "C.UTF-8", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([str(venv / "bin" / "mlflow"), "models", "serve", "-m", str(model_dir),
+                                   "--env-manager", "local", "-w", "1", "-h", "127.0.0.1", "-p", str(port)],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_path.parent,
+                                  start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                with contextlib.suppress(OSError), urllib.request.urlopen(f"{base}/ping", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the model server did not come up: {log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield base
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+def _as_json(frame: pd.DataFrame) -> list[dict]:
+    """``frame``'s rows as JSON carries them (every float in full: repr round-trips)."""
+    return json.loads(json.dumps(frame.astype(object).where(frame.notna(), None).to_dict(orient="records")))
+
+
+def _invoke(base: str, frame: pd.DataFrame) -> pd.DataFrame:
+    rows = _as_json(frame)
+    payload = {"dataframe_split": {"columns": list(frame.columns), "data": [list(r.values()) for r in rows]}}
+    req = urllib.request.Request(f"{base}/invocations", data=json.dumps(payload).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return pd.DataFrame(json.loads(resp.read())["predictions"])
+
+
+@pytest.mark.slow  # minutes: a training, a virtual environment from the registry, a server
+@pytest.mark.timeout(1800)
+def test_a_fresh_venv_with_only_the_models_requirements_serves_it_like_predict(tmp_path, shared_data_dir):
+    timings = {}
+    started = time.monotonic()
+    cfg = compose_train(["experiment=v2_14_2", "trainer.max_epochs=2"], tmp_path, shared_data_dir)
+    metrics = train(cfg)
+    timings["training"] = time.monotonic() - started
+    store = f"sqlite:///{tmp_path / 'outputs' / 'mlruns' / 'mlflow.db'}"
+
+    # the model directory as another machine gets it: downloaded with the README's command
+    step = time.monotonic()
+    model_dir = tmp_path / "downloaded"
+    subprocess.run([str(MLFLOW), "artifacts", "download", "-u", f"runs:/{metrics['mlflow_run_id']}/model",
+                    "-d", str(model_dir)], check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    model_dir = model_dir / "model"
+    requirements = (model_dir / "requirements.txt").read_text().split()
+    assert not any(line.lower().startswith("lithovae") for line in requirements)
+    timings["download"] = time.monotonic() - step
+
+    venv = tmp_path / "fresh-venv"
+    try:
+        step = time.monotonic()
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+        install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-input",
+                                  "-r", str(model_dir / "requirements.txt")],
+                                 capture_output=True, text=True, timeout=1500, env=clean, cwd=tmp_path)
+        assert install.returncode == 0, install.stderr[-3000:]
+        timings["venv from requirements.txt"] = time.monotonic() - step
+        # lithovae comes from the model (code/lithovae), not from the environment
+        probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import lithovae"], capture_output=True,
+                               text=True, env=clean, cwd=tmp_path)
+        assert "No module named 'lithovae'" in probe.stderr
+
+        # test bins of the run, one value missing (imputed, flagged), and the model's own example
+        dataset = pd.read_parquet(metrics["dataset_path"]) if "dataset_path" in metrics else \
+            pd.read_parquet(next(Path(shared_data_dir).rglob("synthetic-small-seed0*.parquet")))
+        test = json.loads((tmp_path / "run" / "split.json").read_text())["boreholes"]["test"][:2]
+        bins = dataset[dataset["borehole_id"].isin(test)][["borehole_id", "depth_m", *FEATURES]].reset_index(drop=True)
+        bins.loc[3, "MS"] = np.nan
+        path = list(sys.path)
+        in_process = mlflow.pyfunc.load_model(str(model_dir))
+        sys.path[:] = path  # loading put the model's code/ first
+        example = in_process.input_example
+        step = time.monotonic()
+        with _serving(venv, model_dir, tmp_path / "serve.log") as base:
+            timings["server up"] = time.monotonic() - step
+            answers = [_invoke(base, frame) for frame in (bins, example)]
+        for frame, answer in zip((bins, example), answers):
+            expected = pd.DataFrame(_as_json(in_process.predict(frame)))
+            # float32 latents from another process agree to ~1e-6 (threads sum in another order)
+            pd.testing.assert_frame_equal(answer, expected, check_exact=False, rtol=1e-5, atol=1e-6)
+        assert answers[0].loc[3, "MS_imputed"] and not answers[0].loc[2, "MS_imputed"]
+    finally:
+        step = time.monotonic()
+        shutil.rmtree(venv, ignore_errors=True)  # 1.6 GB
+        timings["removing the venv"] = time.monotonic() - step
+        timings["in all"] = time.monotonic() - started
+        print("serve-anywhere timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
