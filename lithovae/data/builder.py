@@ -409,10 +409,9 @@ def _output_problem(out_path: Path, old: dict) -> str | None:
     return None
 
 
-def _cached(manifest_path: Path, out_path: Path, inputs: dict, raw_dir: Path, log=print) -> dict | None:
-    """The previous manifest if the output is current for these inputs and intact, else None.
-    A damaged manifest or dataset (truncated, garbled, another shape) is said in one line:
-    the caller then rebuilds it."""
+def _read_manifest(manifest_path: Path, out_path: Path, log=print) -> dict | None:
+    """The cached dataset's manifest if both files are there and it is well formed (it is read
+    back, so any JSON may be there), else None; a damaged one is said in one line."""
     if not (manifest_path.exists() and out_path.exists()):
         return None
     try:
@@ -423,6 +422,16 @@ def _cached(manifest_path: Path, out_path: Path, inputs: dict, raw_dir: Path, lo
     problem = _manifest_problem(old)
     if problem:
         log(f"[lithovae.data] {manifest_path}: damaged manifest ({problem}); rebuilding")
+        return None
+    return old
+
+
+def _cached(manifest_path: Path, out_path: Path, inputs: dict, raw_dir: Path, log=print) -> dict | None:
+    """The previous manifest if the output is current for these inputs and intact, else None.
+    A damaged manifest or dataset (truncated, garbled, another shape) is said in one line:
+    the caller then rebuilds it."""
+    old = _read_manifest(manifest_path, out_path, log)
+    if old is None:
         return None
     old_inputs = old["inputs"]
     if set(old_inputs) != set(inputs):
@@ -456,15 +465,10 @@ def built_dataset(out_dir: str | Path, options: BuildOptions, *, name: str, log=
     out_dir = Path(out_dir)
     stem = f"{name}_{options.feature_set}_{options.cache_key()}"
     out_path, manifest_path = out_dir / f"{stem}.parquet", out_dir / f"{stem}.manifest.json"
-    if not (manifest_path.exists() and out_path.exists()):
+    old = _read_manifest(manifest_path, out_path, log)
+    if old is None:
         return None
-    try:
-        old = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        log(f"[lithovae.data] {manifest_path}: damaged manifest (not JSON: {type(exc).__name__}); rebuilding")
-        return None
-    problem = _manifest_problem(old) or ("output" not in old and "no 'output' record") \
-        or _output_problem(out_path, old)
+    problem = ("output" not in old and "no 'output' record") or _output_problem(out_path, old)
     if problem:
         log(f"[lithovae.data] {out_path}: damaged cached dataset ({problem}); rebuilding")
         return None
