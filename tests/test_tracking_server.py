@@ -45,13 +45,15 @@ def _env(**extra: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def background_server(args: list[str], ready_path: str, log_path: Path, env: dict[str, str] | None = None,
-                      wait_s: float = 120):
-    """``mlflow <args> --host 127.0.0.1 --port P`` in its own process group; yields its URL
-    once ``ready_path`` answers 200, and stops it (and the workers it started) afterwards."""
+                      wait_s: float = 120, mlflow: Path = MLFLOW):
+    """``mlflow <args> --host 127.0.0.1 --port P`` in its own process group (``mlflow``: which
+    environment's); yields its URL once ``ready_path`` answers 200, and stops it (and the workers
+    it started) afterwards."""
     port = _free_port()
     log = open(log_path, "w")
-    server = subprocess.Popen([str(MLFLOW), *args, "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT, env=env or _env(), start_new_session=True)
+    server = subprocess.Popen([str(mlflow), *args, "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT, env=env or _env(), start_new_session=True,
+                              cwd=log_path.parent)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + wait_s

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from lithovae.data import reference
 from lithovae.data.errors import BuildError
 from lithovae.data.features import expand_features
-from lithovae.data.labels import LabelEncoding, data_classes  # noqa: F401 - LabelEncoding re-exported
+from lithovae.data.labels import LabelEncoding
 from lithovae.data.scaler import DistributionAwareScaler
 from lithovae.data.schema import DATASET_KEY_COLUMNS
 from lithovae.data.sources import missing_ids
