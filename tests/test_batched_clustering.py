@@ -229,11 +229,11 @@ def test_a_member_with_ties_leaves_the_others_unchanged():
     x = torch.stack([torch.randn(4000, 3, generator=torch.Generator().manual_seed(0)),
                      torch.as_tensor(rng.integers(-2, 3, (4000, 3)), dtype=torch.float32)])
     x1 = torch.cat([x, torch.ones(2, 4000, 1)], -1)
-    xt = x.transpose(1, 2).contiguous()
+    xt, x1t = x.transpose(1, 2).contiguous(), x1.transpose(1, 2).contiguous()
     centers = x[:, :5][:, None]  # [2 members, 1 run, k = 5, D]
-    (new, _), = batched._lloyd_step(x1, xt, [(5, centers)], 1000)
-    (alone, _), = batched._lloyd_step(x1[:1], xt[:1], [(5, centers[:1])], 1000)
-    (exact, _), = batched._lloyd_step(x1[1:], xt[1:], [(5, centers[1:])], 1000)
+    (new, _), = batched._lloyd_step(x1, xt, x1t, [(5, centers)], 1000)
+    (alone, _), = batched._lloyd_step(x1[:1], xt[:1], x1t[:1], [(5, centers[:1])], 1000)
+    (exact, _), = batched._lloyd_step(x1[1:], xt[1:], x1t[1:], [(5, centers[1:])], 1000)
     assert torch.equal(new[0], alone[0]) and torch.equal(new[1], exact[0])
     dist = ((x[1, :, None] - centers[1, 0][None]) ** 2).sum(-1)
     assert ((dist == dist.min(1, keepdim=True).values).sum(1) > 1).any()  # there are ties

@@ -218,22 +218,25 @@ def _exact_sums(x1: torch.Tensor, xt: torch.Tensor, k: int, centers: torch.Tenso
     return sums.view(m, a, k, -1)
 
 
-def _lloyd_step(x1: torch.Tensor, xt: torch.Tensor, groups, step: int):
+def _lloyd_step(x1: torch.Tensor, xt: torch.Tensor, x1t: torch.Tensor, groups, step: int):
     """One Lloyd iteration of every run of ``groups``; ``x1`` [M, N, D + 1] are the rows with a
-    trailing 1, ``xt`` [M, D, N] the rows transposed. Returns per group the new centres
-    [M, A, k, D] and the squared centre shift [M, A].
+    trailing 1, ``xt`` [M, D, N] the rows transposed, ``x1t`` [M, D + 1, N] ``x1`` transposed.
+    Returns per group the new centres [M, A, k, D] and the squared centre shift [M, A].
 
     The assignment is ``distance == minimum`` over a run's slots, summed with one matrix product;
     a run where a row ties between two centres (duplicate rows or centres) is redone with an
     argmin. An empty cluster takes the row farthest from its centre (sklearn)."""
     m, n, d1 = x1.shape
     c, cn = _stacked(groups)
-    acc = x1.new_zeros(m, c.shape[1], d1)
+    # the sums as [D + 1, columns] = rows^T @ assignment: ~3.5x faster on one CPU thread than
+    # [columns, D + 1] = assignment^T @ rows (a long output row per product, not 11 short ones)
+    acc_t = x1.new_zeros(m, d1, c.shape[1])
     for rows in _chunks(n, step):
         dist = torch.baddbmm(cn, c, xt[:, :, rows], alpha=-2)
         for block in _blocks(dist, groups):
             torch.eq(block, block.amin(2, keepdim=True), out=block)
-        acc.baddbmm_(dist, x1[:, rows])
+        acc_t.baddbmm_(x1t[:, :, rows], dist.transpose(1, 2))
+    acc = acc_t.transpose(1, 2).contiguous()
     out, offset = [], 0
     for k, centers in groups:
         a = centers.shape[1]
@@ -301,6 +304,7 @@ def kmeans(x, ks: Sequence[int], n_init: int, seed: int, max_iter: int = 300, to
     xt = xc.transpose(1, 2).contiguous()
     xn = (xc ** 2).sum(-1)
     x1 = torch.cat([xc, xc.new_ones(m, n, 1)], -1)
+    x1t = x1.transpose(1, 2).contiguous()
     kmax, n_k = max(ks), len(ks)
     p = n_k * n_init  # run = (index of k) * n_init + restart
     if init is None:
@@ -316,7 +320,7 @@ def kmeans(x, ks: Sequence[int], n_init: int, seed: int, max_iter: int = 300, to
         selection = _active_groups(active, ks, n_init)
         if not selection:
             break
-        steps = _lloyd_step(x1, xt, [(k, centers[:, runs, :k]) for k, runs in selection], step)
+        steps = _lloyd_step(x1, xt, x1t, [(k, centers[:, runs, :k]) for k, runs in selection], step)
         for (k, runs), (new, shift) in zip(selection, steps):
             update = active[:, runs]
             block = centers[:, runs]
