@@ -1,6 +1,6 @@
 """Evaluation wall time: the torch backend against scikit-learn, in the same process.
 
-The clustering part of ``evaluate()`` on a test set of the default size (40 000 rows of
+The clustering part of ``score_model()`` on a test set of the default size (40 000 rows of
 10-D latent means, drawn from a seeded mixture of 15 anisotropic Gaussians of unequal sizes,
 labelled by component): for each k in ``eval.k`` = [10, 12, 15, 20], k-means with 10
 restarts and a full-covariance GMM, ARI against the labels, then the silhouette of the best
@@ -51,7 +51,7 @@ def mixture(rows: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, 
 
 
 def evaluation(latent: np.ndarray, labels: np.ndarray, backend: str, seed: int = 0):
-    """What evaluate() computes for clustering: (wall seconds, scores, silhouette)."""
+    """What score_model() computes for clustering: (wall seconds, scores, silhouette)."""
     started = time.perf_counter()
     result = clustering_scores(latent, labels, ks=KS, seed=seed, n_init=N_INIT, gmm=True,
                                max_fit_samples=None, backend=backend)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lithovae.checks import non_negative_number
+from lithovae.checks import check_options, non_negative
 
 __all__ = ["AlphaStrategy", "NoAlpha", "FixedAlpha", "AdaptiveAlpha"]
 
@@ -31,11 +31,19 @@ class AlphaStrategy:
     def __call__(self, target: Tensor) -> float | Tensor:
         raise NotImplementedError
 
+    def uniform(self) -> float | None:
+        """The weight every row gets whatever its class, or None when it depends on the class
+        (the stacked ensemble then calls the strategy on each member's batch)."""
+        return None
+
 
 class NoAlpha(AlphaStrategy):
     """No classification loss (unsupervised models)."""
 
     def __call__(self, target: Tensor) -> float:
+        return 0.0
+
+    def uniform(self) -> float:
         return 0.0
 
     def __repr__(self) -> str:
@@ -45,10 +53,16 @@ class NoAlpha(AlphaStrategy):
 class FixedAlpha(AlphaStrategy):
     """The same weight for every sample (v2.14: 0.1; hybrid: 0.5)."""
 
+    OPTIONS = {"value": non_negative}  # the ranges, checked by the config and here (lithovae.checks)
+
     def __init__(self, *, value: float):
-        self.value = non_negative_number("value", value)
+        check_options(type(self), locals())
+        self.value = float(value)
 
     def __call__(self, target: Tensor) -> float:
+        return self.value
+
+    def uniform(self) -> float:
         return self.value
 
     def __repr__(self) -> str:
@@ -63,8 +77,11 @@ class AdaptiveAlpha(AlphaStrategy):
     weights are always finite.
     """
 
+    OPTIONS = {"base": non_negative}
+
     def __init__(self, *, base: float):
-        self.base = non_negative_number("base", base)
+        check_options(type(self), locals())
+        self.base = float(base)
         self._table: Tensor | None = None  # float32 [n_classes] on the CPU, set by bind()
         self._device_tables: dict[torch.device, Tensor] = {}  # _table copied to each device used
 

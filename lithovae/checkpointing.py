@@ -21,12 +21,19 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint
+
+from lithovae.checks import MAX_CLUSTERS, at_least, between, integer_at_least
+from lithovae.files import atomic_write
+
+# not at the top: sklearn and the evaluation/model helpers of the val_ari policy are imported inside
+# it: the other policies and the command line's config check need neither
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +43,6 @@ BEST = "best.ckpt"
 
 def copy_atomically(source: Path, path: Path) -> None:
     """A copy of ``source`` at ``path``, renamed into place (never half-written)."""
-    from lithovae.files import atomic_write
 
     atomic_write(path, lambda tmp: shutil.copyfile(source, tmp))
 
@@ -87,8 +93,10 @@ class EpochEndCheckpoint(Checkpoint):
         save_atomically(trainer, self.path)
 
 
-class CheckpointPolicy(Checkpoint):
-    """Chooses the evaluated weights. Subclasses with a ``monitor`` keep ``best.ckpt``."""
+class CheckpointPolicy:
+    """Chooses the evaluated weights: a rule fed each epoch's validation metrics by either
+    training loop (:class:`PolicyCheckpoint` under Lightning, the stacked loop per member), which
+    saves ``best.ckpt`` whenever :meth:`end_epoch` says so. Subclasses monitor a value."""
 
     name = "final"
     mode = "min"
@@ -102,22 +110,30 @@ class CheckpointPolicy(Checkpoint):
         self.dirpath = Path(dirpath)
         return self
 
-    def score(self, trainer, pl_module) -> float | None:
+    @property
+    def state_key(self) -> str:
+        """The key of this policy's state in a training checkpoint."""
+        return type(self).__qualname__
+
+    def measure(self, epoch: int, max_epochs: int, model, val: dict, seed: int) -> dict[str, float]:
+        """Validation values this policy computes itself after ``epoch`` (finite ones only, by
+        their logged names), from ``model`` and the validation tensors ``val``; the loop logs them."""
+        return {}
+
+    def score(self, epoch: int, metrics: Mapping[str, float]) -> float | None:
         """This epoch's monitored value, or None when it was not measured."""
         return None
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
-        value = self.score(trainer, pl_module)
+    def end_epoch(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        """After ``epoch``'s validation: whether its weights are the best so far (save them)."""
+        value = self.score(epoch, metrics)
         if value is None or not math.isfinite(value):
-            return
-        better = (self.best_score is None or
-                  (value < self.best_score if self.mode == "min" else value > self.best_score))
-        if better:
-            self.best_score, self.best_epoch = float(value), int(trainer.current_epoch)
-            self.dirpath.mkdir(parents=True, exist_ok=True)
-            save_atomically(trainer, self.dirpath / BEST)
+            return False
+        if self.best_score is not None and not (
+                value < self.best_score if self.mode == "min" else value > self.best_score):
+            return False
+        self.best_score, self.best_epoch = float(value), int(epoch)
+        return True
 
     def selected(self) -> Path:
         """The checkpoint to evaluate. Read from disk after training, so it holds with spawned
@@ -159,8 +175,8 @@ class LowestValidationMetric(CheckpointPolicy):
         # val_loss and val_recon keep apart: a resume restores (and takes over) the same policy's best
         return f"{type(self).__qualname__}[{self.metric}]"
 
-    def score(self, trainer, pl_module) -> float | None:
-        value = trainer.callback_metrics.get(f"val/{self.metric}")
+    def score(self, epoch: int, metrics: Mapping[str, float]) -> float | None:
+        value = metrics.get(f"val/{self.metric}")
         return None if value is None else float(value)
 
 
@@ -170,52 +186,86 @@ class HighestValidationARI(CheckpointPolicy):
 
     name = "val_ari"
     mode = "max"
+    metric = "val/ari"
+    # the options' ranges, checked by the config (lithovae.checks)
+    OPTIONS = {"every_n_epochs": at_least(1), "k": between(2, MAX_CLUSTERS), "n_init": at_least(1),
+               "max_rows": at_least(2)}
 
     def __init__(self, *, every_n_epochs: int, k: int, n_init: int, max_rows: int):
         super().__init__()
-        from lithovae.checks import integer_at_least
 
         self.every_n_epochs = integer_at_least("checkpoint.every_n_epochs", every_n_epochs, 1)
         self.k = integer_at_least("checkpoint.k", k, 2)
         self.n_init = integer_at_least("checkpoint.n_init", n_init, 1)
         self.max_rows = integer_at_least("checkpoint.max_rows", max_rows, 2)
-        self._epoch_score: tuple[int, float] | None = None
+        self._measured: tuple[int, float] | None = None  # (epoch, ARI) of the last measurement
 
-    def _due(self, trainer) -> bool:
-        epoch = trainer.current_epoch
-        return (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 >= (trainer.max_epochs or 0)
+    def due(self, epoch: int, max_epochs: int) -> bool:
+        return (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 >= max_epochs
+
+    def measure(self, epoch: int, max_epochs: int, model, val: dict, seed: int) -> dict[str, float]:
+        if not self.due(epoch, max_epochs):
+            return {}
+        value = validation_ari(model, val, self.k, self.n_init, self.max_rows, seed=seed)
+        self._measured = (epoch, value)
+        return {self.metric: value} if math.isfinite(value) else {}
+
+    def score(self, epoch: int, metrics: Mapping[str, float]) -> float | None:
+        # this epoch's own measurement: a logged val/ari of an earlier epoch does not count again
+        if self._measured is None or self._measured[0] != epoch:
+            return None
+        return self._measured[1]
+
+
+class PolicyCheckpoint(Checkpoint):
+    """Lightning's adapter of a :class:`CheckpointPolicy`: measures, logs, and keeps ``best.ckpt``."""
+
+    def __init__(self, policy: CheckpointPolicy):
+        self.policy = policy
+
+    @property
+    def state_key(self) -> str:
+        return self.policy.state_key
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not self._due(trainer):
+        if trainer.sanity_checking:
             return
-        value = validation_ari(pl_module, trainer.datamodule, self.k, self.n_init, self.max_rows,
-                               seed=pl_module.seed)
-        self._epoch_score = (trainer.current_epoch, value)
-        if math.isfinite(value):
-            pl_module.log("val/ari", value, on_epoch=True, on_step=False)
-            pl_module.record("val/ari", value)
+        measured = self.policy.measure(trainer.current_epoch, trainer.max_epochs or 0, pl_module.model,
+                                       trainer.datamodule.tensors["val"], pl_module.seed)
+        for name, value in measured.items():
+            pl_module.log(name, value, on_epoch=True, on_step=False)
+            pl_module.record(name, value)
 
-    def score(self, trainer, pl_module) -> float | None:
-        if self._epoch_score is None or self._epoch_score[0] != trainer.current_epoch:
-            return None
-        return self._epoch_score[1]
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if self.policy.end_epoch(trainer.current_epoch, metrics):
+            self.policy.dirpath.mkdir(parents=True, exist_ok=True)
+            save_atomically(trainer, self.policy.dirpath / BEST)
+
+    def state_dict(self) -> dict:
+        return self.policy.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.policy.load_state_dict(state_dict)
 
 
-def validation_ari(pl_module, dm, k: int, n_init: int, max_rows: int, seed: int) -> float:
-    """k-means ARI of the validation latent means (NaN without labels or with one class)."""
+def validation_ari(model, val: dict, k: int, n_init: int, max_rows: int, seed: int) -> float:
+    """k-means ARI of ``model``'s latent means of the validation tensors ``val`` (NaN without
+    labels or with one class)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
     from lithovae.evaluation.metrics import seeded_subsample
     from lithovae.models.base import latent_means
 
-    val = dm.tensors["val"]
     rows = torch.from_numpy(seeded_subsample(len(val["x"]), max_rows, seed))
     y = val["y"][rows.to(val["y"].device)].cpu().numpy()
     labeled = y >= 0
     if np.unique(y[labeled]).size < 2 or len(rows) < k:
         return float("nan")
-    mu = latent_means(pl_module.model, val["x"][rows], val["observed"][rows]).numpy()
+    mu = latent_means(model, val["x"][rows], val["observed"][rows]).numpy()
     if not np.isfinite(mu).all():
         return float("nan")
     assignment = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(mu)

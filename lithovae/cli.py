@@ -12,6 +12,12 @@ import re
 import signal
 import sys
 import threading
+from pathlib import Path
+
+from lithovae.errors import LithovaeError
+
+# not at the top: hydra.errors is imported inside the handler that needs it: the entry points'
+# start-up stays light
 
 EXIT_USER_ERROR = 2
 
@@ -62,7 +68,6 @@ _TEMPORARY = re.compile(r"^\.(?P<name>.+?)(\.[a-z0-9_]{8})?\.tmp$")
 
 def file_system_error(exc: OSError) -> str:
     """``<file>: <reason> (<ERRNO>)``, naming the file written, not its temporary name."""
-    from pathlib import Path
 
     name = errno.errorcode.get(exc.errno, str(exc.errno))
     reason = exc.strerror or os.strerror(exc.errno)
@@ -76,8 +81,6 @@ def file_system_error(exc: OSError) -> str:
 def user_error(exc: BaseException) -> str | None:
     """The one-line message for a user error, or None for a bug (which keeps its traceback)."""
     from hydra.errors import InstantiationException
-
-    from lithovae.errors import LithovaeError
 
     while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
         exc = exc.__cause__

@@ -20,8 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from lithovae.cli import exits_cleanly
 from lithovae.errors import ConfigError, RunDirError
 from lithovae.evaluation.comparisons import HEADLINE, LEVEL, paired_difference, verdict_line
+
+# not at the top: omegaconf and lithovae.untrusted are imported inside the functions that read run
+# configs: a bad command line fails before they load
 
 DEFAULT_METRIC = "ari_selected"
 NO_FOLD = -1  # a run that is not a CV fold
@@ -147,7 +151,6 @@ def parse_args(argv: list[str]) -> tuple[str, str, str | None]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lithovae.cli import exits_cleanly
 
     def run() -> None:
         a, b, metric = parse_args(sys.argv[1:] if argv is None else argv)

@@ -1,31 +1,55 @@
-"""Structured configs: a dataclass schema for the fixed parts of the train config,
-a signature check for every ``_target_`` node and a table of option ranges
-(:data:`RANGES`), so a misspelt key, a wrong type or an out-of-range value fails
-at start, before any data is built, with a one-line message naming the key."""
+"""Structured configs: a dataclass schema for the fixed parts of the train config, a
+signature check for every ``_target_`` node and the option ranges each part declares (in
+the schema's field metadata here, in a target class's ``OPTIONS``: :mod:`lithovae.checks`),
+so a misspelt key, a wrong type or an out-of-range value fails at start, before any data is
+built, with a one-line message naming the key."""
 
 from __future__ import annotations
 
 import inspect
 import types
 import typing
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from collections.abc import Mapping
+from dataclasses import dataclass, field, is_dataclass
+from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from lithovae.checks import integer_at_least, non_negative_number, probability
-from lithovae.errors import ConfigError  # re-exported: lithovae.config.ConfigError
+from lithovae.checks import (MAX_CLUSTERS, MAX_CONTEXT, MAX_RESAMPLES, Check, at_least,  # noqa: F401 - MAX_CONTEXT re-exported
+                             between, check_options, checked, each, non_negative, one_of,
+                             open_unit_interval, optional, positive, random_seed)
+from lithovae.errors import ConfigError, RunDirError  # ConfigError re-exported: lithovae.config.ConfigError
+from lithovae.untrusted import TARGET_GROUPS, check_config, group_targets
+
+# not at the top: the scorer's backend list (lithovae.evaluation.metrics loads scikit-learn)
 
 
 
 
-# The schema carries types only: every value, default included, is written once, in the
-# YAML (lithovae/conf/train.yaml, conf/eval/default.yaml, conf/paths/default.yaml). A
-# field left MISSING here and unset in the YAML fails at composition.
+def validation_score(key: str, value) -> None:
+    """A metric of the validation boreholes (``val_*``): what a sweeper or a search maximises
+    must never be a test score, or its best trial's test score estimates nothing."""
+    if not isinstance(value, str) or not value.startswith("val_"):
+        raise ValueError(f"{key}: must be a validation score (val_ari_selected, val_ari_inductive): "
+                         f"{value!r} is scored on the test boreholes")
+
+
+def eval_backend(key: str, value) -> None:
+    """One of the scorer's backends."""
+    from lithovae.evaluation.metrics import BACKENDS  # the scorer's own list (imported when checked)
+
+    one_of(*BACKENDS)(key, value)
+
+
+# The schema carries types and ranges only (checked(...): lithovae.checks): every value, default
+# included, is written once, in the YAML (lithovae/conf/train.yaml, conf/eval/default.yaml,
+# conf/paths/default.yaml). A field left MISSING here and unset in the YAML fails at composition.
 @dataclass
 class DataModuleConfig:
+    OPTIONS_FROM: ClassVar[str] = "lithovae.data.datamodule.LithoDataModule"  # declares the ranges
     batch_size: int = MISSING
     eval_batch_size: int = MISSING
     fractions: list[float] = MISSING
@@ -44,42 +68,42 @@ class DataModuleConfig:
 
 @dataclass
 class OptimizerConfig:
-    lr: float = MISSING
-    weight_decay: float = MISSING
+    lr: float = checked(positive)
+    weight_decay: float = checked(non_negative)
 
 
 @dataclass
 class LRSchedulerConfig:
     reduce_on_plateau: bool = MISSING
-    patience: int = MISSING
-    factor: float = MISSING
+    patience: int = checked(at_least(0))
+    factor: float = checked(open_unit_interval)
 
 
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = MISSING
-    patience: int = MISSING
+    patience: int = checked(at_least(0))
 
 
 @dataclass
 class BootstrapConfig:
-    resamples: int = MISSING
-    level: float = MISSING
+    resamples: int = checked(between(0, MAX_RESAMPLES))
+    level: float = checked(open_unit_interval)
 
 
 @dataclass
 class EvalConfig:
-    k: list[int] = MISSING
-    n_init: int = MISSING
+    k: list[int] = checked(each(between(2, MAX_CLUSTERS), non_empty=True))
+    n_init: int = checked(at_least(1))
     gmm: bool = MISSING
-    silhouette_samples: int = MISSING
-    max_fit_samples: Optional[int] = MISSING
-    train_fit_samples: Optional[int] = MISSING
+    silhouette_samples: int = checked(at_least(2))
+    max_fit_samples: Optional[int] = checked(optional(at_least(1)))
+    train_fit_samples: Optional[int] = checked(optional(at_least(1)))
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
-    backend: str = MISSING
+    backend: str = checked(eval_backend)
     figures: bool = MISSING
-    umap_sample: int = MISSING
-    umap_top_n: int = MISSING
+    umap_sample: int = checked(at_least(1))
+    umap_top_n: int = checked(at_least(1))
     log_boreholes: list[str] = MISSING
 
 
@@ -109,7 +133,7 @@ class TrainConfig:
     logger: Any = MISSING
     checkpoint: Any = MISSING
     study: Any = None  # set by conf/study/*: how the multirun's summary is drawn (no YAML value)
-    replicates: Optional[int] = None  # set by conf/study/replicates.yaml: how many seeds it sweeps
+    replicates: Optional[int] = checked(optional(at_least(1)), default=None)  # set by conf/study/replicates.yaml: seeds 0..replicates-1
     eval: EvalConfig = field(default_factory=EvalConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     datamodule: DataModuleConfig = field(default_factory=DataModuleConfig)
@@ -119,9 +143,9 @@ class TrainConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     task_name: str = MISSING
     preset: Optional[str] = MISSING
-    seed: int = MISSING
-    threads: int = MISSING
-    optimized_metric: str = MISSING
+    seed: int = checked(random_seed)
+    threads: int = checked(at_least(1))
+    optimized_metric: str = checked(validation_score)
     ckpt_path: Optional[str] = MISSING
 
 
@@ -133,7 +157,6 @@ register()
 
 # keys the code passes itself when building these groups
 INJECTED = {"model": {"data"}, "trainer": {"logger", "callbacks", "default_root_dir"}}
-TARGET_GROUPS = ("data", "model", "beta", "mask", "alpha", "trainer", "logger", "checkpoint")
 _SIMPLE = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
 
 
@@ -180,16 +203,19 @@ def _parameters(obj) -> tuple[dict[str, inspect.Parameter], dict, bool]:
     return params, hints, True
 
 
-def check_target(node: DictConfig, key: str) -> None:
-    """Every key of a ``_target_`` node must be a parameter of the target, of the right type."""
-    from hydra.utils import get_object
-
+def _import_target(node: DictConfig, key: str):
+    """The object a ``_target_`` names, imported (never called)."""
     target = node.get("_target_")
     try:
-        obj = get_object(target)
+        return get_object(target)
     except Exception:  # noqa: BLE001 - any import failure means a bad target
         raise ConfigError(f"{key}._target_: cannot import '{target}'") from None
-    params, hints, open_ended = _parameters(obj)
+
+
+def check_target(node: DictConfig, key: str) -> None:
+    """Every key of a ``_target_`` node must be a parameter of the target, of the right type."""
+    target = node.get("_target_")
+    params, hints, open_ended = _parameters(_import_target(node, key))
     injected = INJECTED.get(key, set())
     for name in node:
         if name.startswith("_") or OmegaConf.is_missing(node, name):
@@ -203,225 +229,40 @@ def check_target(node: DictConfig, key: str) -> None:
 
 
 # -- option ranges ---------------------------------------------------------------------------
-# A check gets the dotted key and the value and raises ValueError with a message that
-# starts with "<key>: "; validate() turns it into a ConfigError.
-Check = Callable[[str, Any], None]
+# Each option's range is declared once, beside what it configures (lithovae.checks): a target's
+# class in its ``OPTIONS``, a structured config above in its fields' metadata. A group whose
+# target is not lithovae's declares its ranges here.
+class TrainerOptions:
+    """The trainer group builds Lightning's Trainer."""
+    OPTIONS = {
+        "max_epochs": at_least(1),  # -1 would train forever
+        "log_every_n_steps": at_least(1),
+    }
 
 
-def at_least(minimum: int) -> Check:
-    """An integer >= ``minimum``."""
-    def check(key: str, value) -> None:
-        integer_at_least(f"{key}:", value, minimum)
-    return check
+FOREIGN_TARGET_OPTIONS: dict[str, type] = {"trainer": TrainerOptions}
 
 
-def between(minimum: int, maximum: int) -> Check:
-    """An integer in [``minimum``, ``maximum``]."""
-    def check(key: str, value) -> None:
-        try:
-            integer_at_least(f"{key}:", value, minimum)
-            ok = value <= maximum
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{key}: must be an integer in [{minimum}, {maximum}], got {value!r}")
-    return check
+class _NodeValues(Mapping):
+    """The options under ``prefix`` of a config, resolved, as :func:`check_options` reads them:
+    a key that is absent or "???" (the target reports it itself) is not set."""
 
+    def __init__(self, cfg: DictConfig, prefix: str):
+        self.cfg, self.prefix = cfg, prefix
 
-def non_negative(key: str, value) -> None:
-    """A finite number >= 0."""
-    non_negative_number(f"{key}:", value)
+    def __getitem__(self, name: str):
+        value = _lookup(self.cfg, self.prefix + name)
+        if value is _ABSENT:
+            raise KeyError(name)
+        return value
 
+    def __iter__(self):
+        node = OmegaConf.select(self.cfg, self.prefix.rstrip("."), default=None) if self.prefix else self.cfg
+        return iter(node if isinstance(node, DictConfig) else ())
 
-def positive(key: str, value) -> None:
-    """A finite number > 0."""
-    if non_negative_number(f"{key}:", value) == 0:
-        raise ValueError(f"{key}: must be a finite number > 0, got {value!r}")
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
-
-def dropout(key: str, value) -> None:
-    """A probability in [0, 1)."""
-    probability(f"{key}:", value, allow_one=False)
-
-
-def unit_interval(key: str, value) -> None:
-    """A probability in [0, 1]."""
-    probability(f"{key}:", value, allow_one=True)
-
-
-def _positive_fraction(key: str, value, allow_one: bool) -> None:
-    """A number in (0, 1), or (0, 1] with ``allow_one``: a factor that must shrink, never zero."""
-    try:
-        ok = probability(f"{key}:", value, allow_one=allow_one) > 0
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"{key}: must be in (0, 1{']' if allow_one else ')'}, got {value!r}")
-
-
-def open_unit_interval(key: str, value) -> None:
-    _positive_fraction(key, value, allow_one=False)
-
-
-def half_open_unit_interval(key: str, value) -> None:
-    _positive_fraction(key, value, allow_one=True)
-
-
-def seed(key: str, value) -> None:
-    """A seed numpy accepts: an integer in [0, 2**32 - 1]."""
-    integer_at_least(f"{key}:", value, 0)
-    if value > 2**32 - 1:
-        raise ValueError(f"{key}: must be an integer <= {2**32 - 1}, got {value!r}")
-
-
-def one_of(*choices) -> Check:
-    """One of ``choices``."""
-    def check_choice(key: str, value) -> None:
-        if value not in choices:
-            raise ValueError(f"{key}: must be one of {list(choices)}, got {value!r}")
-    return check_choice
-
-
-def validation_score(key: str, value) -> None:
-    """A metric of the validation boreholes (``val_*``): what a sweeper or a search maximises
-    must never be a test score, or its best trial's test score estimates nothing."""
-    if not isinstance(value, str) or not value.startswith("val_"):
-        raise ValueError(f"{key}: must be a validation score (val_ari_selected, val_ari_inductive): "
-                         f"{value!r} is scored on the test boreholes")
-
-
-def optional(check: Check) -> Check:
-    """null, or what ``check`` accepts."""
-    def check_optional(key: str, value) -> None:
-        if value is not None:
-            try:
-                check(key, value)
-            except ValueError as exc:
-                raise ValueError(str(exc).replace(": must be ", ": must be null or ", 1)) from None
-    return check_optional
-
-
-def each(check: Check, *, non_empty: bool = False) -> Check:
-    """A list whose every entry passes ``check`` (a bad entry is named ``key[i]``)."""
-    def check_each(key: str, value) -> None:
-        if not isinstance(value, (list, tuple)) or (non_empty and not value):
-            kind = "a non-empty list" if non_empty else "a list"
-            raise ValueError(f"{key}: must be {kind}, got {value!r}")
-        for i, item in enumerate(value):
-            check(f"{key}[{i}]", item)
-    return check_each
-
-
-def split_fractions(key: str, value) -> None:
-    """train/val/test fractions: three numbers >= 0 summing to 1 (as borehole_split wants)."""
-    ok = isinstance(value, (list, tuple)) and len(value) == 3
-    if ok:
-        try:
-            numbers = [non_negative_number(key, v) for v in value]
-        except ValueError:
-            ok = False
-        else:
-            ok = abs(sum(numbers) - 1) <= 1e-6
-    if not ok:
-        raise ValueError(f"{key}: must be three numbers >= 0 summing to 1, got {value!r}")
-
-
-# Maxima: a larger value cannot fit in memory (checked before anything is built, where it
-# would otherwise fail after training). The arithmetic, for the worst case each allows:
-# latent size d: the evaluation's full-covariance GMM indexes the d(d+1)/2 covariance entries
-# (two int64 each) and holds sum(eval.k) d x d float64 matrices: at 1024, 8 MB and
-# 57 * 1024^2 * 8 B = 0.5 GB for the default k; at 100 000 the index pairs alone are 80 GB.
-MAX_LATENT_DIM = 1024
-# hidden width w: a w x w layer trains with four float32 copies (weight, gradient, Adam's two
-# moments): 4096^2 * 16 B = 268 MB per layer, 134 MB of activations per 8192-row batch.
-MAX_WIDTH = 4096
-# clusters, mixture components, pseudo-inputs K: the GMM's feature sums are sum(k) x
-# (d(d+3)/2 + 1) float64 (1000 components at d = 64: 17 MB; at d = 1024: 4.2 GB); a VampPrior
-# batch is B x K x d floats (512 x 1000 x 1024 x 4 B = 2 GB).
-MAX_CLUSTERS = 1000
-# context c: each bin becomes (2c + 1) x F float64 values, F <= 12 features: at 32, 6.2 KB per
-# bin, 1.5 GB for the 240 K bins of LILY (the predictor expands new tables the same way, and
-# predictor.json's context is checked against this too).
-MAX_CONTEXT = 32
-# bootstrap resamples: the counts are [resamples, boreholes] and every score is [resamples]; each
-# 1000 add about 0.3 s on the default test set (benchmarks/bench_eval.py)
-MAX_RESAMPLES = 100_000
-
-# dotted key -> check; keys absent from a config (another model, beta schedule, ...) are skipped
-RANGES: dict[str, Check] = {
-    "seed": seed,
-    "threads": at_least(1),
-    "replicates": optional(at_least(1)),  # study=replicates: seeds 0..replicates-1
-    "optimized_metric": validation_score,
-    # trainer (Lightning: max_epochs -1 would train forever)
-    "trainer.max_epochs": at_least(1),
-    "trainer.log_every_n_steps": at_least(1),
-    # data
-    "data.seed": seed,
-    "data.build.bin_size": positive,
-    "data.build.depth_tolerance": non_negative,
-    "datamodule.batch_size": at_least(2),  # BatchNorm needs two rows
-    "datamodule.eval_batch_size": at_least(1),
-    "datamodule.steps_per_batch": at_least(1),
-    "datamodule.fractions": split_fractions,
-    "datamodule.context": between(0, MAX_CONTEXT),
-    "datamodule.n_folds": optional(at_least(2)),
-    "datamodule.fold": optional(at_least(0)),
-    "datamodule.split": one_of("random_boreholes", "entropy_balanced"),  # lithovae.data.splits.SPLIT_KINDS
-    "datamodule.label_fraction": half_open_unit_interval,
-    "datamodule.label_unit": one_of("borehole", "bin"),  # lithovae.data.datamodule.LABEL_UNITS
-    # model (each key applies to the models that have it)
-    "model.latent_dim": between(1, MAX_LATENT_DIM),
-    "model.hidden": each(between(1, MAX_WIDTH)),
-    "model.dropout": dropout,
-    "model.classifier_hidden": each(between(1, MAX_WIDTH)),
-    "model.classifier_dropout": dropout,
-    "model.branch_hidden": each(between(1, MAX_WIDTH)),
-    "model.fusion_hidden": each(between(1, MAX_WIDTH)),
-    "model.decoder_hidden": each(between(1, MAX_WIDTH)),
-    "model.vae_epochs": at_least(0),
-    "model.n_components": between(1, MAX_CLUSTERS),
-    "model.init_epoch": at_least(0),
-    "model.n_pseudo_inputs": between(1, MAX_CLUSTERS),
-    "model.n_clusters": between(2, MAX_CLUSTERS),
-    "model.refresh_every": at_least(1),
-    "model.gamma": non_negative,
-    "model.temperature": positive,
-    "model.seed": seed,
-    "model.reduction": one_of("mean", "sum"),  # lithovae.models.hybrid.REDUCTIONS
-    # beta schedule, masking, classification weight
-    "beta.value": non_negative,
-    "beta.start": non_negative,
-    "beta.end": non_negative,
-    "beta.epochs": at_least(1),
-    "beta.period": at_least(1),
-    "beta.ratio": half_open_unit_interval,
-    "mask.prob": unit_interval,  # and the strategy's own limit: see _class_checks
-    "mask.masked_weight": non_negative,
-    "alpha.value": non_negative,
-    "alpha.base": non_negative,
-    # optimisation
-    "optimizer.lr": positive,
-    "optimizer.weight_decay": non_negative,
-    "lr_scheduler.patience": at_least(0),
-    "lr_scheduler.factor": open_unit_interval,
-    "early_stopping.patience": at_least(0),
-    # evaluation
-    "eval.k": each(between(2, MAX_CLUSTERS), non_empty=True),
-    "eval.n_init": at_least(1),
-    "eval.silhouette_samples": at_least(2),
-    "eval.max_fit_samples": optional(at_least(1)),
-    "eval.train_fit_samples": optional(at_least(1)),
-    "eval.bootstrap.resamples": between(0, MAX_RESAMPLES),
-    "eval.bootstrap.level": open_unit_interval,
-    "eval.backend": one_of("torch", "sklearn"),  # lithovae.evaluation.metrics.BACKENDS
-    "eval.umap_sample": at_least(1),
-    "eval.umap_top_n": at_least(1),
-    "checkpoint.every_n_epochs": at_least(1),
-    "checkpoint.k": between(2, MAX_CLUSTERS),
-    "checkpoint.n_init": at_least(1),
-    "checkpoint.max_rows": at_least(2),
-}
 
 _ABSENT = object()
 
@@ -439,44 +280,57 @@ def _lookup(cfg: DictConfig, key: str):
     return value
 
 
-def _class_checks(cfg: DictConfig) -> dict[str, Check]:
-    """Limits a group's class states itself, so the class and this check share one definition:
-    ``mask.prob`` may be 1 only where the strategy says so (``PROB_ALLOWS_ONE``: BlockMask hides
-    one instrument, RandomMask would hide every feature and leave the encoder nothing)."""
-    from hydra.utils import get_object
-
-    target = _lookup(cfg, "mask._target_")
-    try:
-        allow_one = getattr(get_object(str(target)), "PROB_ALLOWS_ONE", None) if target is not _ABSENT else None
-    except Exception:  # noqa: BLE001 - a bad target is check_target's to report
-        allow_one = None
-    return {} if allow_one is None else {"mask.prob": unit_interval if allow_one else dropout}
+def _option_owner(group: str, node: DictConfig):
+    """The class whose ``OPTIONS`` the ``group`` node's values must pass: its ``_target_``, when it
+    is a packaged lithovae option of that group (the allow-list of lithovae.untrusted: a target
+    is imported, never built, and nothing else is imported); None for any other target, which
+    check_target and the allow-list report."""
+    target = node.get("_target_")
+    if not isinstance(target, str) or not target.startswith("lithovae.") or target not in group_targets()[group]:
+        return None
+    return _import_target(node, group)
 
 
-def check_ranges(cfg: DictConfig, ranges: dict[str, Check] = RANGES) -> None:
-    """Every key of ``ranges`` that ``cfg`` sets must pass its check."""
-    if ranges is RANGES:  # the table's bounds first, then a class's own, narrower ones
-        ranges = [*RANGES.items(), *_class_checks(cfg).items()]
-    else:
-        ranges = ranges.items()
-    for key, check in ranges:
-        value = _lookup(cfg, key)
-        if value is _ABSENT:
+def _check_schema(cfg: DictConfig, schema: type, prefix: str) -> None:
+    """The structured config ``schema`` at ``prefix``: its fields' checks, then its nested schemas'
+    (a schema whose options its class declares names that class in ``OPTIONS_FROM``)."""
+    owner = get_object(schema.OPTIONS_FROM) if getattr(schema, "OPTIONS_FROM", None) else schema
+    check_options(owner, _NodeValues(cfg, prefix), prefix, ConfigError)
+    for name, kind in typing.get_type_hints(schema).items():
+        if is_dataclass(kind) and isinstance(OmegaConf.select(cfg, prefix + name, default=None), DictConfig):
+            _check_schema(cfg, kind, f"{prefix}{name}.")
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Every option that ``cfg`` sets, of the top level, the structured groups and the target
+    groups, must pass the checks declared for it. A partial config (a saved model node) is
+    checked for what it has."""
+    _check_schema(cfg, TrainConfig, "")
+    for group in TARGET_GROUPS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig):
             continue
-        try:
-            check(key, value)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    fold, n_folds = _lookup(cfg, "datamodule.fold"), _lookup(cfg, "datamodule.n_folds")
-    if n_folds not in (None, _ABSENT) and fold not in (None, _ABSENT) and fold >= n_folds:
-        raise ConfigError(f"datamodule.fold: must be < datamodule.n_folds ({n_folds}), got {fold!r}")
+        values = _NodeValues(cfg, f"{group}.")
+        if group in FOREIGN_TARGET_OPTIONS:
+            check_options(FOREIGN_TARGET_OPTIONS[group], values, f"{group}.", ConfigError)
+        owner = _option_owner(group, node) if "_target_" in node else None
+        if owner is not None:
+            check_options(owner, values, f"{group}.", ConfigError)
 
 
 def validate(cfg: DictConfig) -> None:
-    from lithovae.untrusted import check_config  # first: check_target imports the targets
     check_config(cfg, "", allow_interpolation=True, error=ConfigError)
     for group in TARGET_GROUPS:
         node = cfg.get(group)
         if isinstance(node, DictConfig) and "_target_" in node:
             check_target(node, group)
     check_ranges(cfg)
+
+
+def check_saved_ranges(cfg: DictConfig, where: str) -> None:
+    """The option checks of :func:`check_ranges` (maxima included) on a saved config, the
+    error naming the file: a saved ``datamodule.context: 1000000000`` must not hang a reader."""
+    try:
+        check_ranges(cfg)
+    except ConfigError as exc:
+        raise RunDirError(f"{where}: {exc}") from None

@@ -11,6 +11,9 @@ import warnings
 
 from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 
+# not at the top: mlflow is imported inside the function that quiets it: it takes seconds to import
+# and a run with logger=none never needs it
+
 # Lightning's INFO lines on every fit: "GPU available: False", "TPU available", a litlogger tip,
 # "`Trainer.fit` stopped: max_epochs reached"; its warnings still show
 # and MLflow's INFO lines ("Creating initial MLflow database tables", "Validating input example")

@@ -8,22 +8,31 @@ to be respecified; any dataset and split can be scored. Metrics go to
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import hydra
+import numpy as np
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lithovae.cli import exits_cleanly
-from lithovae.errors import CheckpointError, ConfigError, RunDirError
+from lithovae.cli import exits_cleanly, one_line
+from lithovae.config import check_saved_ranges
+from lithovae.data.splits import saved_assignment
+from lithovae.errors import CheckpointError, ConfigError, DataError, RunDirError
+from lithovae.files import fit_weights, load_checkpoint
+from lithovae.outputs import check_evaluation_output
+from lithovae.results import write_json
+from lithovae.untrusted import (load_config, load_label_encoding, load_run_config, load_scaler,
+                                read_json)
+
+# not at the top: torch, Lightning, MLflow and the scoring, which take seconds to import, are
+# imported inside the functions that use them; above is what the command line needs before it
+# knows a run is worth scoring (its config composed, its run_dir checked)
 
 
 def load_run_model(run_dir: Path, spec, checkpoint: str = "scored"):
     """The run's model with the chosen checkpoint's weights, and which weights those are."""
-    from hydra.utils import instantiate
-
-    from lithovae.files import fit_weights, load_checkpoint
-    from lithovae.untrusted import load_config
-
     run_cfg = load_config(run_dir / "config.yaml")  # no foreign _target_ at any depth
     if checkpoint == "scored":  # the checkpoint the run's own metrics came from
         checkpoint = _scored_checkpoint(run_dir / "metrics.json")
@@ -42,8 +51,6 @@ def load_run_model(run_dir: Path, spec, checkpoint: str = "scored"):
     try:
         model = instantiate(model_cfg, _partial_=True, _convert_="all")(data=spec)
     except Exception as exc:  # noqa: BLE001 - a constructor refusing the saved values
-        from lithovae.cli import one_line
-
         raise RunDirError(f"{run_dir / 'config.yaml'}: model: cannot build {model_cfg.get('_target_')} "
                           f"({one_line(exc)[:200]})") from None
     fit_weights(model, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}, path)
@@ -99,8 +106,6 @@ def _saved_split(run_dir: Path, split: str) -> dict[str, list[str]] | None:
     """The run's own borehole parts (its split.json), so a run is scored on the boreholes it
     held out whatever rows were added or removed since. A run saved before runs kept their
     split has none: its split is recomputed from the data, with one line saying so."""
-    from lithovae.data.splits import saved_assignment
-
     assignment = saved_assignment(run_dir / "split.json")
     if assignment is None:
         if split == "unseen":
@@ -117,10 +122,7 @@ def _scored_part(dm, split: str, dataset: str):
     boreholes that the data lacks are named in one warning line; none left is an error."""
     import torch
 
-    from lithovae.data.datamodule import SPLITS
-    from lithovae.errors import DataError
-
-    parts = list(SPLITS) if split == "all" else [split]
+    parts = _parts(split)
     if split == "unseen" and not len(dm.split_boreholes["unseen"]):
         raise DataError(f"split=unseen: every borehole of {dataset} is in the run's train, val or "
                         "test part; none is unseen")
@@ -136,22 +138,49 @@ def _scored_part(dm, split: str, dataset: str):
                   f"are not in {dataset} and are not scored: {named}")
     tensors = {k: torch.cat([dm.tensors[p][k] for p in parts]) for k in dm.tensors[parts[0]]}
     boreholes = sorted(b for p in parts for b in dm.split_boreholes[p])
-    import numpy as np
-
     rows = np.concatenate([dm.frames[p]["borehole_id"].to_numpy() for p in parts])
     return tensors, boreholes, rows
 
 
+def _parts(split: str) -> list[str]:
+    from lithovae.data.datamodule import SPLITS
+
+    return list(SPLITS) if split == "all" else [split]
+
+
+def _train_time(split_path: Path) -> dict:
+    """``train_time`` (seconds) as the run's split.json keeps it after its fit; none before."""
+    if not split_path.exists():
+        return {}
+    value = read_json(split_path).get("stats", {}).get("train_time")
+    if value is None:
+        return {}
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RunDirError(f"{split_path}: stats.train_time: {str(value)[:40]!r} is not a number of seconds")
+    return {"train_time": float(value)}
+
+
+def run_record(run_dir: Path, run_cfg: DictConfig, dm, model, split: str) -> dict:
+    """What the run's own metrics.json says beside its scores, for the scored part: the
+    checkpoint policy, the training (epochs, final losses, MLflow run: from the run's last
+    checkpoint), the data (:func:`lithovae.run.data_record`), the latent width and the seed."""
+    from lithovae.run import data_record, training_record
+
+    record = {"checkpoint_policy": instantiate(run_cfg.checkpoint).name}
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        record.update(training_record(load_checkpoint(last)))
+    record.update({**data_record(dm, _parts(split)), **_train_time(run_dir / "split.json"),
+                   "latent_dim": int(getattr(model, "latent_dim", 0)), "seed": int(run_cfg.seed)})
+    return record
+
+
 def evaluate_run(cfg: DictConfig) -> dict:
     import torch
-    from hydra.utils import instantiate
 
     from lithovae import tracking
     from lithovae.data.datamodule import SPLITS, LithoDataModule
-    from lithovae.evaluation.scoring import evaluate, split_eval_options
-    from lithovae.outputs import check_evaluation_output
-    from lithovae.results import write_json
-    from lithovae.untrusted import check_saved_ranges, load_label_encoding, load_run_config, load_scaler
+    from lithovae.evaluation.scoring import hierarchy_inputs, score_model, split_eval_options
 
     if cfg.log_mlflow:  # an unreachable tracking server fails now, not after the evaluation
         tracking.resolved_store(cfg.get("tracking_uri"), cfg.paths.mlflow_dir, key="tracking_uri")
@@ -182,11 +211,13 @@ def evaluate_run(cfg: DictConfig) -> dict:
     # a part other than the validation one is scored with clusterings chosen on it
     held_out = ({p: dm.tensors[p] for p in ("val", "train") if len(dm.tensors[p]["x"])}
                 if cfg.split in ("test", "unseen") and len(dm.tensors["val"]["x"]) else None)
-    metrics, _ = evaluate(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed,
-                          baseline_cache_dir=cfg.paths.data_dir, scaler=dm.scaler,
-                          group_names=encoding.vocabulary("group"), held_out=held_out,
-                          boreholes=row_boreholes, **score_options)
+    metrics, _ = score_model(model, tensors, dm.feature_names, mask=mask, seed=run_cfg.seed,
+                             baseline_cache_dir=cfg.paths.data_dir, scaler=dm.scaler,
+                             group_names=encoding.vocabulary("group"), held_out=held_out,
+                             boreholes=row_boreholes, hierarchy=hierarchy_inputs(dm, _parts(cfg.split)),
+                             **score_options)
     metrics.update(scored)
+    metrics.update(run_record(run_dir, run_cfg, dm, model, cfg.split))
     metrics.update({"dataset": source.name, "synthetic": source.synthetic, "split": cfg.split,
                     "run_dir": str(run_dir), "preset": run_cfg.get("preset"),
                     "split_from": "split.json" if assignment is not None else "recomputed",

@@ -7,8 +7,17 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import pickle
+import re
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
+
+from lithovae.errors import CheckpointError
+
+# not at the top: torch is imported inside the checkpoint functions: locks and atomic writes, used
+# at start-up, need no torch
 
 
 @contextlib.contextmanager
@@ -73,12 +82,7 @@ def load_checkpoint(path: str | Path) -> dict:
     one-line ``CheckpointError`` naming the file when it is missing, unreadable, damaged
     (truncated, a bad CRC, non-finite or non-tensor weights) or holds anything else (a pickled
     object: a planted payload, or a checkpoint written by other code)."""
-    import pickle
-    import re
-
     import torch
-
-    from lithovae.errors import CheckpointError
 
     path = Path(path)
     if not path.is_file():
@@ -104,10 +108,6 @@ def load_checkpoint(path: str | Path) -> dict:
 def _check_archive(path: Path) -> None:
     """torch's zip reader does not verify CRCs, so a garbled byte in tensor data would load as a
     wrong weight: check every member's CRC first (checkpoints are small)."""
-    import zipfile
-    import zlib
-
-    from lithovae.errors import CheckpointError
 
     with open(path, "rb") as fh:
         if fh.read(4) != b"PK\x03\x04":
@@ -127,8 +127,6 @@ def _check_weights(state: dict, path: Path) -> None:
     only tensors, and only finite floating-point values: a NaN weight would score as NaN."""
     import torch
 
-    from lithovae.errors import CheckpointError
-
     weights = state.get("state_dict", state)
     if not isinstance(weights, dict):
         raise CheckpointError(f"{path}: damaged checkpoint: its state_dict is a {type(weights).__name__}, not a dict")
@@ -147,8 +145,6 @@ def check_fits(own: dict, weights: dict, where: str) -> None:
     (missing, unexpected, not a tensor, or another shape) is one ``CheckpointError`` starting
     with ``where`` and naming the key and both shapes (weights of another architecture or size)."""
     import torch
-
-    from lithovae.errors import CheckpointError
 
     for key, tensor in own.items():
         if key not in weights:

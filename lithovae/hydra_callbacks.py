@@ -31,6 +31,9 @@ from lithovae.cli import EXIT_USER_ERROR
 from lithovae.errors import ConfigError
 from lithovae.uri import ENV_URI, redacted
 
+# not at the top: the launcher and the package version are imported inside the callbacks that use
+# them: Hydra builds the callbacks before every job
+
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\",\]\[}{]+")
 MAX_SUFFIX = 10_000  # run_1 ... run_9999: beyond that the folder is not "the same second" any more
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lithovae.checks import non_negative_number, probability
+from lithovae.checks import below_one, check_options, non_negative, unit_interval
 
 __all__ = ["MaskStrategy", "NoMask", "RandomMask", "BlockMask", "RealMask"]
 
@@ -42,6 +42,9 @@ class MaskStrategy:
 
     masked_weight: float = 0.0
     prob: float = 0.0  # chance of hiding; 0 hides nothing
+    # the options' ranges (checked by the config and the constructors: lithovae.checks);
+    # a subclass may narrow them
+    OPTIONS = {"prob": unit_interval, "masked_weight": non_negative}
 
     @property
     def trains_imputation(self) -> bool:
@@ -90,11 +93,12 @@ class RandomMask(MaskStrategy):
     The seeds' ``apply_mask`` (v2.14.2: prob 0.3); hybrid: prob 0.1, masked_weight 0.5.
     """
 
-    PROB_ALLOWS_ONE = False  # every feature hidden leaves the encoder nothing (config checks this too)
+    OPTIONS = {"prob": below_one}  # < 1: every feature hidden would leave the encoder nothing
 
     def __init__(self, *, prob: float, masked_weight: float):
-        self.prob = probability("prob", prob, allow_one=self.PROB_ALLOWS_ONE)
-        self.masked_weight = non_negative_number("masked_weight", masked_weight)
+        check_options(type(self), locals())
+        self.prob = float(prob)
+        self.masked_weight = float(masked_weight)
 
     def _hidden(self, observed: Tensor, generator: torch.Generator | None) -> Tensor:
         return _uniform(tuple(observed.shape), generator, observed.device) < self.prob
@@ -110,10 +114,11 @@ class BlockMask(MaskStrategy):
     camera: R, G, B) is missing as a whole.
     """
 
-    PROB_ALLOWS_ONE = True  # one instrument always missing: the others remain
+    # prob may be 1 (MaskStrategy's range): one instrument always missing, the others remain
 
     def __init__(self, *, prob: float, features: Sequence[str], masked_weight: float):
-        self.prob = probability("prob", prob, allow_one=self.PROB_ALLOWS_ONE)
+        check_options(type(self), locals())
+        self.prob = float(prob)
         if isinstance(features, str):
             raise ValueError(f"features must be a list of feature names, got the string {features!r}")
         self.features = tuple(str(name) for name in features)
@@ -121,7 +126,7 @@ class BlockMask(MaskStrategy):
             raise ValueError("features must name at least one feature")
         if len(set(self.features)) != len(self.features):
             raise ValueError(f"features contains duplicates: {list(self.features)}")
-        self.masked_weight = non_negative_number("masked_weight", masked_weight)
+        self.masked_weight = float(masked_weight)
         self._block: Tensor | None = None  # bool [F], set by bind()
 
     def bind(self, feature_names: Sequence[str]) -> BlockMask:

@@ -2,7 +2,8 @@
 
 It owns what is about training, not about the model: the beta schedule, the
 feature mask, the classification weight, the optimiser and LR schedule, and
-the per-epoch logging of each named loss term.
+the per-epoch logging of each named loss term. The rules it follows (optimiser, LR schedule,
+early stopping) are :mod:`lithovae.training_rules`, which the stacked ensemble loop calls too.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from lithovae.alpha import AlphaStrategy
 from lithovae.masking import MaskStrategy
 from lithovae.models.base import LatentModel, LossContext, latent_means
 from lithovae.schedules import BetaSchedule
+from lithovae.training_rules import EarlyStopping, PlateauSchedule, make_adam
 
+# not at the top: pandas is imported inside history_frame: training needs no pandas
 
-def make_adam(params, *, lr: float, weight_decay: float) -> torch.optim.Adam:
-    # the fused kernel cuts the per-step cost of many tiny parameter tensors by about a quarter
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+__all__ = ["TrainingPlan", "EarlyStop", "make_adam"]
 
 
 class TrainingPlan(pl.LightningModule):
@@ -31,8 +32,8 @@ class TrainingPlan(pl.LightningModule):
         self.mask = mask.bind(model.data.feature_names)
         self.alpha = alpha.bind(model.class_counts())  # counts of the class the model is scored on
         self.lr, self.weight_decay = lr, weight_decay
-        self.reduce_on_plateau = reduce_on_plateau
-        self.plateau_patience, self.plateau_factor = plateau_patience, plateau_factor
+        self.lr_schedule = PlateauSchedule(enabled=reduce_on_plateau, patience=plateau_patience,
+                                           factor=plateau_factor)
         self.seed = seed
         self.mlflow_run_id: str | None = None
         self.history: dict[int, dict[str, float]] = {}
@@ -90,9 +91,8 @@ class TrainingPlan(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
-        sched = self.lr_schedulers()
-        if sched is not None and not self.trainer.sanity_checking:
-            sched.step(self.trainer.callback_metrics["val/loss"])
+        if not self.trainer.sanity_checking:
+            self.lr_schedule.end_epoch(self.lr_schedulers(), self.trainer.callback_metrics)
 
     def training_step(self, chunk, batch_idx):
         # a chunk of several mini-batches (see LithoDataModule.steps_per_batch): one optimizer
@@ -159,8 +159,33 @@ class TrainingPlan(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = make_adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        if not self.reduce_on_plateau:
+        sched = self.lr_schedule.attach(opt)
+        if sched is None:
             return opt
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", patience=self.plateau_patience, factor=self.plateau_factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}  # stepped by hand
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.lr_schedule.monitor}}  # stepped by hand
+
+
+class EarlyStop(pl.Callback):
+    """Lightning's adapter of :class:`lithovae.training_rules.EarlyStopping`: asks the rule after
+    each validation (before ``last.ckpt`` is written, which records the stop)."""
+
+    def __init__(self, rule: EarlyStopping):
+        self.rule = rule
+
+    @property
+    def state_key(self) -> str:
+        # Lightning's own EarlyStopping key and state: a checkpoint written with it resumes here
+        return f"EarlyStopping{{'monitor': '{self.rule.monitor}', 'mode': 'min'}}"
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        stop = self.rule.end_epoch(trainer.current_epoch, trainer.callback_metrics)
+        # every DDP rank stops when any one would (as Lightning's EarlyStopping does)
+        trainer.should_stop = trainer.should_stop or trainer.strategy.reduce_boolean_decision(stop, all=False)
+
+    def state_dict(self) -> dict:
+        return self.rule.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rule.load_state_dict(state_dict)

@@ -11,16 +11,24 @@ log figure per borehole; with labels in the data, also the scores of ``lithovae.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from lithovae.cli import exits_cleanly
-from lithovae.errors import ConfigError, DataError, RunDirError
+from lithovae.cli import exits_cleanly, one_line
+from lithovae.errors import ConfigError, DataError, LithovaeError, RunDirError
+from lithovae.files import atomic_write
+from lithovae.results import write_json
+
+# not at the top: torch, MLflow, the scoring and the figures are imported inside the functions that
+# use them: they take seconds to import, and a bad command line or a missing file is reported first
 
 FORMATS = {"parquet": ".parquet", "csv": ".csv"}
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -60,14 +68,9 @@ def _mlflow_predictor(uri: str, tracking_uri: str | None, mlflow_dir: str):
     """The Predictor of a logged lithovae model, built from its predictor bundle artifact alone:
     the model's code file is never run (``mlflow.pyfunc.load_model`` would run it, and a
     model on a shared server may have been tampered with)."""
-    import os
-    import tempfile
-
     import mlflow
 
     from lithovae import tracking
-    from lithovae.cli import one_line
-    from lithovae.errors import LithovaeError
     from lithovae.prediction.predictor import BUNDLE_DIR, Predictor
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -222,11 +225,6 @@ def _check_outputs(cfg: DictConfig, predictor, source, table_path: Path, folder:
 def _write_outputs(cfg: DictConfig, table, summary: dict, table_path: Path, folder: Path, draw) -> None:
     """The table, the figures (``draw``) and summary.json, each written atomically; a write that
     fails (a full disk) removes what this call wrote and is one line naming the file."""
-    import errno
-    import os
-
-    from lithovae.files import atomic_write
-    from lithovae.results import write_json
 
     created = [p for p in (folder, table_path.parent) if not p.exists()]
     written: list[Path] = []
@@ -258,15 +256,15 @@ def _scores(predictor, frame, bins, outputs, table, labeled) -> dict:
     import torch
     from sklearn.metrics import adjusted_rand_score
 
-    from lithovae.evaluation.scoring import evaluate
+    from lithovae.evaluation.scoring import score_model
 
     enc = predictor.encoding
     y = enc.encode(frame["principal"], enc.classes).copy()  # writable: torch shares its memory
     tensors = {"x": bins.x, "observed": bins.observed, "y": torch.from_numpy(y),
                "y_group": torch.from_numpy(enc.encode(frame["lithology_group"], enc.groups).copy())}
     known = y >= 0
-    metrics, _ = evaluate(predictor.model, tensors, predictor.model_features, scaler=predictor.scaler,
-                          seed=predictor.meta["seed"], group_names=enc.groups, **predictor.meta["eval"])
+    metrics, _ = score_model(predictor.model, tensors, predictor.model_features, scaler=predictor.scaler,
+                             seed=predictor.meta["seed"], group_names=enc.groups, **predictor.meta["eval"])
     clusters = table["cluster"].to_numpy()
     metrics["ari_saved_clusterer"] = (float(adjusted_rand_score(y[known], clusters[known]))
                                       if np.unique(y[known]).size > 1 else float("nan"))

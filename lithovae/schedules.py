@@ -14,7 +14,7 @@ keywords: their defaults are in ``lithovae/conf/beta/*.yaml``.
 
 from __future__ import annotations
 
-from lithovae.checks import integer_at_least, non_negative_number
+from lithovae.checks import at_least, check_options, half_open_unit_interval, integer_at_least, non_negative
 
 __all__ = ["BetaSchedule", "FixedBeta", "LinearAnneal", "CyclicalAnneal"]
 
@@ -32,8 +32,11 @@ class BetaSchedule:
 class FixedBeta(BetaSchedule):
     """The same beta every epoch (v2.5: 0.5; the standard VAE: 1.0)."""
 
+    OPTIONS = {"value": non_negative}  # the ranges, checked by the config and here (lithovae.checks)
+
     def __init__(self, *, value: float):
-        self.value = non_negative_number("value", value)
+        check_options(type(self), locals())
+        self.value = float(value)
 
     def value_at(self, epoch: int) -> float:
         return self.value
@@ -49,10 +52,11 @@ class LinearAnneal(BetaSchedule):
     (1e-10 -> 0.75 over 100), hybrid (1e-6 -> 0.5 over 30).
     """
 
+    OPTIONS = {"start": non_negative, "end": non_negative, "epochs": at_least(1)}
+
     def __init__(self, *, start: float, end: float, epochs: int):
-        self.start = non_negative_number("start", start)
-        self.end = non_negative_number("end", end)
-        self.epochs = integer_at_least("epochs", epochs, 1)
+        check_options(type(self), locals())
+        self.start, self.end, self.epochs = float(start), float(end), int(epochs)
 
     def value_at(self, epoch: int) -> float:
         if epoch >= self.epochs:
@@ -71,14 +75,12 @@ class CyclicalAnneal(BetaSchedule):
     ``end`` until the next cycle restarts at ``start``.
     """
 
+    OPTIONS = {"start": non_negative, "end": non_negative, "period": at_least(1),
+               "ratio": half_open_unit_interval}
+
     def __init__(self, *, start: float, end: float, period: int, ratio: float):
-        self.start = non_negative_number("start", start)
-        self.end = non_negative_number("end", end)
-        self.period = integer_at_least("period", period, 1)
-        ratio_value = non_negative_number("ratio", ratio)
-        if not 0 < ratio_value <= 1:
-            raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
-        self.ratio = ratio_value
+        check_options(type(self), locals())
+        self.start, self.end, self.period, self.ratio = float(start), float(end), int(period), float(ratio)
 
     def value_at(self, epoch: int) -> float:
         position = (epoch % self.period) / self.period  # in [0, 1)

@@ -36,6 +36,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lithovae.cli import EXIT_USER_ERROR, one_line
+from lithovae.sweeps import FAILED_MARK
+
+# not at the top: submitit, Hydra's launcher plugin and omegaconf are imported inside the functions
+# that submit or resume a job: the requeue handler in the job itself needs none
+
 log = logging.getLogger("lithovae")
 
 GPU_ACCELERATORS = ("gpu", "cuda", "auto")  # trainer.accelerator values that run on a GPU when one is there
@@ -262,8 +268,6 @@ class SlurmLauncher(_launcher_base()):
         from hydra.core.singleton import Singleton
         from hydra.core.utils import filter_overrides
 
-        from lithovae.hydra_callbacks import _exit
-
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         executor = _executor(self.params, str(self.params["submitit_folder"]))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +280,8 @@ class SlurmLauncher(_launcher_base()):
             jobs = executor.map_array(self, *zip(*job_params))
         except Exception as exc:  # noqa: BLE001 - submitit wraps sbatch's refusal in several types
             text = str(getattr(exc, "stderr", "") or exc)
-            _exit(refusal_line(_sbatch_error(text), self.params))
+            print(f"error: {refusal_line(_sbatch_error(text), self.params)}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
         ids = [j.job_id for j in jobs]
         named = ", ".join(ids) if len(ids) <= 4 else f"{ids[0]} ... {ids[-1]}"
         print(f"[slurm] {len(jobs)} job(s) submitted: SLURM job(s) {named}; "
@@ -288,9 +293,6 @@ class SlurmLauncher(_launcher_base()):
         """The job's JobReturn; a failure (no result, or an error) is one ``error:`` line, the
         ``FAILED`` file in its folder, and NaN for the sweeper, so the other jobs' results count."""
         from hydra.core.utils import JobReturn, JobStatus
-
-        from lithovae.cli import one_line
-        from lithovae.sweeps import FAILED_MARK
 
         job_dir = Path(str(self.config.hydra.sweep.dir)) / str(num)
         result, reason = None, None

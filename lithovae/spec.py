@@ -15,3 +15,7 @@ class DataSpec:
     n_groups: int  # expert groups
     class_counts: tuple[int, ...] = ()  # training-set count per principal code
     group_counts: tuple[int, ...] = ()  # training-set count per group code
+    # rows of the training split, labeled or not (estimators over the aggregate posterior q(z)
+    # need it); 0: not recorded (a predictor bundle written before it was), models that need it
+    # say so when they train
+    n_train: int = 0

@@ -1,6 +1,6 @@
 """python -m lithovae.study NAME [OVERRIDE ...]: an alias of
 ``python -m lithovae.train -m study=NAME [OVERRIDE ...]`` (studies are Hydra multiruns, see
-:mod:`lithovae.studies` and ``lithovae/conf/study/``)."""
+:mod:`lithovae.study_summary` and ``lithovae/conf/study/``)."""
 
 from __future__ import annotations
 

@@ -20,6 +20,9 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+# not at the top: Hydra's runtime config is imported inside the functions that read it: it exists
+# only in a Hydra job
+
 FAILED_MARK = "FAILED"
 
 

@@ -24,12 +24,21 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from lithovae.cli import RunInterrupted, one_line
 from lithovae.errors import ConfigError
+from lithovae.files import file_lock
+from lithovae.sweeps import in_multirun
 from lithovae.uri import ENV_URI, redacted  # noqa: F401 - re-exported
+
+# mlflow (and sqlalchemy, for a database store) are imported inside the functions that talk to
+# the store: they take seconds to import, and a run with logger=none never needs them
 
 PARAM_VALUE_LIMIT = 500  # well inside MLflow's limit; the full config is an artifact
 PROBE_TIMEOUT_S = 10  # one try, no retries: an unreachable server fails before training starts
@@ -251,8 +260,6 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None,
 
 def _hydra_job():
     """The running Hydra job's config, or None outside a Hydra app (tests, library use)."""
-    from hydra.core.hydra_config import HydraConfig
-
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
@@ -262,8 +269,6 @@ PARENT_RUN_FILE = "parent_run_id"  # in a study's sweep directory: the study's M
 def sweep_experiment_name(base: str, sweep_dir: str | Path | None = None) -> str:
     """In a Hydra multirun every job goes to one experiment named after the sweep."""
     if sweep_dir is None:
-        from lithovae.sweeps import in_multirun
-
         if not in_multirun():
             return base
         sweep_dir = _hydra_job().sweep.dir
@@ -292,9 +297,6 @@ def default_run_name(model: str | None = None, preset: str | None = None) -> str
 def _swept_keys() -> set[str] | None:
     """The keys a multirun sweeps (a study's ``hydra.sweeper.params`` and the command line's
     ``key=a,b``, read from the sweep's ``multirun.yaml`` as plain YAML), or None outside one."""
-    import yaml
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     hc = _hydra_job()
     if hc is None or hc.job.get("num") is None:
         return None
@@ -357,8 +359,6 @@ def mlflow_logger(experiment_name: str = "lithovae", tracking_dir: str = "output
     under ``tracking_dir``; in a multirun, in the sweep's experiment (``sweep_suffix=False``:
     ``experiment_name`` is already the full name). The store is probed first: unreachable, it is
     a :class:`ConfigError` naming the URI (``uri_key`` names the config key), before any training."""
-    from lithovae.files import file_lock
-
     if sweep_suffix:
         experiment_name = sweep_experiment_name(experiment_name)
     run_name = run_name or default_run_name(model, preset)
@@ -516,8 +516,6 @@ def mark_superseded(logger, old_run_id: str | None, new_run_id: str | None) -> N
 def tracked_run(logger, cfg: DictConfig, tags: dict[str, str]):
     """Start the run; end it FINISHED, KILLED (SIGTERM/SIGINT) or FAILED, with ``stop_reason``
     or ``error`` tags saying why (no-op without MLflow)."""
-    from lithovae.cli import RunInterrupted, one_line
-
     start_run(logger, cfg, tags)
     try:
         yield logger

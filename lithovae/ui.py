@@ -10,6 +10,9 @@ import sys
 
 from lithovae.tracking import DEFAULT_UI_STORE, sqlite_path
 
+# not at the top: mlflow is imported inside the function that starts the UI: --help and a bad option
+# need none
+
 # MLflow's server otherwise starts a pool of job-runner processes (GenAI evaluation jobs) that
 # lithovae never uses: 17 processes and 3.2 GB, against 2 processes and about 0.4 GB
 SERVER_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

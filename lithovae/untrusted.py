@@ -15,13 +15,20 @@ model pulled from a shared MLflow server. Hydra's ``instantiate`` builds whateve
 from __future__ import annotations
 
 import functools
+import json
+import math
 import re
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lithovae.config import TARGET_GROUPS  # the groups whose node is built with instantiate
 from lithovae.errors import LithovaeError, RunDirError
+
+# not at the top: numpy, the scaler and the label encoding are imported inside their loaders:
+# checking a config needs none
+
+# the groups of the train config whose node is built with instantiate
+TARGET_GROUPS = ("data", "model", "beta", "mask", "alpha", "trainer", "logger", "checkpoint")
 
 CONF_DIR = Path(__file__).parent / "conf"
 DIRECTIVES = ("_partial_", "_args_", "_recursive_", "_convert_")
@@ -150,22 +157,9 @@ def load_run_config(run_dir: str | Path) -> DictConfig:
     return cfg
 
 
-def check_saved_ranges(cfg: DictConfig, where: str) -> None:
-    """The option ranges of ``lithovae.config.RANGES`` (maxima included) on a saved config, the
-    error naming the file: a saved ``datamodule.context: 1000000000`` must not hang a reader."""
-    from lithovae.config import check_ranges
-    from lithovae.errors import ConfigError
-
-    try:
-        check_ranges(cfg)
-    except ConfigError as exc:
-        raise RunDirError(f"{where}: {exc}") from None
-
-
 # -- plain JSON files of a run or bundle ---------------------------------------------------------
 def read_json(path: str | Path) -> dict:
     """A JSON object from ``path``; missing, unreadable or not an object is one ``RunDirError``."""
-    import json
 
     path = Path(path)
     if not path.is_file():
@@ -192,8 +186,6 @@ def string_list(value, where: str, *, non_empty: bool = True, unique: bool = Tru
 
 def number_list(value, where: str, length: int, *, allow_nan: bool = False, positive: bool = False):
     """``value`` as a float64 array of ``length`` numbers (null is NaN where ``allow_nan``)."""
-    import math
-
     import numpy as np
 
     if not isinstance(value, list) or len(value) != length:

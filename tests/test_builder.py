@@ -178,7 +178,7 @@ def test_a_touched_input_with_the_same_content_is_hashed_once_and_reused(tmp_pat
 
 @pytest.mark.parametrize("override, named", [
     ("+data.build.bin_sise=0.3", "data.build.bin_sise: unknown key"),
-    ("data.build.bin_size=abc", "data.build.bin_size must be a number"),
+    ("data.build.bin_size=abc", "data.build.bin_size: must be a number"),
     ("+data.build.gra_range=[1]", "data.build.gra_range must be two numbers"),
     ("+data.transforms.MS=cube_root", "data.transforms.MS: transform 'cube_root' unknown"),
 ])

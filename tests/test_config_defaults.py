@@ -27,7 +27,7 @@ import lithovae.config as config_module
 from lithovae.config import TrainConfig, validate
 from lithovae.data.builder import BuildOptions
 from lithovae.data.datamodule import LithoDataModule
-from lithovae.evaluation.scoring import evaluate, raw_feature_baseline, split_eval_options
+from lithovae.evaluation.scoring import raw_feature_baseline, score_model, split_eval_options
 from lithovae.evaluation.metrics import clustering_scores
 from lithovae.models.base import DataSpec
 from tests.conftest import CONF_DIR
@@ -193,12 +193,12 @@ def test_build_options_restate_no_data_build_default(data):
     assert not _config_defaults(yaml_values, params), f"set in lithovae/conf/data/{data}.yaml"
 
 
-@pytest.mark.parametrize("function", [evaluate, raw_feature_baseline], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("function", [score_model, raw_feature_baseline], ids=lambda f: f.__name__)
 def test_evaluation_restates_no_eval_default(function):
     cfg = OmegaConf.to_container(_compose([]), resolve=False)
     params = inspect.signature(function).parameters
     scores, _ = split_eval_options(cfg["eval"])
-    if function is evaluate:  # evaluate() takes every scoring option (**score_options)
+    if function is score_model:  # score_model() takes every scoring option (**score_options)
         assert set(scores) <= set(params)
     restated = _config_defaults({**scores, "seed": cfg["seed"]}, params)
     assert not restated, "set in lithovae/conf/eval/default.yaml (seed: train.yaml)"

@@ -211,9 +211,13 @@ def test_the_split_option_chooses_the_entropy_balanced_split(small_dataset, data
     assert dm.stats["entropy_all"] == pytest.approx(label_entropy(frame["principal"].dropna()))
 
 
-@pytest.mark.parametrize("n_folds, fold", [(3, None), (3, 3), (1, 0)])
-def test_a_fold_outside_n_folds_is_named(small_dataset, datamodule, n_folds, fold):
-    with pytest.raises(BuildError, match=f"datamodule.fold: .* got n_folds={n_folds}, fold={fold}"):
+@pytest.mark.parametrize("n_folds, fold, message", [
+    (3, None, "datamodule.fold: .* got n_folds=3, fold=None"),
+    (3, 3, "datamodule.fold: .* got n_folds=3, fold=3"),
+    (1, 0, "datamodule.n_folds: must be null or an integer >= 2, got 1"),  # as the config check says
+])
+def test_a_fold_outside_n_folds_is_named(small_dataset, datamodule, n_folds, fold, message):
+    with pytest.raises(BuildError, match=message):
         datamodule(small_dataset, n_folds=n_folds, fold=fold)
 
 

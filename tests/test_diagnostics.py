@@ -18,11 +18,11 @@ from lithovae.evaluation.batched import seeded_subsample
 from lithovae.evaluation.metrics import (clustering_scores, group_accuracy, group_coherence,
                                          group_reconstruction_errors, reconstruction_errors,
                                          silhouette, silhouettes)
-from lithovae.evaluation.scoring import diagnostic_tables, evaluate, prior_assignment
+from lithovae.evaluation.scoring import diagnostic_tables, prior_assignment, score_model
 from lithovae.models.vade import VaDE
 from lithovae.models.vae import VAE
 from lithovae.spec import DataSpec
-from lithovae.studies import history_table
+from lithovae.study_summary import history_table
 from lithovae.tracking import flat_metrics
 
 NAN = float("nan")
@@ -146,7 +146,7 @@ def test_clustering_keeps_every_assignment(backend):
     assert np.array_equal(result.assignments[best], result.assignment)
 
 
-# -- evaluate() end to end on toy models -------------------------------------------------------
+# -- score_model() end to end on toy models ----------------------------------------------------
 
 SPEC = DataSpec(n_features=2, feature_names=("A", "B"), n_classes=3, n_groups=2,
                 class_counts=(10, 10, 10), group_counts=(20, 10))
@@ -184,7 +184,7 @@ def test_ari_vade_scores_the_mixtures_own_clustering():
     own = prior_assignment(model, tensors["x"].numpy())
     side = (torch.arange(len(own)) % 2).numpy()
     assert adjusted_rand_score(side, own) == 1.0  # the argmax of the known responsibilities
-    metrics, arrays = evaluate(model, tensors, ["A", "B"], group_names=["G0", "G1"], **EVAL)
+    metrics, arrays = score_model(model, tensors, ["A", "B"], group_names=["G0", "G1"], **EVAL)
     y = tensors["y"].numpy()
     expected = adjusted_rand_score(y[y >= 0], side[y >= 0])
     assert metrics["ari_vade"] == pytest.approx(expected) and metrics["ari_prior"] == metrics["ari_vade"]
@@ -198,7 +198,7 @@ def test_evaluate_writes_every_diagnostic_and_a_plain_vae_has_no_prior_ari():
     model = VAE(SPEC, latent_dim=2, hidden=[8], batchnorm=False, dropout=0.0)
     tensors = _toy_tensors()
     scaler = _scaler({"A": "none", "B": "log1p"}, [1.0, 2.0], [2.0, 0.5])
-    metrics, _ = evaluate(model, tensors, ["A", "B"], scaler=scaler, group_names=["G0", "G1"], **EVAL)
+    metrics, _ = score_model(model, tensors, ["A", "B"], scaler=scaler, group_names=["G0", "G1"], **EVAL)
     assert "ari_vade" not in metrics and "ari_prior" not in metrics
     for f in ("A", "B"):
         assert {f"mae_{f}", f"rmse_{f}", f"mae_{f}_orig", f"rmse_{f}_orig", f"r2_{f}"} <= set(metrics)
@@ -220,7 +220,7 @@ def test_silhouette_per_k_is_that_of_each_kmeans_clustering():
     torch.manual_seed(0)
     model = VAE(SPEC, latent_dim=2, hidden=[8], batchnorm=False, dropout=0.0)
     tensors = _toy_tensors()
-    metrics, arrays = evaluate(model, tensors, ["A", "B"], **EVAL)
+    metrics, arrays = score_model(model, tensors, ["A", "B"], **EVAL)
     clusters = clustering_scores(arrays["mu"], tensors["y"].numpy(), ks=(2, 3), seed=0, n_init=1,
                                  backend="torch")
     for k in (2, 3):

@@ -19,11 +19,12 @@ import pytest
 import torch
 
 from lithovae.ensemble.launcher import group_key
-from lithovae.ensemble.stacked import Member, StackedAdam, StackedTraining
+from lithovae.ensemble.stacked import Member, StackedAdam, StackedTraining, unstackable
 from lithovae.files import load_checkpoint
 from lithovae.models.base import LatentModel
 from lithovae.errors import ConfigError
-from lithovae.train import _resume_state, build_run, train
+from lithovae.run import build_run, resume_state, score_run
+from lithovae.train import train
 from tests.conftest import FAST_EVAL, compose_train
 
 # a member's metrics against its separate run's, noise on (v2_14_2, 3 epochs, small data, the six
@@ -77,10 +78,9 @@ def test_without_sampling_noise_each_member_ends_with_its_separate_runs_weights(
             assert mine["train/loss"] == pytest.approx(theirs["train/loss"], rel=1e-4)
 
 
+@pytest.mark.slow  # over 15 s: `make test-slow`, which CI runs too
 def test_with_sampling_noise_member_metrics_agree_with_separate_runs_over_seeds(tmp_path, shared_data_dir):
     """The stated tolerance (TOLERANCE), over three seeds and two mask probabilities."""
-    from lithovae.train import score_run
-
     jobs = [["experiment=v2_14_2", "trainer.max_epochs=3", "logger=none", f"seed={seed}", f"mask.prob={prob}"]
             for seed in (0, 1, 2) for prob in (0.1, 0.3)]
     training, parts = _member_jobs(tmp_path, shared_data_dir, jobs, "ens")
@@ -124,9 +124,19 @@ def test_jobs_group_by_architecture_and_data_not_by_training_plan(tmp_path):
         assert key(*varied) == base, varied
     for apart in (["model.latent_dim=4"], ["model.hidden=[16,8]"], ["datamodule.batch_size=256"], ["data.scale=default"]):
         assert key(*apart) not in (base, None), apart
-    assert key("checkpoint=val_ari") is None          # clusters per epoch: a single run's callback
+    assert key("checkpoint=val_ari") == base          # the same policy object as a single run's
     assert key("experiment=v2_7") is None             # VaDE's per-epoch k-means initialisation
     assert key("ckpt_path=/some/last.ckpt") is None   # resuming is the trainer's
+
+
+def test_what_cannot_be_stacked_says_why(tmp_path):
+    def why(*overrides):
+        return unstackable(compose_train(["experiment=v2_14_2", *overrides], tmp_path))
+
+    assert why() is None and why("checkpoint=val_ari") is None and why("alpha=adaptive") is None
+    assert why("experiment=v2_7").startswith("model: VaDE changes the model object at each epoch start")
+    assert why("ckpt_path=/some/last.ckpt").startswith("ckpt_path: a resumed run continues the optimizer state")
+    assert why("trainer.devices=2").startswith("trainer: a stacked group trains on one device")
 
 
 def _multirun(args: list[str], tmp_path: Path, data_dir: Path) -> subprocess.CompletedProcess:
@@ -171,7 +181,7 @@ def test_an_ensemble_sweep_leaves_a_run_per_job_and_a_bad_member_fails_alone(tmp
         model, scored = load_run_model(run_dir, spec)
         if job == 0:  # weights only: evaluated, never resumed
             with pytest.raises(ConfigError, match="ensemble launcher"):
-                _resume_state(run_dir / "checkpoints" / "last.ckpt")
+                resume_state(run_dir / "checkpoints" / "last.ckpt")
         assert scored["evaluated_epoch"] == 2 and np.isfinite(
             model.embed(torch.zeros(4, spec.n_features), torch.ones(4, spec.n_features)).numpy()).all()
 
@@ -214,3 +224,49 @@ def test_studies_run_through_the_ensemble_launcher_with_their_summaries(tmp_path
     summary = pd.read_csv(sweep_dir / "summary.csv")
     assert len(summary) == len(sweep.split("=")[1].split(",")) and summary["ari_best"].notna().all()
     assert list(sweep_dir.glob(f"{study}*.png"))
+
+
+def test_val_ari_members_train_stacked_and_score_the_epoch_their_separate_runs_pick(
+        tmp_path, shared_data_dir, monkeypatch):
+    """checkpoint=val_ari in a stacked group: each member measures its validation ARI with the
+    single run's own policy object and scores the same epoch (best.ckpt) as its separate run."""
+    monkeypatch.setattr(LatentModel, "reparameterize", staticmethod(lambda mu, logvar: mu))
+    common = [*DETERMINISTIC, "checkpoint=val_ari", "checkpoint.every_n_epochs=1", "checkpoint.n_init=1",
+              "trainer.max_epochs=4"]
+    jobs = [[*common, "seed=0", "optimizer.lr=0.001", "mask.prob=0.2"],
+            [*common, "seed=1", "optimizer.lr=0.004"]]
+    separate = [train(compose_train(ov + [f"paths.run_dir={tmp_path / f'sep{i}'}"], tmp_path, shared_data_dir))
+                for i, ov in enumerate(jobs)]
+    training, parts = _member_jobs(tmp_path, shared_data_dir, jobs, "ens")
+    for i, alone in enumerate(separate):
+        assert alone["checkpoint_policy"] == "val_ari" and alone["evaluated_checkpoint"] == "best.ckpt"
+        alone_history = _history_of(tmp_path / f"sep{i}")
+        member_history = _history_of(parts[i].run_dir)
+        assert [e for e in member_history if "val/ari" in member_history[e]] == [0, 1, 2, 3]
+        for epoch, row in alone_history.items():
+            assert member_history[epoch]["val/ari"] == pytest.approx(row["val/ari"], abs=1e-3), (i, epoch)
+        member = score_run(parts[i], epochs_trained=training.members[i].epochs_trained,
+                           final_losses=training.members[i].final_losses)
+        best = max(alone_history, key=lambda e: alone_history[e]["val/ari"])
+        assert (member["checkpoint_policy"], member["evaluated_checkpoint"]) == ("val_ari", "best.ckpt")
+        assert member["evaluated_epoch"] == alone["evaluated_epoch"] == best, i
+        assert training.members[i].policy.best_epoch == best
+
+
+def _history_of(run_dir: Path) -> dict[int, dict]:
+    return {row["epoch"]: row for row in load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["history"]}
+
+
+@pytest.mark.slow  # over 20 s: `make test-slow`, which CI runs too
+def test_a_val_ari_sweep_trains_stacked_and_each_member_scores_its_best_validation_ari_epoch(tmp_path, shared_data_dir):
+    proc = _multirun(["experiment=v2_14_2", "trainer.max_epochs=3", "checkpoint=val_ari", "checkpoint.every_n_epochs=1",
+                      "checkpoint.n_init=1", "mask.prob=0.0,0.2", "logger=none"], tmp_path, shared_data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 stacked group(s) of [2], 0 job(s) one after another" in proc.stdout
+    (sweep_dir,) = (tmp_path / "outputs" / "multiruns" / "train").iterdir()
+    for job in (0, 1):
+        history = _history_of(sweep_dir / str(job))
+        scored = {e: row["val/ari"] for e, row in history.items()}
+        metrics = json.loads((sweep_dir / str(job) / "metrics.json").read_text())
+        assert (metrics["checkpoint_policy"], metrics["evaluated_checkpoint"]) == ("val_ari", "best.ckpt")
+        assert metrics["evaluated_epoch"] == max(scored, key=scored.get)

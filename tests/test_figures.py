@@ -140,7 +140,7 @@ def test_every_figure_of_synthetic_data_says_so(written, run, tmp_path):
 
 
 def test_a_study_figure_of_synthetic_data_says_so(tmp_path):
-    from lithovae.studies import plot_study
+    from lithovae.study_summary import plot_study
 
     points = pd.DataFrame({"point": ["a", "b"], "ari_selected_mean": [0.2, 0.3]})
     for synthetic in (True, False):

@@ -400,6 +400,7 @@ def _predict(tmp_path: Path, *overrides: str) -> tuple[dict, pd.DataFrame]:
     return summary, pd.read_parquet(summary["table"])
 
 
+@pytest.mark.slow  # over 15 s: `make test-slow`, which CI runs too
 def test_training_on_a_folder_of_las_wells_ends_with_metrics_and_predicts_new_wells(tmp_path):
     folder = _las_folder(tmp_path / "wells")
     features = "data.features={GR: GR, RHOB: RHOB|DEN, NPHI: NPHI}"
@@ -415,6 +416,7 @@ def test_training_on_a_folder_of_las_wells_ends_with_metrics_and_predicts_new_we
     assert len(summary["figures"]) == 3 and "scores" not in summary
 
 
+@pytest.mark.slow  # over 15 s: `make test-slow`, which CI runs too
 def test_training_on_a_csv_of_well_log_columns_ends_with_metrics_and_predicts(tmp_path):
     csv = _well_log_csv(tmp_path / "logs.csv", n_wells=20)
     columns = ["data.borehole=WELL", "data.depth=DEPTH", "data.label=LITHOLOGY",

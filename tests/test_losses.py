@@ -367,6 +367,6 @@ def test_masked_mse_of_an_empty_mask_is_zero_with_grad_path():
 def test_hybrid_reduction_must_be_mean_or_sum():
     from lithovae.models.hybrid import HybridVAE
 
-    with pytest.raises(ValueError, match="reduction must be one of"):
+    with pytest.raises(ValueError, match="reduction: must be one of"):
         HybridVAE(DataSpec(2, ("GRA", "R"), 3, 2), reduction="total", latent_dim=2, hidden=[4],
                   batchnorm=False, dropout=0.0)

@@ -22,6 +22,7 @@ from lithovae.evaluation import (
     reconstruction_r2,
     silhouette,
 )
+from lithovae.evaluation.metrics import latent_abs_correlation
 
 FEATURES = ["GRA", "MS", "NGR", "R", "G", "B"]
 
@@ -205,3 +206,17 @@ def test_active_dims():
     latent = np.column_stack([rng.normal(scale=s, size=1000) for s in (1.0, 0.5, 0.02, 0.01, 0.2)])
     assert active_dims(latent) == 3
     assert active_dims(latent, threshold=0.6) == 1
+
+
+def test_latent_abs_correlation_over_the_active_dims():
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.normal(size=5000) for _ in range(3))
+    independent = np.column_stack([a, b, c])
+    assert latent_abs_correlation(independent) < 0.03
+    # dims 0 and 1 correlated at r = 0.8, dim 2 independent: (0.8 + 0 + 0) / 3 pairs
+    correlated = np.column_stack([a, 0.8 * a + 0.6 * b, c])
+    assert latent_abs_correlation(correlated) == pytest.approx(0.8 / 3, abs=0.03)
+    # a collapsed dim is left out however correlated its tiny wiggle is; one active dim is NaN
+    collapsed = np.column_stack([a, 0.01 * a, c])
+    assert latent_abs_correlation(collapsed) < 0.03
+    assert math.isnan(latent_abs_correlation(np.column_stack([a, 0.01 * b])))

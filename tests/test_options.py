@@ -1,5 +1,7 @@
-"""Option ranges (lithovae.config.RANGES): an out-of-range value fails at start, before any
-data is built, with one ``error:`` line naming the key and exit code 2."""
+"""Option ranges, declared beside what they check (lithovae.checks: a class's ``OPTIONS``, a
+structured config's field metadata): an out-of-range value fails at start, before any data is
+built, with one ``error:`` line naming the key and exit code 2; the class's constructor refuses
+it with the same message."""
 
 from __future__ import annotations
 
@@ -8,12 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
 
-from lithovae.config import RANGES, ConfigError, validate
+from lithovae.checks import declared_options
+from lithovae.config import FOREIGN_TARGET_OPTIONS, ConfigError, TrainConfig, _parameters, validate
+from lithovae.data.builder import BuildOptions
+from lithovae.data.datamodule import LithoDataModule
+from lithovae.masking import RandomMask
+from lithovae.spec import DataSpec
 from lithovae.train import run, train
+from lithovae.untrusted import group_targets
 from tests.conftest import CONF_DIR, compose_train
 
 STUDIES = sorted(p.stem for p in (Path(CONF_DIR) / "study").glob("*.yaml"))
@@ -90,7 +100,8 @@ BAD = [
     (["eval.bootstrap.level=1.0"], "eval.bootstrap.level"),
     (["eval.bootstrap.level=0"], "eval.bootstrap.level"),
     (["optimized_metric=ari_best"], "optimized_metric"),
-    # the class's own limit (RandomMask: prob < 1), and maxima that cannot fit in memory
+    # the class's own, narrower limit (RandomMask: prob < 1, MaskStrategy: <= 1), and maxima
+    # that cannot fit in memory
     (["mask=random", "mask.prob=1.0"], "mask.prob"),
     (["model.latent_dim=100000"], "model.latent_dim"),
     (["model.hidden=[100000,16]"], "model.hidden"),
@@ -191,18 +202,109 @@ def _keys(node, prefix="") -> set[str]:
     return keys
 
 
-def test_every_checked_key_exists_in_some_config(tmp_path):
-    """A misspelt key in RANGES would silently check nothing."""
-    groups = {g: sorted(p.stem for p in (Path(CONF_DIR) / g).glob("*.yaml"))
-              for g in ("model", "beta", "mask", "alpha", "checkpoint")}
-    seen: set[str] = set()
-    for group, options in groups.items():
-        for option in options:
-            seen |= _keys(compose_train([f"{group}={option}"], tmp_path))
-    seen |= {"datamodule.n_folds", "datamodule.fold"}  # null by default, still keys
-    assert not set(RANGES) - seen, sorted(set(RANGES) - seen)
+def _declaring_classes() -> dict[str, type]:
+    """Every class whose options a config sets: the packaged lithovae targets of every group,
+    the data module, the data build options and the checks kept for Lightning's Trainer."""
+    classes = {t: get_object(t) for targets in group_targets().values() for t in targets
+               if t.startswith("lithovae.")}
+    return {**classes, "LithoDataModule": LithoDataModule, "BuildOptions": BuildOptions,
+            **{f"{group} (foreign)": owner for group, owner in FOREIGN_TARGET_OPTIONS.items()}}
 
 
+def test_every_declared_option_is_an_option_of_its_class():
+    """A misspelt name in OPTIONS would silently check nothing: each name a class declares is a
+    parameter of it, or of a packaged class that inherits the declaration (MaskStrategy's)."""
+    import dataclasses
+
+    import pytorch_lightning as pl
+
+    accepts: dict[type, set[str]] = {}
+    for where, cls in _declaring_classes().items():
+        if dataclasses.is_dataclass(cls):
+            names = {f.name for f in dataclasses.fields(cls)}
+        else:
+            names = set(_parameters(pl.Trainer if "foreign" in where else cls)[0])
+        for base in (cls.__mro__ if isinstance(cls, type) else [cls]):
+            accepts.setdefault(base, set()).update(names)
+    wrong = []
+    for declaring, names in accepts.items():
+        for name, _ in (declared_options(declaring) if "OPTIONS" in vars(declaring) else []):
+            wrong += [f"{declaring.__qualname__}: {n}" for n in (name if isinstance(name, tuple) else (name,))
+                      if n.split(".")[0] not in names]
+    assert accepts and not wrong, wrong
+
+
+def test_every_schema_check_is_declared_on_a_config_key(tmp_path):
+    """Each structured config's declared checks name keys of the composed config."""
+    keys = _keys(compose_train([], tmp_path)) | {"datamodule.n_folds", "datamodule.fold"}  # null by default
+    keys |= {"replicates"}  # set by study=replicates only
+    names = {name for name, _ in declared_options(TrainConfig)}
+    assert names and names <= keys, sorted(names - keys)
+
+
+def test_the_config_check_reads_the_class_declaration(tmp_path, monkeypatch):
+    """The config has no ranges of its own for a target: change the class's and the config's change."""
+    cfg = compose_train(["mask=random", "mask.prob=0.5"], tmp_path)
+    validate(cfg)
+
+    def at_most_a_quarter(key, value):
+        if value > 0.25:
+            raise ValueError(f"{key}: must be <= 0.25, got {value!r}")
+
+    monkeypatch.setattr(RandomMask, "OPTIONS", {"prob": at_most_a_quarter})
+    with pytest.raises(ConfigError, match=r"^mask\.prob: must be <= 0\.25, got 0\.5$"):
+        validate(cfg)
+    with pytest.raises(ValueError, match=r"^prob: must be <= 0\.25, got 0\.5$"):
+        RandomMask(prob=0.5, masked_weight=0.0)
+
+
+# the rows of BAD whose class checks its own options when built: its constructor must refuse the
+# value with the config's message (the data's and the data module's keep their group's prefix)
+BUILT = [(o, k) for o, k in BAD if k.split(".")[0] in ("model", "beta", "mask", "alpha", "datamodule", "data")]
+SPEC = DataSpec(6, ("GRA", "MS", "NGR", "R", "G", "B"), 139, 14, (1,) * 139, (1,) * 14)
+
+
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory):
+    """compose_train, once per choice of config groups; the values are set on a copy."""
+    tmp, cache = tmp_path_factory.mktemp("composed"), {}
+
+    def compose_with(overrides):
+        groups = tuple(o for o in overrides if "." not in o.split("=")[0])
+        if groups not in cache:
+            cache[groups] = compose_train(list(groups), tmp)
+        cfg = cache[groups].copy()
+        for override in overrides:
+            key, value = override.split("=", 1)
+            if "." in key:
+                OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+        return cfg
+    return compose_with
+
+
+def _build(node: DictConfig, **injected):
+    """The node's target called with its options (as Hydra would, without Hydra's wrapping)."""
+    options = OmegaConf.to_container(node, resolve=True)
+    return get_object(options.pop("_target_"))(**options, **injected)
+
+
+@pytest.mark.parametrize("overrides, key", BUILT, ids=[" ".join(o) for o, _ in BUILT])
+def test_the_constructor_refuses_what_the_config_refuses(tmp_path, composed, overrides, key):
+    cfg = composed(overrides)
+    with pytest.raises(ConfigError) as config_error:
+        validate(cfg)
+    group = key.split(".")[0]
+    with pytest.raises(ValueError) as built_error:
+        if group == "datamodule":
+            LithoDataModule(tmp_path / "unread.parquet", seed=0,
+                            **OmegaConf.to_container(cfg.datamodule, resolve=True))
+        else:
+            _build(cfg[group], **({"data": SPEC} if group == "model" else {}))
+    message = str(config_error.value)
+    assert str(built_error.value) == (message if group in ("datamodule", "data") else message[len(group) + 1:])
+
+
+@pytest.mark.slow  # over 15 s: `make test-slow`, which CI runs too
 @pytest.mark.parametrize("overrides, line", [
     (["trainer.max_epochs=-1"], "error: trainer.max_epochs: must be an integer >= 1, got -1"),
     # the class's own limit (RandomMask raised a ValueError once training began)

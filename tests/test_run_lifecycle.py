@@ -23,7 +23,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from lithovae.checkpointing import LAST
-from lithovae.train import RUN_FILES, run, train
+from lithovae.run import RUN_FILES
+from lithovae.train import run, train
 from tests.conftest import CONF_DIR, FAST_EVAL, compose_train
 
 SETUP = ["trainer.max_epochs=2", "logger=none"]
@@ -218,12 +219,12 @@ def test_a_file_tracking_uri_is_one_line(tmp_path, capsys):
 # process is stopped while scoring, whatever the machine's speed
 STALLED_SCORING = """
 import pathlib, runpy, sys, time
-import lithovae.evaluation.scoring as scoring
+import lithovae.run as lifecycle
 marker = pathlib.Path(sys.argv.pop(1))
 def stalled(*args, **kwargs):
     marker.touch()
     time.sleep(300)
-scoring.evaluate = stalled
+lifecycle.score_model = stalled
 runpy.run_module("lithovae.train", run_name="__main__", alter_sys=True)  # python -m lithovae.train
 """
 
@@ -264,6 +265,7 @@ def _resume(tmp_path: Path, data_dir: Path, *extra: str) -> dict:
                                 f"paths.run_dir={tmp_path / 'resumed'}"], tmp_path, data_dir))
 
 
+@pytest.mark.slow  # over 15 s: `make test-slow`, which CI runs too
 def test_sigkill_while_scoring_leaves_a_run_not_finished_that_evaluate_scores_and_a_resume_completes(
         tmp_path, shared_data_dir):
     proc, _ = _stopped_while_scoring(tmp_path, shared_data_dir, signal.SIGKILL)
@@ -285,6 +287,7 @@ def test_sigkill_while_scoring_leaves_a_run_not_finished_that_evaluate_scores_an
     assert runs[killed.info.run_id].data.tags["resumed_by_run"] == new.info.run_id
 
 
+@pytest.mark.slow  # over 15 s: `make test-slow`, which CI runs too
 def test_sigterm_while_scoring_exits_143_with_a_killed_run_and_a_usable_folder(tmp_path, shared_data_dir):
     proc, err = _stopped_while_scoring(tmp_path, shared_data_dir, signal.SIGTERM)
     assert proc.returncode == 143

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from lithovae.data import reference
 from lithovae.models.base import DataSpec
-from lithovae.studies import settings_of
+from lithovae.study_summary import settings_of
 from tests.conftest import CONF_DIR, compose_train
 
 SPEC = DataSpec(6, ("GRA", "MS", "NGR", "R", "G", "B"), 139, 14, tuple(range(1, 140)), tuple(range(1, 15)))

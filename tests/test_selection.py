@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from lithovae.evaluation.metrics import clustering_scores
-from lithovae.evaluation.scoring import evaluate
+from lithovae.evaluation.scoring import score_model
 from lithovae.evaluation.selection import held_out_clusterings
 from lithovae.models.vae import VAE
 from lithovae.spec import DataSpec
@@ -106,11 +106,11 @@ def test_the_search_objective_never_sees_the_test_labels(tmp_path):
     held_out = {"val": _tensors(val_x, val_y), "train": _tensors(train_x, train_y)}
     options = dict(k=list(KS), n_init=2, gmm=True, silhouette_samples=200, max_fit_samples=None,
                    train_fit_samples=None, bootstrap={"resamples": 0, "level": 0.95}, backend="torch", seed=0)
-    first, _ = evaluate(model, _tensors(test_x, test_y), list(SPEC.feature_names), held_out=held_out, **options)
+    first, _ = score_model(model, _tensors(test_x, test_y), list(SPEC.feature_names), held_out=held_out, **options)
     permuted = test_y.copy()
     labeled = np.flatnonzero(test_y >= 0)
     permuted[labeled] = np.random.default_rng(0).permutation(test_y[labeled])
-    second, _ = evaluate(model, _tensors(test_x, permuted), list(SPEC.feature_names), held_out=held_out, **options)
+    second, _ = score_model(model, _tensors(test_x, permuted), list(SPEC.feature_names), held_out=held_out, **options)
     assert objective in first and np.isfinite(first[objective])
     assert second[objective] == first[objective]
     assert second["ari_best"] != first["ari_best"]  # the test scores did see the permutation

@@ -63,6 +63,7 @@ def test_a_multirun_with_one_bad_value_leaves_a_failed_run_beside_the_finished_o
     assert runs["1.5"].data.tags["error"] == "mask.prob: must be in [0, 1], got 1.5"
 
 
+@pytest.mark.slow  # over 15 s: `make test-slow`, which CI runs too
 def test_a_single_run_with_a_bad_value_leaves_a_failed_run_with_its_overrides_and_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "lithovae.train", "trainer.max_epochs=-1", f"paths.root_dir={tmp_path}",

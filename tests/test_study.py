@@ -20,7 +20,7 @@ from scipy import stats
 
 from lithovae.data import reference
 from lithovae.evaluation.comparisons import LEVEL
-from lithovae.studies import (FOLD_COLUMNS, fold_row, grid_table, history_table, replicates_problem,
+from lithovae.study_summary import (FOLD_COLUMNS, fold_row, grid_table, history_table, replicates_problem,
                               study_figure, write_summary)
 from tests.conftest import CONF_DIR, FAST_EVAL, compose_train
 from tests.test_comparisons import fake_job

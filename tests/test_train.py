@@ -115,12 +115,12 @@ def test_mlflow_run_has_params_tags_test_metrics_epoch_curves_and_artifacts(tmp_
 
 
 def test_a_run_that_raises_is_marked_failed(tmp_path, shared_data_dir, monkeypatch):
-    import lithovae.evaluation.scoring as evaluation
+    import lithovae.run as lifecycle
 
     def broken(*args, **kwargs):
         raise RuntimeError("evaluation exploded")
 
-    monkeypatch.setattr(evaluation, "evaluate", broken)
+    monkeypatch.setattr(lifecycle, "score_model", broken)
     cfg = compose_train(["trainer.max_epochs=1"], tmp_path, shared_data_dir)
     with pytest.raises(RuntimeError, match="exploded"):
         train(cfg)
@@ -162,7 +162,10 @@ def test_evaluate_reproduces_the_run_metrics_from_the_run_dir_alone(tmp_path, sh
     from tests.conftest import CONF_DIR
 
     cfg = compose_train(["model=semisup", "trainer.max_epochs=1", "logger=none"], tmp_path, shared_data_dir)
-    trained = train(cfg)
+    seen = []  # an output step of the caller's own: after the built-in ones, metrics.json written
+    trained = train(cfg, outputs=[lambda run: seen.append(((run.parts.run_dir / "metrics.json").exists(),
+                                                           run.metrics))])
+    assert seen == [(True, trained)]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         ecfg = compose(config_name="evaluate", overrides=[
@@ -170,6 +173,16 @@ def test_evaluate_reproduces_the_run_metrics_from_the_run_dir_alone(tmp_path, sh
     again = evaluate_run(ecfg)
     for key in ("n_test", "ari_best", "ari_kmeans_k12", "r2_mean", "auc_pooled", "active_dims"):
         assert again[key] == pytest.approx(trained[key]), key
+    # every key of the run's own metrics.json, and the same values where they do not depend on
+    # the process (the scores above; the run's record and the hierarchy check here)
+    run_file = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(run_file) <= set(again), set(run_file) - set(again)
+    assert {"hierarchy_ari", "hierarchy_ari_all", "epochs_trained", "final_losses", "train_time"} <= set(run_file)
+    for key in ("hierarchy_ari", "hierarchy_ari_test", "hierarchy_ari_all", "hierarchy_n_lithologies_all",
+                "checkpoint_policy", "epochs_trained", "n_train", "n_val", "n_train_labeled", "train_time",
+                "train_entropy", "test_entropy", "latent_dim", "seed", "mlflow_run_id", "dataset", "synthetic"):
+        assert again[key] == pytest.approx(run_file[key], nan_ok=True), key
+    assert again["final_losses"] == pytest.approx(run_file["final_losses"])
     saved = json.loads((tmp_path / "run" / "evaluations" / "synthetic-small-seed0-test" / "metrics.json").read_text())
     assert saved["split"] == "test"
     assert saved["evaluated_checkpoint"] == "last.ckpt" and saved["evaluated_epoch"] == trained["evaluated_epoch"]
@@ -181,6 +194,7 @@ def test_evaluate_reproduces_the_run_metrics_from_the_run_dir_alone(tmp_path, sh
     assert evaluate_run(explicit)["ari_best"] == pytest.approx(trained["ari_best"])
 
 
+@pytest.mark.slow  # over 15 s: `make test-slow`, which CI runs too
 def test_a_run_writes_every_figure_and_cluster_tables_and_logs_them(tmp_path, shared_data_dir):
     from PIL import Image
 
@@ -202,6 +216,7 @@ def test_a_run_writes_every_figure_and_cluster_tables_and_logs_them(tmp_path, sh
     assert "figures/umap.png" in logged and "figures/roc.png" in logged
 
 
+@pytest.mark.slow  # over 15 s: `make test-slow`, which CI runs too
 def test_a_group_classifier_draws_roc_curves_over_its_own_classes(tmp_path, shared_data_dir):
     cfg = compose_train(["experiment=direct_classifier", "trainer.max_epochs=1", "logger=none",
                          "eval.figures=true", "eval.umap_sample=300"], tmp_path, shared_data_dir)

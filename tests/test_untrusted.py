@@ -220,6 +220,7 @@ def tampered_model(trained, tmp_path):
     meta.write_bytes(original)
 
 
+@pytest.mark.slow  # over 15 s: `make test-slow`, which CI runs too
 @pytest.mark.usefixtures("tampered_model")
 def test_predict_and_pyfunc_refuse_a_payload_planted_in_a_logged_model(trained, tmp_path):
     uri = f"runs:/{trained['run_id']}/model"

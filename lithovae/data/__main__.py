@@ -9,6 +9,9 @@ from omegaconf import DictConfig
 
 from lithovae.cli import exits_cleanly
 
+# not at the top: each command's modules (LAS reading, reports, pandas) are imported inside the
+# command that uses them: python -m lithovae.data --help stays quick
+
 
 @exits_cleanly
 def build(cfg: DictConfig) -> str:

@@ -25,7 +25,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +34,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from lithovae.checks import non_negative_number
+from lithovae.checks import check_options, non_negative, positive
 from lithovae.data import reference
 from lithovae.data.errors import BuildError
 from lithovae.data.schema import (DEPTH_COLUMN, FEATURE_SETS, ID_COLUMNS, LABEL_COLUMNS,
                                   MAX_ABS_VALUE, Instrument, instruments_for)
 from lithovae.files import atomic_write, file_digest
+
+# not at the top: pyarrow.parquet is imported inside the writer: reading the options needs no
+# pyarrow
 
 BUILDER_VERSION = 2  # bump when the output of the same inputs and options changes (2: inf, |x| > 1e12)
 _SEP = "\x1f"  # joins the four label strings into one vote key
@@ -52,9 +55,10 @@ class BuildOptions:
     only the options no YAML sets (the physical ranges, the block size) have one here."""
 
     feature_set: str
-    bin_size: float
+    # metadata "check": the range, checked here and by the train config (lithovae.checks)
+    bin_size: float = field(metadata={"check": positive})
     # fill a missing instrument from the nearest bin within this distance (m); v2.6.8 used 0.2
-    depth_tolerance: float
+    depth_tolerance: float = field(metadata={"check": non_negative})
     # keep bins lacking some features, as NaN (v2.15); `require` lists those that must be present
     keep_incomplete: bool
     require: list[str]
@@ -83,11 +87,8 @@ class BuildOptions:
         return cls(**build, encoding=encoding)
 
     def __post_init__(self):
-        try:
-            self.bin_size = non_negative_number("data.build.bin_size", self.bin_size)
-            self.depth_tolerance = non_negative_number("data.build.depth_tolerance", self.depth_tolerance)
-        except ValueError as exc:
-            raise BuildError(str(exc)) from None
+        check_options(type(self), vars(self), "data.build.", BuildError)
+        self.bin_size, self.depth_tolerance = float(self.bin_size), float(self.depth_tolerance)
         for key in ("gra_range", "rgb_range"):
             value = getattr(self, key)
             try:
@@ -100,10 +101,6 @@ class BuildOptions:
         if self.feature_set not in FEATURE_SETS:
             raise BuildError(f"data.build.feature_set: unknown '{self.feature_set}', "
                              f"choose one of {sorted(FEATURE_SETS)}")
-        if not self.bin_size > 0:
-            raise BuildError(f"data.build.bin_size must be > 0, got {self.bin_size}")
-        if self.depth_tolerance < 0:
-            raise BuildError(f"data.build.depth_tolerance must be >= 0, got {self.depth_tolerance}")
         bad = [f for f in self.require if f not in self.features]
         if bad:
             raise BuildError(f"data.build.require: {bad} not in feature set {self.features}")

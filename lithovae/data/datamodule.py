@@ -17,6 +17,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from lithovae.checks import (MAX_CONTEXT, at_least, between, check_options, half_open_unit_interval, one_of,
+                             optional, split_fractions)
 from lithovae.data import reference
 from lithovae.data.errors import BuildError
 from lithovae.data.features import expand_features
@@ -26,11 +28,22 @@ from lithovae.data.schema import DATASET_KEY_COLUMNS
 from lithovae.data.sources import missing_ids
 from lithovae.data.splits import (SPLIT_KINDS, borehole_split, check_disjoint, entropy_balanced_folds,
                                    entropy_balanced_split, label_entropy, two_way_split)
+from lithovae.spec import DataSpec
+
+# not at the top: lithovae.data.features is imported inside the function that expands context
+# features: it loads scikit-learn
 
 SPLITS = ("train", "val", "test")
 # datamodule.label_unit: which rows keep their labels together when label_fraction < 1
 LABEL_UNITS = ("borehole", "bin")
 _LABEL_STREAM = 0x1ABE1  # the labeled-subset draw has its own random stream, apart from the split's
+
+
+def fold_of_n_folds(prefix: str, values: dict) -> None:
+    """``fold`` in 0..n_folds-1 when both are set (a config may leave ``fold`` to its sweep)."""
+    n_folds, fold = values["n_folds"], values["fold"]
+    if n_folds is not None and fold is not None and not fold < n_folds:
+        raise ValueError(f"{prefix}fold: must be < {prefix}n_folds, got n_folds={n_folds}, fold={fold!r}")
 
 
 class TensorBatchDataset(torch.utils.data.Dataset):
@@ -105,6 +118,21 @@ class LithoDataModule(pl.LightningDataModule):
     ``missing_boreholes``; and a part may be empty (the caller checks the one it scores).
     """
 
+    # the options' ranges (the ``datamodule`` config's, checked there and here: lithovae.checks)
+    OPTIONS = {
+        "batch_size": at_least(2),  # BatchNorm needs two rows
+        "eval_batch_size": at_least(1),
+        "steps_per_batch": at_least(1),
+        "fractions": split_fractions,
+        "context": between(0, MAX_CONTEXT),
+        "n_folds": optional(at_least(2)),
+        "fold": optional(at_least(0)),
+        ("n_folds", "fold"): fold_of_n_folds,
+        "split": one_of(*SPLIT_KINDS),
+        "label_fraction": half_open_unit_interval,
+        "label_unit": one_of(*LABEL_UNITS),
+    }
+
     def __init__(self, dataset_path: str | Path, *, batch_size: int,
                  fractions: tuple[float, float, float], seed: int,
                  n_folds: int | None, fold: int | None,
@@ -114,6 +142,10 @@ class LithoDataModule(pl.LightningDataModule):
                  transforms: dict[str, str] | None = None,
                  scaler: DistributionAwareScaler | None = None, encoding: LabelEncoding | None = None,
                  assignment: dict[str, list[str]] | None = None):
+        check_options(type(self), locals(), "datamodule.", BuildError)
+        if n_folds is not None and fold is None:  # built for one fold: the sweep must have chosen it
+            raise BuildError(f"datamodule.fold: must be set when datamodule.n_folds is, got n_folds={n_folds}, "
+                             f"fold={fold!r}")
         super().__init__()
         self.dataset_path = Path(dataset_path)
         self.batch_size = batch_size
@@ -124,17 +156,7 @@ class LithoDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.fractions = tuple(fractions)
         self.seed = seed
-        if n_folds is not None and (n_folds < 2 or not isinstance(fold, int) or not 0 <= fold < n_folds):
-            raise BuildError(f"datamodule.fold: need datamodule.n_folds >= 2 and a fold in 0..n_folds-1, "
-                             f"got n_folds={n_folds}, fold={fold!r}")
         self.n_folds, self.fold = n_folds, fold
-        if split not in SPLIT_KINDS:
-            raise BuildError(f"datamodule.split: must be one of {list(SPLIT_KINDS)}, got {split!r}")
-        if isinstance(label_fraction, bool) or not isinstance(label_fraction, (int, float)) \
-                or not 0 < label_fraction <= 1:
-            raise BuildError(f"datamodule.label_fraction: must be in (0, 1], got {label_fraction!r}")
-        if label_unit not in LABEL_UNITS:
-            raise BuildError(f"datamodule.label_unit: must be one of {list(LABEL_UNITS)}, got {label_unit!r}")
         self.split, self.label_fraction, self.label_unit = split, float(label_fraction), label_unit
         self._fit_started: float | None = None
         self.transforms = transforms
@@ -311,14 +333,14 @@ class LithoDataModule(pl.LightningDataModule):
             self.shuffle_generator.set_state(state_dict["shuffle_generator"])
 
     def data_spec(self):
-        from lithovae.spec import DataSpec
 
         train = self.tensors["train"]
         return DataSpec(
             n_features=len(self.feature_names), feature_names=tuple(self.feature_names),
             n_classes=len(self.encoding.classes), n_groups=len(self.encoding.groups),
             class_counts=tuple(_counts(train["y"], len(self.encoding.classes))),
-            group_counts=tuple(_counts(train["y_group"], len(self.encoding.groups))))
+            group_counts=tuple(_counts(train["y_group"], len(self.encoding.groups))),
+            n_train=len(train["x"]))
 
     # -- loaders -----------------------------------------------------------------------------
     def world(self) -> tuple[int, int]:

@@ -16,6 +16,9 @@ from lithovae.data.errors import BuildError
 from lithovae.data.scaler import STUDY_TRANSFORMS
 from lithovae.data.schema import ALL_FEATURES
 
+# not at the top: sklearn.ensemble is imported inside the one feature that needs it (seconds to
+# import)
+
 # name -> (function of the feature frame, scaler transform)
 ENGINEERED = {
     "lightness": (lambda f: (f["R"] + f["G"] + f["B"]) / 3, "log1p"),

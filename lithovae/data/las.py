@@ -44,6 +44,8 @@ from lithovae.data.sources import (checked_bin_size, checked_features, label_str
                                    transforms_within, write_contract)
 from lithovae.files import file_digest
 
+# not at the top: lasio is imported inside the reader: only data=las needs it
+
 LAS_VERSION = 1  # bump when the output of the same files and options changes
 
 # the spellings of a depth unit in LAS headers, for the one-unit-per-folder check

@@ -11,6 +11,9 @@ from lithovae.data import reference
 from lithovae.data.scaler import STUDY_TRANSFORMS, DistributionAwareScaler
 from lithovae.data.schema import ALL_FEATURES, DATASET_KEY_COLUMNS
 
+# not at the top: scikit-learn is imported inside the report's clustering: the rest of the report
+# needs none
+
 
 def kmeans_baseline_ari(frame: pd.DataFrame, features: list[str], k: int = 12, seed: int = 0,
                         n_init: int = 10, transforms: dict[str, str] | None = None) -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lithovae.checks import check_options, options_of, random_seed
 from lithovae.data.builder import BuildOptions, bin_index, build_dataset, built_dataset, checked_encoding, not_decodable
 from lithovae.data.errors import BuildError
 from lithovae.data.labels import checked_mapping, grouped_labels, named_labels
@@ -20,12 +21,16 @@ from lithovae.data.scaler import checked_transforms
 from lithovae.data.schema import ALL_FEATURES, DATASET_KEY_COLUMNS, MAX_ABS_VALUE
 from lithovae.files import atomic_write, file_digest, file_lock
 
+# not at the top: the synthetic generator and pyarrow are imported inside the functions that use
+# them: a source of own data never needs the generator
+
 
 class LilySource:
     """Real LILY ``*_DataLITH.csv`` files in ``raw_dir``, text in ``encoding``
     (``data.encoding``, utf-8 in data/lily.yaml; part of the cache key)."""
 
     synthetic = False
+    OPTIONS = {"build": options_of(BuildOptions)}  # the ranges (lithovae.checks), checked by the config too
 
     def __init__(self, *, raw_dir: str, build: dict, transforms: dict | None, encoding: str):
         if raw_dir in (None, "", "???"):
@@ -53,10 +58,12 @@ class SyntheticSource:
     # the text encoding of the generated raw CSV files (pyarrow's CSV writer writes UTF-8):
     # a fact of the generator, not an option (data/synthetic.yaml has no data.encoding)
     RAW_ENCODING = "utf-8"
+    OPTIONS = {"seed": random_seed, "build": options_of(BuildOptions)}  # checked by the config too
 
     def __init__(self, *, scale: str, seed: int, build: dict, transforms: dict | None):
         from lithovae.data.synthetic import SCALES
 
+        check_options(type(self), locals(), "data.", BuildError)
         if scale not in SCALES:
             raise BuildError(f"data.scale: unknown '{scale}', choose one of {sorted(SCALES)}")
         self.scale, self.seed = scale, int(seed)

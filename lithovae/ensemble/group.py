@@ -10,9 +10,19 @@ import sys
 import torch
 from hydra.core.utils import JobReturn, JobStatus
 
-from lithovae.ensemble.launcher import LAUNCHER_TAG, _Job
+from lithovae import tracking
+from lithovae.cli import EXIT_USER_ERROR, RunInterrupted, one_line, signals_interrupt
+from lithovae.ensemble.jobs import Job
+from lithovae.ensemble.stacked import Member, StackedTraining
+from lithovae.errors import LithovaeError
+from lithovae.evaluation.metrics import clustering_scores_many
+from lithovae.files import load_checkpoint
+from lithovae.models.base import latent_means
+from lithovae.run import build_run, configured_logger, early_tags, run_tags, score_run, track_run
+from lithovae.sweeps import mark_failed
 
 log = logging.getLogger("lithovae")
+LAUNCHER_TAG = "ensemble"  # each member's MLflow run's ``launcher`` tag
 
 
 def _device(cfg) -> torch.device:
@@ -22,18 +32,14 @@ def _device(cfg) -> torch.device:
     return torch.device("cpu")
 
 
-def _objective(job: _Job, metrics: dict) -> float:
+def _objective(job: Job, metrics: dict) -> float:
     value = metrics.get(job.task_cfg.optimized_metric)
     return float(value) if value is not None else float("nan")
 
 
-def _user_error(job: _Job, exc: BaseException) -> JobReturn:
+def _user_error(job: Job, exc: BaseException) -> JobReturn:
     """What ``lithovae.train.main`` does with a bad value in a multirun: one error line, a FAILED
     mark in the job dir, NaN for the sweeper; other failures fail the job for Hydra."""
-    from lithovae.cli import EXIT_USER_ERROR, one_line
-    from lithovae.errors import LithovaeError
-    from lithovae.sweeps import mark_failed
-
     if isinstance(exc, LithovaeError):
         print(f"error: {one_line(exc)}", file=sys.stderr)
         mark_failed(job.output_dir, EXIT_USER_ERROR)
@@ -42,25 +48,17 @@ def _user_error(job: _Job, exc: BaseException) -> JobReturn:
     return job.end(JobStatus.FAILED, exc)
 
 
-def _failed_before_training(job: _Job, exc: BaseException) -> JobReturn:
+def _failed_before_training(job: Job, exc: BaseException) -> JobReturn:
     """A member that could not be built: a FAILED MLflow run saying why, as a single run leaves."""
-    from lithovae import tracking
-    from lithovae.train import _configured_logger, _early_tags
-
     try:
-        with tracking.tracked_run(_configured_logger(job.task_cfg), job.task_cfg, _early_tags(job.task_cfg)):
+        with tracking.tracked_run(configured_logger(job.task_cfg), job.task_cfg, early_tags(job.task_cfg)):
             raise exc
     except BaseException:  # noqa: BLE001 - recorded in the run; the job's return says it below
         pass
     return _user_error(job, exc)
 
 
-def train_group(jobs: list[_Job], number: int, run_alone, threads: int) -> dict[int, JobReturn]:
-    from lithovae import tracking
-    from lithovae.cli import RunInterrupted, one_line, signals_interrupt
-    from lithovae.ensemble.stacked import Member, StackedTraining
-    from lithovae.train import _configured_logger, _early_tags, build_run, run_tags, track_run
-
+def train_group(jobs: list[Job], number: int, run_alone, threads: int) -> dict[int, JobReturn]:
     results: dict[int, JobReturn] = {}
     datamodules: dict = {}
     built = []
@@ -93,8 +91,8 @@ def train_group(jobs: list[_Job], number: int, run_alone, threads: int) -> dict[
     size = len(built)
     for member, (job, parts) in zip(members, built):
         with job.active():
-            logger = _configured_logger(job.task_cfg)
-            tags = {**_early_tags(job.task_cfg), **run_tags(parts), "launcher": LAUNCHER_TAG,
+            logger = configured_logger(job.task_cfg)
+            tags = {**early_tags(job.task_cfg), **run_tags(parts), "launcher": LAUNCHER_TAG,
                     "ensemble_group": f"{number}", "ensemble_size": str(size)}
             tracking.start_run(logger, job.task_cfg, {})
             parts.logger = logger
@@ -125,11 +123,7 @@ def train_group(jobs: list[_Job], number: int, run_alone, threads: int) -> dict[
     return results
 
 
-def _score_member(job: _Job, parts, member, clustering) -> JobReturn:
-    from lithovae import tracking
-    from lithovae.cli import RunInterrupted, one_line
-    from lithovae.train import score_run
-
+def _score_member(job: Job, parts, member, clustering) -> JobReturn:
     with job.active():
         try:
             metrics = score_run(parts, epochs_trained=member.epochs_trained,
@@ -156,11 +150,6 @@ def _batched_clustering(built) -> list:
     """Every member's test-set clustering (the weights its policy chose), in one call of
     :func:`clustering_scores_many` (which batches the members on a GPU); None for a member whose
     latents cannot be computed here, which then clusters in its own scoring."""
-    from lithovae.cli import one_line
-    from lithovae.evaluation.metrics import clustering_scores_many
-    from lithovae.files import load_checkpoint
-    from lithovae.models.base import latent_means
-
     options = {k: v for k, v in built[0][1].score_options.items()
                if k in ("n_init", "gmm", "max_fit_samples", "backend")}
     first = built[0][1]

@@ -3,24 +3,27 @@ one stacked computation (:mod:`lithovae.ensemble.stacked`); every job still beco
 
 The launcher groups the jobs by everything but what a member may vary (:data:`MEMBER_KEYS`), cuts
 each group to ``max_group_size``, and trains each group together. Jobs that cannot be grouped
-(a job alone in its group, DDP, a resumed run, the ``val_ari`` policy, a model with per-model
-epoch hooks) run one after another, exactly as the basic launcher runs them.
+(a job alone in its group, or one :func:`lithovae.ensemble.stacked.unstackable` names: DDP, a
+resumed run, a model with per-model epoch hooks) run one after another, exactly as the basic
+launcher runs them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
+import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lithovae.checks import integer_at_least
+from lithovae.ensemble.jobs import Job
+from lithovae.errors import ConfigError
 
 log = logging.getLogger("lithovae")
 
@@ -29,77 +32,15 @@ log = logging.getLogger("lithovae")
 MEMBER_KEYS = ("seed", "mask", "beta", "alpha", "optimizer", "lr_scheduler", "early_stopping",
                "checkpoint", "logger", "paths", "preset", "optimized_metric", "task_name", "study",
                "hparams_search", "ckpt_path")
-LAUNCHER_TAG = "ensemble"
-
-
-class _Job:
-    """One job of the sweep: its composed config, and Hydra's per-job context around a block."""
-
-    def __init__(self, idx: int, overrides: Sequence[str], config: DictConfig, hydra_context: HydraContext):
-        self.idx, self.overrides, self.hydra_context = idx, list(overrides), hydra_context
-        self.config = config
-        with self.active():
-            out = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(
-                OmegaConf.select(config, "hydra.sweep.subdir"))
-            with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-                config.hydra.runtime.output_dir = os.path.abspath(out)
-        self.output_dir = Path(config.hydra.runtime.output_dir)
-        self.task_cfg = copy.deepcopy(config)
-        with read_write(self.task_cfg), open_dict(self.task_cfg):
-            del self.task_cfg["hydra"]
-        self.started = False
-
-    @contextlib.contextmanager
-    def active(self):
-        """HydraConfig set to this job's config for the block (what ``${hydra:...}``, the job tags
-        and the sweep's MLflow experiment read)."""
-        previous = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(self.config)
-        try:
-            yield self
-        finally:
-            HydraConfig.instance().cfg = previous
-
-    def start(self) -> None:
-        """What Hydra's run_job does before the task: the job directory, its .hydra files, the
-        callbacks' on_job_start."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if self.config.hydra.output_subdir is not None:
-            hydra_output = self.output_dir / str(self.config.hydra.output_subdir)
-            _save_config(self.task_cfg, "config.yaml", hydra_output)
-            _save_config(copy.deepcopy(HydraConfig.instance().cfg), "hydra.yaml", hydra_output)
-            _save_config(self.config.hydra.overrides.task, "overrides.yaml", hydra_output)
-        self.hydra_context.callbacks.on_job_start(config=self.config, task_function=None)
-        self.started = True
-
-    def end(self, status: JobStatus, value) -> JobReturn:
-        ret = JobReturn(overrides=list(OmegaConf.to_container(self.config.hydra.overrides.task)),
-                        cfg=self.task_cfg, hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
-                        working_dir=os.getcwd(), task_name=str(self.config.hydra.job.name),
-                        status=status, _return_value=value)
-        self.hydra_context.callbacks.on_job_end(config=self.config, job_return=ret)
-        return ret
 
 
 def group_key(cfg: DictConfig) -> str | None:
     """What a job shares with the others of its group (JSON), or None when it cannot be grouped."""
-    import json
+    # stacked and group (below) import torch and Lightning: not at the top, so checking the
+    # launcher's options before a sweep (hydra_callbacks.check_launcher) stays quick
+    from lithovae.ensemble.stacked import unstackable
 
-    from hydra.utils import get_class
-
-    from lithovae.ensemble.stacked import stackable_class
-
-    if cfg.get("ckpt_path") is not None:
-        return None  # a resumed run continues on Lightning's trainer
-    if "ari" in str(cfg.checkpoint.get("_target_", "")).lower():
-        return None  # the val_ari policy clusters per epoch: a single run's callback
-    trainer = cfg.get("trainer", {})
-    if "ddp" in str(trainer.get("strategy", "")) or str(trainer.get("devices", 1)) not in ("1", "auto"):
-        return None
-    try:
-        if stackable_class(get_class(str(cfg.model._target_))) is not None:
-            return None
-    except Exception:  # noqa: BLE001 - a broken model config fails in its own (sequential) run
+    if unstackable(cfg) is not None:
         return None
     shared = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in MEMBER_KEYS}
     shared["trainer"] = {k: v for k, v in shared.get("trainer", {}).items() if k != "max_epochs"}
@@ -109,9 +50,6 @@ def group_key(cfg: DictConfig) -> str | None:
 def check_options(max_group_size, threads) -> tuple[int, int | None]:
     """The launcher's options, or a one-line ConfigError naming the key (checked before the
     sweep starts: lithovae.hydra_callbacks.check_launcher)."""
-    from lithovae.checks import integer_at_least
-    from lithovae.errors import ConfigError
-
     try:
         size = integer_at_least("hydra.launcher.max_group_size:", max_group_size, 1)
         return size, None if threads is None else integer_at_least("hydra.launcher.threads:", threads, 1)
@@ -131,6 +69,7 @@ class EnsembleLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from lithovae.console import quiet_third_party  # not at import: Hydra scans launchers at start
+        from lithovae.ensemble.stacked import unstackable
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -143,17 +82,20 @@ class EnsembleLauncher(Launcher):
             with open_dict(config):
                 config.hydra.job.id = idx
                 config.hydra.job.num = idx
-            jobs.append(_Job(idx, overrides, config, self.hydra_context))
-        groups: dict[str, list[_Job]] = {}
-        alone: list[_Job] = []
+            jobs.append(Job(idx, overrides, config, self.hydra_context))
+        groups: dict[str, list[Job]] = {}
+        alone: list[Job] = []
         for job in jobs:
             with job.active():
                 try:
                     key = group_key(job.task_cfg)
+                    why = unstackable(job.task_cfg) if key is None else None
                 except Exception:  # noqa: BLE001 - an unresolvable config fails in its own run
-                    key = None
+                    key = why = None
             (alone.append(job) if key is None else groups.setdefault(key, []).append(job))
-        batches: list[list[_Job]] = []
+            if why is not None:
+                print(f"[ensemble launcher] job #{job.idx} runs on its own: {why}", flush=True)
+        batches: list[list[Job]] = []
         for members in groups.values():
             for start in range(0, len(members), self.max_group_size):
                 batch = members[start:start + self.max_group_size]
@@ -168,13 +110,13 @@ class EnsembleLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [results[job.idx] for job in jobs]
 
-    def _run_alone(self, job: _Job) -> JobReturn:
+    def _run_alone(self, job: Job) -> JobReturn:
         log.info("#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
         return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=job.config,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
-    def _run_group(self, jobs: list[_Job], number: int) -> dict[int, JobReturn]:
-        from lithovae.ensemble.group import train_group
+    def _run_group(self, jobs: list[Job], number: int) -> dict[int, JobReturn]:
+        from lithovae.ensemble.group import train_group  # torch and Lightning: see group_key
 
         return train_group(jobs, number, self._run_alone, self.threads or len(os.sched_getaffinity(0)))
 

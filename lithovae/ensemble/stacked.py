@@ -5,7 +5,9 @@ The members' weights are stacked (``torch.func.stack_module_state``) and one
 own mini-batch; one backward pass gives each member the gradient of its own loss (the members
 share no weights, so the sum of their losses separates). Each member keeps its own training plan
 (beta schedule, mask, alpha, learning rate, plateau schedule, early stopping, checkpoint policy),
-its own shuffle order and mask draws, and writes its own checkpoints and history.
+its own shuffle order and mask draws, and writes its own checkpoints and history. The rules are
+the single run's own objects (:mod:`lithovae.training_rules`, :mod:`lithovae.checkpointing`),
+called here per member with the member's epoch metrics.
 
 What equals a separate run of the same job, and what does not, is in :mod:`lithovae.ensemble`.
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -25,25 +26,50 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
-from lithovae.alpha import FixedAlpha, NoAlpha
-from lithovae.checkpointing import BEST, LAST, CheckpointPolicy, LowestValidationMetric
+from lithovae.checkpointing import BEST, LAST, CheckpointPolicy
 from lithovae.models.base import LatentModel, LossContext
+from lithovae.training_rules import ADAM_BETAS, ADAM_EPS, EarlyStopping
+
+# not at the top: hydra.utils is imported inside the check that resolves a job's model class
 
 log = logging.getLogger("lithovae")
 
-ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as make_adam uses
 VAL_CHUNK_VALUES = 1 << 22  # rows per validation chunk x members x widest output stays below this
 
 
 def stackable_class(model_class: type) -> str | None:
     """Why models of ``model_class`` cannot train stacked, or None when they can. A model whose
     ``on_train_epoch_start`` does work per model (VaDE's k-means initialisation, pseudo-labels,
-    refitted classifiers) trains on its own."""
+    refitted classifiers) trains on its own: that hook changes the model object itself (its
+    attributes, its mode, buffers sized by its own training split), while the stacked loop runs
+    every member through one shared module with only the weights stacked."""
     if not (isinstance(model_class, type) and issubclass(model_class, LatentModel)):
         return f"{model_class!r} is not a LatentModel"
     if model_class.on_train_epoch_start is not LatentModel.on_train_epoch_start:
-        return f"{model_class.__name__} does per-model work at each epoch start"
+        return (f"{model_class.__name__} changes the model object at each epoch start "
+                "(on_train_epoch_start), which one module shared by all members cannot")
     return None
+
+
+def unstackable(cfg) -> str | None:
+    """Why the job composed as ``cfg`` cannot be a member of a stacked group (it then runs on its
+    own, as the basic launcher runs it), or None when it can. Every training rule (optimiser, LR
+    schedule, early stopping, each checkpoint policy) is shared with a single run, so what is left
+    is what one stacked computation on one device truly cannot hold."""
+    from hydra.utils import get_class
+
+    if cfg.get("ckpt_path") is not None:
+        return ("ckpt_path: a resumed run continues the optimizer state in its Lightning checkpoint, "
+                "which the stacked loop does not load")
+    trainer = cfg.get("trainer", {})
+    if "ddp" in str(trainer.get("strategy", "")) or str(trainer.get("devices", 1)) not in ("1", "auto"):
+        return "trainer: a stacked group trains on one device, not with DDP or several devices"
+    try:
+        model_class = get_class(str(cfg.model._target_))
+    except Exception:  # noqa: BLE001 - a broken model config fails in its own run, with its own error
+        return f"model._target_: {cfg.model._target_} cannot be imported"
+    reason = stackable_class(model_class)
+    return None if reason is None else f"model: {reason}"
 
 
 @dataclass
@@ -65,15 +91,17 @@ class Member:
     final_losses: dict[str, float] = field(default_factory=dict)
     stopped: bool = False
     lr: float = 0.0
-    plateau: object = None
-    best_val: float = math.inf
-    bad_epochs: int = 0
+    lr_holder: torch.optim.Optimizer | None = None  # a stand-in whose learning rate the schedule sets
+    scheduler: object = None                        # the plan's LR schedule, attached to lr_holder
+    early_stopping: EarlyStopping | None = None
 
 
 class StackedAdam:
-    """torch.optim.Adam (L2 weight decay, no amsgrad) over stacked parameters [M, ...], with a
-    learning rate and weight decay per member; members not in ``active`` are left untouched
-    (weights, moments and step count)."""
+    """torch.optim.Adam (L2 weight decay, no amsgrad; :func:`lithovae.training_rules.make_adam`)
+    over stacked parameters [M, ...], with a learning rate and weight decay per member; members
+    not in ``active`` are left untouched (weights, moments and step count). Its own batched form
+    of the update because one torch optimizer per member costs about 6x its time per step (51
+    members); ``tests/test_ensemble.py`` holds it to torch's Adam."""
 
     def __init__(self, params: Sequence[Tensor], lr: Tensor, weight_decay: Tensor):
         self.params = list(params)
@@ -117,6 +145,26 @@ class StackedAdam:
             p.sub_(torch.where(keep, update, torch.zeros_like(update)))
 
 
+class ForwardAndLoss(torch.nn.Module):
+    """One member's forward pass and named loss terms as one module call, so that
+    ``functional_call`` puts the member's own weights and buffers in place for both: a loss may
+    read them (the β-TCVAE's training-set size, a learned prior's parameters)."""
+
+    PREFIX = "model."
+
+    def __init__(self, model: LatentModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Tensor], visible: Tensor, ctx: LossContext) -> dict[str, Tensor]:
+        return self.model.loss(batch, self.model(batch["x"], visible), visible, ctx)
+
+    def call(self, params: dict[str, Tensor], buffers: dict[str, Tensor], batch, visible, ctx):
+        """The terms with the model's ``params`` and ``buffers`` (named as in the model)."""
+        return functional_call(self, ({self.PREFIX + k: v for k, v in params.items()},
+                                      {self.PREFIX + k: v for k, v in buffers.items()}), (batch, visible, ctx))
+
+
 class StackedTraining:
     """Train ``members`` (same architecture, same device) together; see the module docstring."""
 
@@ -124,17 +172,18 @@ class StackedTraining:
         self.members, self.device, self.progress = members, device, progress
         models = [m.plan.model for m in members]
         self.base = copy.deepcopy(models[0]).to("meta")
+        self.forward_and_loss = ForwardAndLoss(self.base)
         params, buffers = stack_module_state(models)
         self.params = {k: v.to(device).detach().requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         plans = [m.plan for m in members]
         for member in members:
             member.lr = float(member.plan.lr)
-            if member.plan.reduce_on_plateau:  # torch's own scheduler, on a stand-in optimizer
-                stand_in = torch.optim.SGD([torch.zeros(1)], lr=member.lr)
-                member.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                    stand_in, mode="min", patience=member.plan.plateau_patience,
-                    factor=member.plan.plateau_factor)
+            # the plan's own schedule, on a stand-in optimizer holding the member's learning rate
+            member.lr_holder = torch.optim.SGD([torch.zeros(1)], lr=member.lr)
+            member.scheduler = member.plan.lr_schedule.attach(member.lr_holder)
+            if member.early_stopping_patience is not None:
+                member.early_stopping = EarlyStopping(patience=member.early_stopping_patience)
         self.adam = StackedAdam(list(self.params.values()),
                                 torch.tensor([p.lr for p in plans], device=device).float(),
                                 torch.tensor([p.weight_decay for p in plans], device=device).float())
@@ -194,9 +243,8 @@ class StackedTraining:
 
     # -- one member's loss, vmapped over members --------------------------------------------------
     def _member_loss(self, params, buffers, batch, visible, beta, alpha, masked_weight):
-        out = functional_call(self.base, (params, buffers), (batch["x"], visible))
         ctx = LossContext(beta=beta, alpha=alpha, masked_weight=masked_weight, epoch=self._epoch)
-        return self.base.loss(batch, out, visible, ctx)
+        return self.forward_and_loss.call(params, buffers, batch, visible, ctx)
 
     def _subset(self, tensors: dict[str, Tensor], sel: Tensor | None) -> dict[str, Tensor]:
         return tensors if sel is None else {k: v[sel] for k, v in tensors.items()}
@@ -204,10 +252,9 @@ class StackedTraining:
     def _weights(self, sel: list[int], betas: list[float], batch: dict[str, Tensor]):
         """Per-member beta [S], alpha ([S] or [S, B]) and masked weight ([S] or a shared float)."""
         plans = [self.members[i].plan for i in sel]
-        if all(isinstance(plan.alpha, (NoAlpha, FixedAlpha)) for plan in plans):  # no per-row weights
-            alpha = torch.tensor([plan.alpha.value if isinstance(plan.alpha, FixedAlpha) else 0.0
-                                  for plan in plans], device=self.device)
-            return self._beta_and_mask(sel, betas, plans, alpha)
+        uniform = [plan.alpha.uniform() for plan in plans]
+        if None not in uniform:  # no per-row weights: one number per member
+            return self._beta_and_mask(sel, betas, plans, torch.tensor(uniform, device=self.device))
         alphas = [plan.alpha(plan.model.class_target({"y": batch["y"][j], "y_group": batch["y_group"][j]}))
                   for j, plan in enumerate(plans)]
         if all(isinstance(a, float) for a in alphas):
@@ -363,36 +410,32 @@ class StackedTraining:
             row = m.plan.history.setdefault(epoch, {"epoch": epoch})
             row.update(self._epoch_start[i])
             row.update(metrics)
-            m.final_losses = dict(metrics)
+            # in a single run's order: the policy's own measurements (PolicyCheckpoint), the LR
+            # schedule (the plan), early stopping, then best.ckpt and last.ckpt
+            measured = m.policy.measure(epoch, m.max_epochs, self.member_model(i), m.dm.tensors["val"],
+                                        m.plan.seed)
+            metrics.update(measured)
+            row.update(measured)
+            m.final_losses = {**m.final_losses, **metrics}  # as Lightning's callback metrics keep them
             m.epochs_trained = epoch + 1
-            val_loss = metrics.get("val/loss", math.nan)
-            if m.plateau is not None:
-                m.plateau.step(val_loss)
-                m.lr = float(m.plateau.optimizer.param_groups[0]["lr"])
-            self._apply_policy(m, i, epoch, metrics)
+            m.plan.lr_schedule.end_epoch(m.scheduler, metrics)
+            m.lr = float(m.lr_holder.param_groups[0]["lr"])
+            if m.early_stopping is not None:
+                m.stopped = m.early_stopping.end_epoch(epoch, metrics)
+            if m.policy.end_epoch(epoch, metrics):
+                self._save(m, i, epoch, m.ckpt_dir / BEST)
             self._save(m, i, epoch, m.ckpt_dir / LAST)
-            if m.early_stopping_patience is not None:  # Lightning's EarlyStopping: strict improvement
-                if not math.isfinite(val_loss):
-                    m.stopped = True
-                elif val_loss < m.best_val:
-                    m.best_val, m.bad_epochs = val_loss, 0
-                else:
-                    m.bad_epochs += 1
-                    m.stopped = m.bad_epochs >= m.early_stopping_patience
             if m.on_epoch_end is not None:
                 m.on_epoch_end(epoch, {**metrics, **self._epoch_start[i]}, m.chunks - 1)  # Lightning's step
 
-    def _apply_policy(self, m: Member, i: int, epoch: int, metrics: dict[str, float]) -> None:
-        if not isinstance(m.policy, LowestValidationMetric):
-            return
-        value = metrics.get(f"val/{m.policy.metric}")
-        if value is None or not math.isfinite(value):
-            return
-        if m.policy.best_score is None or value < m.policy.best_score:
-            m.policy.best_score, m.policy.best_epoch = float(value), epoch
-            self._save(m, i, epoch, m.ckpt_dir / BEST)
-
     # -- checkpoints --------------------------------------------------------------------------------
+    def member_model(self, i: int) -> LatentModel:
+        """Member ``i``'s own model object (its plan's), holding its current stacked weights."""
+        model = self.members[i].plan.model
+        state = {k: v[i].detach() for k, v in {**self.params, **self.buffers}.items()}
+        model.load_state_dict(state)
+        return model
+
     def member_state_dict(self, i: int) -> dict[str, Tensor]:
         """Member ``i``'s weights under the keys of a single run's checkpoint (``model.*``)."""
         state = {f"model.{k}": v[i].detach().cpu().clone() for k, v in self.params.items()}

@@ -14,6 +14,9 @@ import logging
 import multiprocessing
 import threading
 
+# not at the top: torch, imported inside the functions that set its threads, loads only in the
+# process that runs a task
+
 log = logging.getLogger("lithovae")
 
 

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import math
 
+from lithovae.errors import DataError
+
+# not at the top: numpy and scipy are imported inside the functions that compute intervals: verdict
+# lines need neither
+
 # the headline scores: each has an interval in metrics.json (``<name>_ci_low``/``_ci_high``)
 # and a mean and interval over replicates; the gains are paired (same resamples, same seeds)
 HEADLINE = ("ari_selected", "baseline_ari_selected", "ari_gain",
@@ -69,8 +74,6 @@ def paired_difference(a, b, level: float = LEVEL) -> dict:
     counted in ``n_unpaired`` and named in ``unpaired`` (``("a", key)``/``("b", key)``), never
     dropped silently. Fewer than 2 pairs: interval NaN, verdict ``undefined``. Keys must be unique."""
     import numpy as np
-
-    from lithovae.errors import DataError
 
     for name, side in (("a", a), ("b", b)):
         if not side.index.is_unique:

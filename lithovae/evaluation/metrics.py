@@ -25,6 +25,7 @@ from sklearn.metrics import (
 )
 from sklearn.mixture import GaussianMixture
 
+from lithovae.evaluation import batched
 from lithovae.evaluation.batched import GMM_REG_COVAR, seeded_subsample
 from lithovae.evaluation.batched import adjusted_rand as adjusted_rand_batch
 
@@ -43,6 +44,7 @@ __all__ = [
     "imputation_r2",
     "classification_scores",
     "active_dims",
+    "latent_abs_correlation",
 ]
 
 BACKENDS = ("torch", "sklearn")  # the eval config's ``backend``: who fits the clusterings
@@ -286,8 +288,6 @@ def _torch_scores(members: list[_Member], tensors, ks, methods, seed: int, n_ini
                   gmm_covariance: str, members_per_pass: int | None) -> list[ClusteringResult]:
     """The torch backend: the members with the same rows, width, ks and device fitted together,
     ``members_per_pass`` at a time (None: all of them on a GPU, one at a time on the CPU)."""
-    from lithovae.evaluation import batched
-
     groups: dict[tuple, list[int]] = {}
     fitted_ks = [member.fits(ks, methods) for member in members]
     for i, member in enumerate(members):
@@ -348,8 +348,6 @@ def silhouette(latent, assignment, sample_size: int | None = 10000, seed: int = 
     if assignment.shape[0] != latent.shape[0]:
         raise ValueError(f"latent has {latent.shape[0]} rows but assignment has {assignment.shape[0]}")
     if backend == "torch":
-        from lithovae.evaluation import batched
-
         return batched.silhouette(torch.as_tensor(np.ascontiguousarray(latent)),
                                   torch.as_tensor(np.ascontiguousarray(assignment)), sample_size, seed)
     rows = seeded_subsample(latent.shape[0], sample_size, seed)
@@ -375,8 +373,6 @@ def silhouettes(latent, assignments: dict, sample_size: int | None = 10000, seed
     if labels.shape[1] != latent.shape[0]:
         raise ValueError(f"latent has {latent.shape[0]} rows but assignments have {labels.shape[1]}")
     if backend == "torch":
-        from lithovae.evaluation import batched
-
         scores = batched.silhouettes(torch.as_tensor(np.ascontiguousarray(latent)),
                                      torch.as_tensor(np.ascontiguousarray(labels)), sample_size, seed)
         return dict(zip(names, scores))
@@ -632,3 +628,17 @@ def active_dims(latent, threshold: float = 0.1) -> int:
     """Number of latent dimensions whose latent means vary across rows: std > threshold."""
     latent = _as_2d("latent", latent)
     return int((latent.std(axis=0) > threshold).sum())
+
+
+def latent_abs_correlation(latent, threshold: float = 0.1) -> float:
+    """Mean |Pearson r| over the pairs of active latent dimensions (:func:`active_dims`'
+    ``threshold``) of the latent means, finite rows only: 0 for uncorrelated latents, 1 for
+    latents that are linear functions of each other. Collapsed dimensions are left out: their
+    means barely move, so their correlations are noise. NaN with fewer than two active dims."""
+    latent = _as_2d("latent", latent).astype(np.float64)
+    latent = latent[np.isfinite(latent).all(axis=1)]
+    active = latent[:, latent.std(axis=0) > threshold] if len(latent) > 1 else latent[:, :0]
+    if active.shape[1] < 2:
+        return float("nan")
+    corr = np.corrcoef(active, rowvar=False)
+    return float(np.abs(corr[np.triu_indices_from(corr, k=1)]).mean())

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +20,20 @@ import pandas as pd
 import torch
 
 from lithovae import progress
+from lithovae.data import reference
+from lithovae.data.splits import SAVED_PARTS
+from lithovae.evaluation import bootstrap
+from lithovae.evaluation.background import Background, Here
+from lithovae.evaluation.clusters import hierarchy_check
 from lithovae.evaluation.metrics import (active_dims, classification_scores, clustering_scores, labeled_ari,
-                                         group_accuracy, group_coherence,
+                                         latent_abs_correlation, group_accuracy, group_coherence,
                                          group_reconstruction_errors, imputation_r2,
                                          reconstruction_errors, reconstruction_r2, silhouettes)
 from lithovae.evaluation.batched import seeded_subsample
 from lithovae.evaluation.comparisons import HEADLINE
 from lithovae.evaluation.selection import held_out_clusterings
 from lithovae.files import atomic_write
+from lithovae.results import to_json
 from lithovae.masking import MaskStrategy
 from lithovae.models.base import LatentModel, inference
 
@@ -35,7 +43,7 @@ COHERENCE_SAMPLES = 4000  # rows for the pairwise latent distances of group_cohe
 
 
 def split_eval_options(eval_cfg: dict) -> tuple[dict, dict]:
-    """The ``eval`` config as (evaluate() keyword arguments, figure options): every key that is
+    """The ``eval`` config as (score_model() keyword arguments, figure options): every key that is
     not a figure option (k, n_init, gmm, silhouette_samples, max_fit_samples, backend) is a
     scoring option."""
     scores = {k: v for k, v in eval_cfg.items() if k not in FIGURE_OPTIONS}
@@ -97,13 +105,206 @@ def _silhouettes(mu: np.ndarray, clusters, ks, samples: int, seed: int, backend:
     return out
 
 
-def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names: list[str], *,
-             k, n_init: int, gmm: bool, silhouette_samples: int, max_fit_samples: int | None,
-             backend: str, seed: int, mask: MaskStrategy | None = None, baseline: bool = True,
-             baseline_cache_dir: str | Path | None = None, clustering=None, scaler=None,
-             group_names: list[str] | None = None, held_out: dict | None = None,
-             train_fit_samples: int | None, boreholes=None, bootstrap: dict) -> tuple[dict, dict]:
-    """Metrics dict (keys of the study) and the arrays behind them.
+@dataclass
+class EvaluationContext:
+    """One evaluation of a model on one part of the data: what every score of :data:`SCORES`
+    reads. ``metrics`` holds the scores computed so far, in order; a score may also leave what a
+    later one reads (the clusterings, the chosen assignments)."""
+
+    model: LatentModel
+    tensors: dict[str, torch.Tensor]
+    feature_names: list[str]
+    options: dict  # the clustering options: k, n_init, gmm, max_fit_samples, backend, seed
+    outputs: dict  # model_outputs(): mu, recon, logits
+    x: np.ndarray
+    y: np.ndarray
+    target: np.ndarray
+    observed: np.ndarray
+    silhouette_samples: int
+    mask: MaskStrategy | None = None
+    scaler: object = None
+    group_names: list[str] | None = None
+    held_out: dict | None = None  # _held_out_parts(): validation (and training) latents and features
+    baseline: bool = True
+    baseline_cache_dir: str | Path | None = None
+    clustering: object = None  # this part's clustering, already computed (an ensemble's batched pass)
+    boreholes: object = None
+    bootstrap: dict | None = None
+    hierarchy: dict | None = None  # hierarchy_inputs()
+    metrics: dict = field(default_factory=dict)
+    clusters: object = None  # set by the clustering score
+    held: object = None  # likewise: the held-out selection (None without a validation part)
+    chosen: dict = field(default_factory=dict)  # name -> test assignment the bootstrap rescores
+    prior_assignment: np.ndarray | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.options["seed"]
+
+
+def _clustering(ctx: EvaluationContext) -> dict:
+    """The test latents' clusterings (``ari_*``), the ones chosen on validation and fitted on
+    training (``ari_selected``, ``ari_inductive``), the raw features' (``baseline_ari_*``) and
+    the gains between them."""
+    o, parts = ctx.options, ctx.held_out
+    scores: dict = {}
+    # the raw features' clusterings do not depend on the model: on a second core meanwhile
+    raw = _start_baseline(ctx.x, ctx.y, parts, ctx.baseline_cache_dir, o) if ctx.baseline else None
+    try:
+        with progress.step("clustering the test latents"):
+            ctx.clusters = ctx.clustering if ctx.clustering is not None else clustering_scores(
+                ctx.outputs["mu"], ctx.y, ks=tuple(o["k"]), seed=o["seed"], n_init=o["n_init"], gmm=o["gmm"],
+                max_fit_samples=o["max_fit_samples"], backend=o["backend"])
+        scores.update(ctx.clusters.scores)
+        if parts is not None:
+            with progress.step("clusterings chosen on validation, fitted on training"):
+                ctx.held = held_out_clusterings(
+                    ctx.clusters, ctx.outputs["mu"], ctx.y, parts["val_mu"], parts["val_y"], parts.get("train_mu"),
+                    ks=tuple(o["k"]), seed=o["seed"], n_init=o["n_init"], gmm=o["gmm"],
+                    max_fit_samples=o["max_fit_samples"], backend=o["backend"])
+            scores.update(ctx.held.scores)
+            ctx.chosen.update({"ari_selected": ctx.held.selected, "ari_inductive": ctx.held.inductive})
+        if raw is not None:
+            with progress.step("raw-feature baseline"):
+                raw_scores, assignments = raw.result()
+    finally:
+        if raw is not None:
+            raw.close()
+    if ctx.baseline:
+        scores.update(raw_scores)
+        ctx.chosen.update({f"baseline_{name}": a for name, a in assignments.items()})
+        scores["ari_best_gain"] = scores["ari_best"] - scores["baseline_ari_best"]
+        for name, gain in GAINS.items():
+            if name in scores and f"baseline_{name}" in scores:
+                scores[gain] = scores[name] - scores[f"baseline_{name}"]
+    return scores
+
+
+def _silhouette(ctx: EvaluationContext) -> dict:
+    with progress.step("silhouettes"):
+        return _silhouettes(ctx.outputs["mu"], ctx.clusters, ctx.options["k"], ctx.silhouette_samples,
+                            ctx.seed, ctx.options["backend"])
+
+
+def _reconstruction(ctx: EvaluationContext) -> dict:
+    return {**reconstruction_r2(ctx.x, ctx.outputs["recon"], ctx.observed, ctx.feature_names),
+            **reconstruction_errors(ctx.x, ctx.outputs["recon"], ctx.observed, ctx.feature_names, ctx.scaler)}
+
+
+def _latent_use(ctx: EvaluationContext) -> dict:
+    """How many latent dims carry information, and how correlated those are."""
+    return {"active_dims": active_dims(ctx.outputs["mu"]),
+            "latent_abs_correlation": latent_abs_correlation(ctx.outputs["mu"])}
+
+
+def _classification(ctx: EvaluationContext) -> dict:
+    logits = ctx.outputs["logits"]
+    return {} if logits is None else classification_scores(logits, ctx.target, logits.shape[1])
+
+
+def _prior(ctx: EvaluationContext) -> dict:
+    """For a model with a mixture prior, ``ari_prior`` of its own clustering."""
+    ctx.prior_assignment = own = prior_assignment(ctx.model, ctx.outputs["mu"])
+    if own is None:
+        return {}
+    # non-finite latent means have no responsibilities: no score, as for the clusterings
+    return {"ari_prior": labeled_ari(ctx.y, own) if np.isfinite(ctx.outputs["mu"]).all() else float("nan"),
+            "prior_clusters_used": int(np.unique(own).size)}
+
+
+def _models_own(ctx: EvaluationContext) -> dict:
+    """What the variant scores itself (:meth:`LatentModel.extra_scores`, e.g. VaDE's ``ari_vade``)."""
+    return ctx.model.extra_scores(dict(ctx.metrics))
+
+
+def _groups(ctx: EvaluationContext) -> dict:
+    if "y_group" not in ctx.tensors or (ctx.group_names is not None and not len(ctx.group_names)):
+        return {}  # [] : data without groups
+    groups, names = ctx.tensors["y_group"].numpy(), ctx.group_names
+    scores = group_reconstruction_errors(ctx.x, ctx.outputs["recon"], ctx.observed, groups, names)
+    coherence = group_coherence(ctx.outputs["mu"], groups, names, COHERENCE_SAMPLES, ctx.seed)
+    ratios = [c["ratio"] for c in coherence.values() if np.isfinite(c["ratio"])]
+    scores["group_coherence"] = coherence
+    scores["group_coherence_ratio_mean"] = float(np.mean(ratios)) if ratios else float("nan")
+    if ctx.outputs["logits"] is not None:
+        scores["accuracy_group"] = group_accuracy(ctx.outputs["logits"], ctx.target, groups, names)
+    return scores
+
+
+def _imputation(ctx: EvaluationContext) -> dict:
+    if ctx.mask is None or not ctx.mask.trains_imputation:
+        return {}
+    observed = ctx.tensors["observed"]
+    visible = ctx.mask(observed, torch.Generator().manual_seed(ctx.seed))
+    hidden = (observed & ~visible).numpy()
+    masked = model_outputs(ctx.model, ctx.tensors, visible)
+    return imputation_r2(ctx.x, masked["recon"], hidden, ctx.feature_names)
+
+
+def _bootstrap_intervals(ctx: EvaluationContext) -> dict:
+    if ctx.boreholes is None or not ctx.bootstrap or ctx.bootstrap["resamples"] <= 0:
+        return {}
+    with progress.step("bootstrap intervals"):
+        return _intervals(ctx.metrics, ctx.chosen, ctx.y, ctx.x, ctx.outputs, ctx.observed, ctx.target,
+                          ctx.boreholes, ctx.bootstrap, ctx.seed)
+
+
+def _hierarchy(ctx: EvaluationContext) -> dict:
+    """The expert-hierarchy check (:func:`hierarchy_check`), twice: ``hierarchy_ari_test`` on
+    the centroids of the lithologies of the scored rows (``hierarchy_ari``, as before, is this
+    one) and ``hierarchy_ari_all`` on those of every lithology of the hierarchy in the run's
+    train, val and test parts, from their latent means (the seed's protocol: 139 centroids);
+    ``hierarchy_n_lithologies_{test,all}`` count them. None for data without a hierarchy."""
+    h = ctx.hierarchy
+    if not h:
+        return {}
+    with progress.step("expert hierarchy"):
+        k = len(set(h["group_of"].values()))  # 14 on LILY (the seed's), the user's group count on own data
+        ari, n = hierarchy_check(ctx.outputs["mu"], h["names"], h["group_of"], k)
+        scores = {"hierarchy_ari": ari, "hierarchy_ari_test": ari, "hierarchy_n_lithologies_test": n}
+        mu_all = [ctx.outputs["mu"] if part is None else latent_means(ctx.model, part["x"], part["observed"])
+                  for part, _ in h["all"]]
+        names_all = [h["names"] if names is None else names for _, names in h["all"]]
+        ari, n = hierarchy_check(np.concatenate(mu_all), np.concatenate(names_all), h["group_of"], k)
+        scores.update({"hierarchy_ari_all": ari, "hierarchy_n_lithologies_all": n})
+    return scores
+
+
+# every score of an evaluation, in the order metrics.json lists them: each reads the context
+# and returns its keys (a variant adds its own through LatentModel.extra_scores, not here)
+SCORES: list[Callable[[EvaluationContext], dict]] = [
+    _clustering, _silhouette, _reconstruction, _latent_use, _classification, _prior, _models_own, _groups,
+    _imputation, _bootstrap_intervals, _hierarchy]
+
+
+def hierarchy_inputs(dm, scored: list[str]) -> dict | None:
+    """What :func:`_hierarchy` reads from a data module whose parts ``scored`` were scored:
+    the data's hierarchy (LILY's for LILY data, the user's groups for own data; None when it
+    has none), the scored rows' principal lithologies, and the run's train, val and test parts
+    (None where a part is the scored one, whose latent means are at hand)."""
+    group_of = getattr(dm, "hierarchy", None)
+    group_of = reference.lithology_groups() if group_of is None else group_of
+    if not group_of:
+        return None
+    names = np.concatenate([dm.frames[p]["principal"].to_numpy() for p in scored])
+    every = [p for p in SAVED_PARTS if p in dm.tensors]
+    if list(scored) == every:
+        parts = [(None, None)]  # the scored rows are every part's, in this order
+    else:
+        parts = [(None, None) if [p] == list(scored) else (dm.tensors[p], dm.frames[p]["principal"].to_numpy())
+                 for p in every]
+    return {"group_of": group_of, "names": names, "all": parts}
+
+
+def score_model(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names: list[str], *,
+                k, n_init: int, gmm: bool, silhouette_samples: int, max_fit_samples: int | None,
+                backend: str, seed: int, mask: MaskStrategy | None = None, baseline: bool = True,
+                baseline_cache_dir: str | Path | None = None, clustering=None, scaler=None,
+                group_names: list[str] | None = None, held_out: dict | None = None,
+                train_fit_samples: int | None, boreholes=None, bootstrap: dict,
+                hierarchy: dict | None = None) -> tuple[dict, dict]:
+    """Every score of :data:`SCORES` for ``model`` on these rows: the metrics dict (keys of the
+    study) and the arrays behind them.
 
     The scoring options of the ``eval`` config (:func:`split_eval_options`) and ``seed``
     are required keywords: their defaults are written once, in
@@ -128,91 +329,32 @@ def evaluate(model: LatentModel, tensors: dict[str, torch.Tensor], feature_names
     ``group_coherence`` ({group: {intra, inter, ratio}}, on a seeded sample of
     ``COHERENCE_SAMPLES`` rows), ``group_coherence_ratio_mean`` and, for a classifier,
     ``accuracy_group``; for a model with a mixture prior (VaDE), ``ari_prior`` of its own
-    clustering (``ari_vade`` for VaDE) against the principal lithologies.
+    clustering, and the variant's own scores (``ari_vade`` for VaDE); with ``hierarchy``
+    (:func:`hierarchy_inputs`), ``hierarchy_ari*``.
     """
     observed = tensors["observed"]
     with progress.step("latent means"):
-        out = model_outputs(model, tensors, observed)
+        outputs = model_outputs(model, tensors, observed)
         parts = _held_out_parts(model, held_out, train_fit_samples, seed)
-    x = tensors["x"].numpy()
-    target = model.class_target(tensors).numpy()
-    y = tensors["y"].numpy()
-    metrics: dict = {"n_test": int(len(x)), "n_test_labeled": int((y >= 0).sum())}  # labeled: scored
-
-    options = dict(k=k, n_init=n_init, gmm=gmm, max_fit_samples=max_fit_samples, backend=backend, seed=seed)
-    # the raw features' clusterings do not depend on the model: on a second core meanwhile
-    raw = _start_baseline(x, y, parts, baseline_cache_dir, options) if baseline else None
-    try:
-        with progress.step("clustering the test latents"):
-            clusters = clustering if clustering is not None else clustering_scores(
-                out["mu"], y, ks=tuple(k), seed=seed, n_init=n_init, gmm=gmm,
-                max_fit_samples=max_fit_samples, backend=backend)
-        metrics.update(clusters.scores)
-        chosen: dict[str, np.ndarray | None] = {}
-        held = None
-        if parts is not None:
-            with progress.step("clusterings chosen on validation, fitted on training"):
-                held = held_out_clusterings(clusters, out["mu"], y, parts["val_mu"], parts["val_y"],
-                                            parts.get("train_mu"), ks=tuple(k), seed=seed, n_init=n_init,
-                                            gmm=gmm, max_fit_samples=max_fit_samples, backend=backend)
-            metrics.update(held.scores)
-            chosen.update({"ari_selected": held.selected, "ari_inductive": held.inductive})
-        if raw is not None:
-            with progress.step("raw-feature baseline"):
-                scores, assignments = raw.result()
-    finally:
-        if raw is not None:
-            raw.close()
-    if baseline:
-        metrics.update(scores)
-        chosen.update({f"baseline_{name}": a for name, a in assignments.items()})
-        metrics["ari_best_gain"] = metrics["ari_best"] - metrics["baseline_ari_best"]
-        for name, gain in GAINS.items():
-            if name in metrics and f"baseline_{name}" in metrics:
-                metrics[gain] = metrics[name] - metrics[f"baseline_{name}"]
-    with progress.step("silhouettes"):
-        metrics.update(_silhouettes(out["mu"], clusters, k, silhouette_samples, seed, backend))
-    metrics.update(reconstruction_r2(x, out["recon"], observed.numpy(), feature_names))
-    metrics.update(reconstruction_errors(x, out["recon"], observed.numpy(), feature_names, scaler))
-    metrics["active_dims"] = active_dims(out["mu"])
-    if out["logits"] is not None:
-        n_classes = out["logits"].shape[1]
-        metrics.update(classification_scores(out["logits"], target, n_classes))
-    own = prior_assignment(model, out["mu"])
-    if own is not None:
-        # non-finite latent means have no responsibilities: no score, as for the clusterings
-        metrics["ari_prior"] = labeled_ari(y, own) if np.isfinite(out["mu"]).all() else float("nan")
-        metrics["prior_clusters_used"] = int(np.unique(own).size)
-        from lithovae.models.vade import VaDE
-
-        if isinstance(model, VaDE):
-            metrics["ari_vade"] = metrics["ari_prior"]
-            metrics["vade_mixture_fitted"] = bool(model.gmm_initialised)
-    if "y_group" in tensors and (group_names is None or len(group_names)):  # [] : data without groups
-        groups = tensors["y_group"].numpy()
-        metrics.update(group_reconstruction_errors(x, out["recon"], observed.numpy(), groups, group_names))
-        coherence = group_coherence(out["mu"], groups, group_names, COHERENCE_SAMPLES, seed)
-        ratios = [c["ratio"] for c in coherence.values() if np.isfinite(c["ratio"])]
-        metrics["group_coherence"] = coherence
-        metrics["group_coherence_ratio_mean"] = float(np.mean(ratios)) if ratios else float("nan")
-        if out["logits"] is not None:
-            metrics["accuracy_group"] = group_accuracy(out["logits"], target, groups, group_names)
-    if mask is not None and mask.trains_imputation:
-        gen = torch.Generator().manual_seed(seed)
-        visible = mask(observed, gen)
-        hidden = (observed & ~visible).numpy()
-        masked = model_outputs(model, tensors, visible)
-        metrics.update(imputation_r2(x, masked["recon"], hidden, feature_names))
-    if boreholes is not None and bootstrap and bootstrap["resamples"] > 0:
-        with progress.step("bootstrap intervals"):
-            metrics.update(_intervals(metrics, chosen, y, x, out, observed.numpy(), target, boreholes,
-                                      bootstrap, seed))
-    arrays = {"mu": out["mu"], "recon": out["recon"], "logits": out["logits"], "target": target,
-              "assignment": clusters.assignment, "prior_assignment": own, "clustering": clusters,
+    x, y = tensors["x"].numpy(), tensors["y"].numpy()
+    ctx = EvaluationContext(
+        model=model, tensors=tensors, feature_names=feature_names, outputs=outputs, x=x, y=y,
+        target=model.class_target(tensors).numpy(), observed=observed.numpy(),
+        options=dict(k=k, n_init=n_init, gmm=gmm, max_fit_samples=max_fit_samples, backend=backend, seed=seed),
+        silhouette_samples=silhouette_samples, mask=mask, scaler=scaler, group_names=group_names,
+        held_out=parts, baseline=baseline, baseline_cache_dir=baseline_cache_dir, clustering=clustering,
+        boreholes=boreholes, bootstrap=bootstrap, hierarchy=hierarchy,
+        metrics={"n_test": int(len(x)), "n_test_labeled": int((y >= 0).sum())})  # labeled: scored
+    for score in SCORES:
+        ctx.metrics.update(score(ctx))
+    held = ctx.held
+    arrays = {"mu": outputs["mu"], "recon": outputs["recon"], "logits": outputs["logits"], "target": ctx.target,
+              "assignment": ctx.clusters.assignment, "prior_assignment": ctx.prior_assignment,
+              "clustering": ctx.clusters,
               "selected_assignment": held.selected if held is not None else None,
               "inductive_assignment": held.inductive if held is not None else None,
               "inductive_clusterer": held.inductive_fitted if held is not None else None}
-    return metrics, arrays
+    return ctx.metrics, arrays
 
 
 GAINS = {"ari_selected": "ari_gain", "ari_inductive": "ari_inductive_gain"}  # latent - raw, paired
@@ -241,8 +383,6 @@ def _intervals(metrics: dict, chosen: dict, y, x, out: dict, observed, target, b
     """``<name>_ci_low``/``_ci_high`` of each headline score: the fitted clusterings and the
     model kept, the test boreholes resampled (the same resamples for every score, so the
     gains are paired)."""
-    from lithovae.evaluation import bootstrap
-
     resamples = bootstrap.resample_boreholes(np.asarray(boreholes), options["resamples"], seed,
                                              options["level"])
     fixed = {name: a for name, a in chosen.items() if a is not None}
@@ -269,7 +409,7 @@ GROUP_COLUMNS = ["group", "n", "recon_mse", "recon_mae", "intra", "inter", "rati
 
 
 def diagnostic_tables(metrics: dict, feature_names: list[str]) -> dict[str, pd.DataFrame]:
-    """The diagnostics of :func:`evaluate` as the run's tables: ``feature_errors`` (one row
+    """The diagnostics of :func:`score_model` as the run's tables: ``feature_errors`` (one row
     per feature: r2, mae, rmse in scaled units, mae_orig, rmse_orig in original units) and
     ``group_diagnostics`` (one row per expert group of the scored rows, most rows first: n,
     recon_mse, recon_mae, latent intra/inter distance and their ratio, classifier accuracy).
@@ -326,8 +466,6 @@ def raw_feature_baseline(x: np.ndarray, y: np.ndarray, *, k, n_init: int, gmm: b
         assignments = {name: a for name, a in (("ari_selected", held.selected), ("ari_inductive", held.inductive))
                        if a is not None}
     if path is not None:
-        from lithovae.results import to_json
-
         text = to_json({"scores": scores, "assignments": {n: a.tolist() for n, a in assignments.items()}})
         atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return scores, assignments
@@ -340,8 +478,6 @@ def _start_baseline(x, y, parts: dict | None, cache_dir, options: dict):
     """:func:`raw_feature_baseline` of these rows, started: read from its cache, computed in a
     process of its own (:class:`lithovae.evaluation.background.Background`) for a large test set
     while this one clusters the latent means, else computed here when its result is asked for."""
-    from lithovae.evaluation.background import Background, Here
-
     features = None if parts is None else {key: parts[key] for key in ("val_x", "val_y", "train_x") if key in parts}
     path = _baseline_path(x, y, features, cache_dir, options)
     if len(x) >= BACKGROUND_BASELINE_ROWS and (path is None or _read_baseline(path, len(x)) is None):

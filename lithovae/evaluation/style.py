@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import to_rgb, to_rgba
 
+# not at the top: PIL is imported inside the function that stamps an image: drawing needs no PIL
+
 DISTINCT = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
             "#17becf", "#000000", "#637939", "#a6761d", "#f99379", "#1b9e77", "#e7298a", "#2b3d26",
             "#393b79", "#b3446c", "#e6ab02", "#882d17")

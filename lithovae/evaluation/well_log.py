@@ -39,6 +39,8 @@ from matplotlib.patches import Patch
 from lithovae.evaluation.style import DISTINCT, OTHER, OTHER_COLOUR, categorical, cluster_colours, mark_synthetic
 from lithovae.evaluation.style import metadata as figure_metadata
 
+# not at the top: PIL is imported inside the function that reads an image back
+
 __all__ = ["axis_scales", "cluster_labels", "dataset_units", "prediction_log", "read_metadata",
            "rgb_colours", "run_log"]
 

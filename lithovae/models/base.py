@@ -168,6 +168,11 @@ class LatentModel(nn.Module):
     def on_train_epoch_start(self, epoch: int, embed_train) -> None:
         """Hook before each training epoch; ``embed_train()`` gives train latent means [N, D]."""
 
+    def extra_scores(self, scores: dict) -> dict:
+        """The variant's own scores, from the evaluation's ``scores`` so far
+        (:data:`lithovae.evaluation.scoring.SCORES`); none by default."""
+        return {}
+
     @torch.no_grad()
     def embed(self, x: Tensor, visible: Tensor) -> Tensor:
         """Latent means: what clustering and downstream classifiers use."""

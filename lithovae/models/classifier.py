@@ -10,15 +10,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lithovae.checks import MAX_WIDTH, below_one, between, check_options, each
 from lithovae.models.base import DataSpec, LatentModel, LossContext, ModelOutput
 from lithovae.models.blocks import mlp
 from lithovae.models.heads import ClassTargetMixin, resolve_target
 
 
 class DirectClassifier(ClassTargetMixin, LatentModel):
+    OPTIONS = {"hidden": each(between(1, MAX_WIDTH)), "dropout": below_one}  # checked by the config and here
+
     # defaults: lithovae/conf/model/direct_classifier.yaml
     def __init__(self, data: DataSpec, *, hidden: list[int], dropout: float, batchnorm: bool,
                  target: str, class_weighting: str):
+        check_options(type(self), locals())
         super().__init__(data)
         hidden = list(hidden)
         if not hidden:

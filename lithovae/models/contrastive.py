@@ -11,6 +11,7 @@ import torch
 from sklearn.cluster import KMeans
 from torch import Tensor
 
+from lithovae.checks import MAX_CLUSTERS, at_least, between, check_options, non_negative, positive, random_seed
 from lithovae.models.base import DataSpec, LossContext, ModelOutput
 from lithovae.models.heads import latents_as_numpy
 from lithovae.models.losses import info_nce
@@ -18,12 +19,14 @@ from lithovae.models.vae import VAE
 
 
 class ContrastiveVAE(VAE):
+    OPTIONS = {"gamma": non_negative, "temperature": positive, "n_clusters": between(2, MAX_CLUSTERS),
+               "refresh_every": at_least(1), "seed": random_seed}
+
     # defaults: lithovae/conf/model/contrastive.yaml (``vae_kwargs``: VAE's, in model/vae.yaml)
     def __init__(self, data: DataSpec, *, gamma: float, temperature: float, n_clusters: int,
                  refresh_every: int, seed: int, **vae_kwargs):
+        check_options(type(self), locals())
         super().__init__(data, **vae_kwargs)
-        if refresh_every < 1:
-            raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
         self.gamma = gamma
         self.temperature = temperature
         self.n_clusters = n_clusters

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lithovae.checks import MAX_LATENT_DIM, MAX_WIDTH, below_one, between, check_options, each
 from lithovae.models.base import DataSpec, LatentModel
 from lithovae.models.blocks import GaussianEncoder, mlp
 
@@ -50,10 +51,16 @@ def resolve_branches(branches: dict[str, list[str]], feature_names: tuple[str, .
 
 
 class DualEncoderVAE(LatentModel):
+    # the options' ranges, checked by the config and here (lithovae.checks; maxima: memory)
+    OPTIONS = {"latent_dim": between(1, MAX_LATENT_DIM), "branch_hidden": each(between(1, MAX_WIDTH)),
+               "fusion_hidden": each(between(1, MAX_WIDTH)), "decoder_hidden": each(between(1, MAX_WIDTH)),
+               "dropout": below_one}
+
     # defaults: lithovae/conf/model/dual_encoder.yaml
     def __init__(self, data: DataSpec, *, branches: dict[str, list[str]], latent_dim: int,
                  branch_hidden: list[int], fusion_hidden: list[int], decoder_hidden: list[int],
                  batchnorm: bool, dropout: float):
+        check_options(type(self), locals())
         super().__init__(data)
         self.latent_dim = latent_dim
         self.branch_indices = resolve_branches(branches, data.feature_names)

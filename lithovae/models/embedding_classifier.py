@@ -14,6 +14,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
+from lithovae.checks import at_least, check_options
 from lithovae.errors import CheckpointError
 from lithovae.files import load_checkpoint
 from lithovae.models.base import DataSpec, LossContext, ModelOutput
@@ -23,12 +24,14 @@ from lithovae.models.vae import VAE
 
 class EmbeddingClassifier(ClassifierHeadMixin, VAE):
     frozen = False  # encoder and decoder frozen (see set_frozen)
+    OPTIONS = {"vae_epochs": at_least(0)}
 
     # defaults: lithovae/conf/model/embedding_classifier.yaml (``vae_kwargs``: VAE's, in
     # model/vae.yaml); ``pretrained`` is None there (train stage 1)
     def __init__(self, data: DataSpec, *, vae_epochs: int, classifier_hidden: list[int],
                  classifier_dropout: float, target: str, class_weighting: str,
                  pretrained: str | None, **vae_kwargs):
+        check_options(type(self), locals())
         super().__init__(data, **vae_kwargs)
         self.add_classifier(data, target, classifier_hidden, classifier_dropout)
         self.register_class_weight(class_weighting)

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lithovae.checks import MAX_WIDTH, below_one, between, each
+from lithovae.errors import ConfigError
 from lithovae.models.base import DataSpec
 from lithovae.models.blocks import mlp
 from lithovae.models.losses import class_loss
@@ -34,7 +36,6 @@ def resolve_target(data: DataSpec, target: str) -> ClassTarget:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
     batch_key, n_attr, counts_attr = TARGETS[target]
     if target == "group" and data.n_groups == 0:  # own data without groups: nothing to invent them from
-        from lithovae.errors import ConfigError
 
         raise ConfigError("data.groups: this model predicts lithology groups (model.target=group) but the data "
                           "have none; give data.groups (a mapping label -> group, or a file) or a data.group "
@@ -72,6 +73,9 @@ class ClassTargetMixin:
 
 class ClassifierHeadMixin(ClassTargetMixin):
     """A classifier MLP ``self.classifier`` from the latent to the target's class logits."""
+
+    # the head's options, checked by the config and each model's constructor (lithovae.checks)
+    OPTIONS = {"classifier_hidden": each(between(1, MAX_WIDTH)), "classifier_dropout": below_one}
 
     classifier: nn.Sequential
 

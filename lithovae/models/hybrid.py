@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from lithovae.checks import check_options, one_of
 from lithovae.models.base import DataSpec, ModelOutput
 from lithovae.models.losses import masked_mse
 from lithovae.models.semisup import SemiSupervisedVAE
@@ -31,16 +32,11 @@ from lithovae.models.vae import VAE
 REDUCTIONS = ("mean", "sum")
 
 
-def check_reduction(reduction: str) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
-    return reduction
-
-
 class ReductionMixin:
     """The loss terms reduced as ``self.reduction`` names (see the module docstring)."""
 
     reduction: str
+    OPTIONS = {"reduction": one_of(*REDUCTIONS)}  # checked by the config and the constructors
 
     def reconstruction_error(self, recon: Tensor, x: Tensor, mask: Tensor) -> Tensor:
         if self.reduction == "sum":
@@ -59,8 +55,9 @@ class HybridVAE(ReductionMixin, VAE):
 
     # defaults: lithovae/conf/model/hybrid.yaml (``vae_kwargs``: VAE's, in model/vae.yaml)
     def __init__(self, data: DataSpec, *, reduction: str, **vae_kwargs):
+        check_options(type(self), locals())
         super().__init__(data, **vae_kwargs)
-        self.reduction = check_reduction(reduction)
+        self.reduction = reduction
 
 
 class HybridSemiSupervisedVAE(ReductionMixin, SemiSupervisedVAE):
@@ -68,5 +65,6 @@ class HybridSemiSupervisedVAE(ReductionMixin, SemiSupervisedVAE):
 
     # defaults: lithovae/conf/model/hybrid_semisup.yaml (``semisup_kwargs``: model/semisup.yaml's)
     def __init__(self, data: DataSpec, *, reduction: str, **semisup_kwargs):
+        check_options(type(self), locals())
         super().__init__(data, **semisup_kwargs)
-        self.reduction = check_reduction(reduction)
+        self.reduction = reduction

@@ -6,6 +6,7 @@ term because ``classify`` returns logits; alpha comes from the training plan).
 
 from __future__ import annotations
 
+from lithovae.checks import check_options
 from lithovae.models.base import DataSpec
 from lithovae.models.heads import ClassifierHeadMixin
 from lithovae.models.vae import VAE
@@ -15,5 +16,6 @@ class SemiSupervisedVAE(ClassifierHeadMixin, VAE):
     # defaults: lithovae/conf/model/semisup.yaml (``vae_kwargs``: VAE's, in model/vae.yaml)
     def __init__(self, data: DataSpec, *, classifier_hidden: list[int], classifier_dropout: float,
                  target: str, **vae_kwargs):
+        check_options(type(self), locals())
         super().__init__(data, **vae_kwargs)
         self.add_classifier(data, target, classifier_hidden, classifier_dropout)

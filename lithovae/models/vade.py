@@ -15,6 +15,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 
+from lithovae.checks import MAX_CLUSTERS, at_least, between, check_options, random_seed
 from lithovae.models.base import DataSpec, ModelOutput
 from lithovae.models.heads import latents_as_numpy
 from lithovae.models.losses import gmm_log_responsibilities, vade_kl
@@ -22,9 +23,12 @@ from lithovae.models.vae import VAE
 
 
 class VaDE(VAE):
+    OPTIONS = {"n_components": between(1, MAX_CLUSTERS), "init_epoch": at_least(0), "seed": random_seed}
+
     # defaults: lithovae/conf/model/vade.yaml (``vae_kwargs``: VAE's, in model/vae.yaml)
     def __init__(self, data: DataSpec, *, n_components: int, seed: int, init_epoch: int,
                  **vae_kwargs):
+        check_options(type(self), locals())
         super().__init__(data, **vae_kwargs)
         self.n_components = n_components
         self.seed = seed
@@ -47,6 +51,13 @@ class VaDE(VAE):
         log_pi = self.log_pi()  # once per step, shared by the responsibilities and the KL
         log_gamma = gmm_log_responsibilities(out.z, log_pi, self.means, self.logvars)
         return vade_kl(out.mu, out.logvar, log_gamma, log_pi, self.means, self.logvars)
+
+    def extra_scores(self, scores: dict) -> dict:
+        """``ari_vade``: the ARI of its own clustering (the evaluation's ``ari_prior``), and
+        whether the mixture was fitted to the latents before the scored weights."""
+        if "ari_prior" not in scores:
+            return {}
+        return {"ari_vade": scores["ari_prior"], "vade_mixture_fitted": bool(self.gmm_initialised)}
 
     def on_train_epoch_start(self, epoch: int, embed_train) -> None:
         if bool(self.gmm_initialised) or epoch < self.init_epoch:

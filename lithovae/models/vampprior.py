@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lithovae.checks import MAX_CLUSTERS, between, check_options, random_seed
 from lithovae.models.base import DataSpec, ModelOutput
 from lithovae.models.losses import mixture_prior_kl
 from lithovae.models.vae import VAE
@@ -40,8 +41,11 @@ def batchnorm_eval(module: nn.Module, norms: Sequence[_BatchNorm] | None = None)
 
 
 class VampPriorVAE(VAE):
+    OPTIONS = {"n_pseudo_inputs": between(1, MAX_CLUSTERS), "seed": random_seed}
+
     # defaults: lithovae/conf/model/vampprior.yaml (``vae_kwargs``: VAE's, in model/vae.yaml)
     def __init__(self, data: DataSpec, *, n_pseudo_inputs: int, seed: int, **vae_kwargs):
+        check_options(type(self), locals())
         super().__init__(data, **vae_kwargs)
         generator = torch.Generator().manual_seed(seed)
         self.pseudo_inputs = nn.Parameter(

@@ -27,8 +27,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lithovae.files import default_mode
 from lithovae.prediction.clusterer import FittedClusterer
 from lithovae.prediction.predictor import BUNDLE_DIR, BUNDLE_FORMAT, Predictor
+
+# not at the top: omegaconf and the evaluation helpers are imported inside write_bundle: loading a
+# bundle (serving) needs neither
 
 QUANTILES = np.linspace(0.0, 1.0, 1001)
 EXAMPLE_FILE = "example.json"
@@ -82,7 +86,6 @@ def write_bundle(run_dir: Path, *, cfg, dm, model, clusterer, assignment, metric
     from lithovae import __version__
     from lithovae.evaluation.clusters import cluster_table
     from lithovae.evaluation.well_log import training_scales
-    from lithovae.files import default_mode
 
     reason = unsupported_reason(cfg)
     if reason is None and (clusterer is None or assignment is None):

@@ -14,6 +14,9 @@ import torch
 
 from lithovae.errors import RunDirError
 
+# not at the top: lithovae.config loads Hydra, which loading a saved clusterer needs only for its
+# maximum; read_json with it
+
 
 class FittedClusterer:
     """``params``: :func:`lithovae.evaluation.metrics.fitted_params` of one clustering. Every

@@ -11,6 +11,8 @@ package's code (``code/lithovae``, put on ``sys.path`` when the model loads) and
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import importlib.metadata
 import json
 import logging
@@ -26,6 +28,12 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_EXHAUSTED
+
+from lithovae.cli import one_line
+from lithovae.errors import LithovaeError
+
+# not at the top: the serving path (predictor, rows: torch) and the writer's helpers are imported
+# where each call needs them, so MLflow importing this module to load a model loads no more
 
 MODEL_NAME = "model"  # runs:/<run id>/model
 # the registry packages the serving path (load_context and predict, below) imports, each pinned to
@@ -69,8 +77,6 @@ class LithovaeModel(mlflow.pyfunc.PythonModel):
         """The table of ``lithovae.predict`` for the bins of ``model_input``, computed in chunks of
         rows, with every missing or non-finite value as None (JSON null). Bad input raises a
         one-line :class:`RequestError` (HTTP 400 when served)."""
-        from lithovae.cli import one_line
-        from lithovae.errors import LithovaeError
         from lithovae.prediction.rows import json_safe, predict_rows
 
         try:
@@ -120,8 +126,6 @@ class _Trimmer:
 
 
 def _trim() -> None:
-    import ctypes
-    import gc
 
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # glibc only

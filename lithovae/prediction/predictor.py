@@ -18,9 +18,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lithovae.cli import one_line
 from lithovae.data.errors import BuildError
-from lithovae.errors import DataError, RunDirError
+from lithovae.errors import ConfigError, DataError, RunDirError
+from lithovae.files import fit_weights, load_checkpoint
 from lithovae.prediction.clusterer import FittedClusterer
+from lithovae.spec import DataSpec
+
+# not at the top: Hydra, the config checks, the scoring and the models are imported inside the
+# functions that use them: the served model loads only what predicting needs
 
 BUNDLE_FORMAT = 1  # bumped when the bundle's files change meaning; older bundles are refused
 BUNDLE_DIR = "predictor"
@@ -43,8 +49,6 @@ def _model_from_config(model_cfg: dict, spec, where: str):
     lithovae's own model classes, nothing nested, keys and ranges of the class)."""
     from hydra.utils import instantiate
 
-    from lithovae.cli import one_line
-
     # the weights come from weights.pt: a pretrained path would read a file named by the bundle
     model_cfg = {**model_cfg, "pretrained": None} if "pretrained" in model_cfg else model_cfg
     try:
@@ -60,9 +64,8 @@ def _checked_meta(path: Path) -> dict:
     consistent with each other; the model's keys and ranges those of its class."""
     from omegaconf import OmegaConf
 
-    from lithovae.config import MAX_CONTEXT, check_target
-    from lithovae.errors import ConfigError
-    from lithovae.untrusted import check_config, check_saved_ranges, number_list, read_json, string_list
+    from lithovae.config import MAX_CONTEXT, check_saved_ranges, check_target
+    from lithovae.untrusted import check_config, number_list, read_json, string_list
 
     meta = read_json(path)
     if meta.get("format") != BUNDLE_FORMAT:
@@ -111,16 +114,18 @@ def _checked_meta(path: Path) -> dict:
 def _check_data_spec(spec, model_features: list[str], path: Path) -> None:
     """data_spec: the DataSpec the model was built with, its features the model features."""
     required = ("n_features", "feature_names", "n_classes", "n_groups")
-    fields = (*required, "class_counts", "group_counts")
+    fields = (*required, "class_counts", "group_counts", "n_train")
     if not isinstance(spec, dict) or set(spec) - set(fields) or set(required) - set(spec):
         raise RunDirError(f"{path}: data_spec: must have the keys {', '.join(required)} "
-                          f"(and class_counts, group_counts)")
+                          f"(and class_counts, group_counts, n_train)")
     if spec["feature_names"] != model_features or spec["n_features"] != len(model_features):
         raise RunDirError(f"{path}: data_spec: its features ({spec['n_features']}: "
                           f"{str(spec['feature_names'])[:80]}) are not the {len(model_features)} model_features")
-    for key, least in (("n_classes", 1), ("n_groups", 0)):  # own data may have no groups
-        if not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < least:
-            raise RunDirError(f"{path}: data_spec.{key}: must be an integer >= {least}, got {spec[key]!r}")
+    # own data may have no groups; a bundle written before n_train was recorded has none (0)
+    for key, least in (("n_classes", 1), ("n_groups", 0), ("n_train", 0)):
+        value = spec.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise RunDirError(f"{path}: data_spec.{key}: must be an integer >= {least}, got {value!r}")
     for key, n in (("class_counts", spec["n_classes"]), ("group_counts", spec["n_groups"])):
         counts = spec.get(key, [])
         if not isinstance(counts, list) or counts and (len(counts) != n or not all(
@@ -134,11 +139,11 @@ ADDED_EVAL_KEYS = {"train_fit_samples": None, "bootstrap": {"resamples": 0, "lev
 
 def _check_eval(options: dict, path: Path) -> None:
     """The scoring options of ``lithovae.evaluate`` (keys of conf/eval/default.yaml that are not
-    figure options), each in its range: predict passes them to evaluate()."""
+    figure options), each in its range: predict passes them to score_model()."""
     from omegaconf import OmegaConf
 
+    from lithovae.config import check_saved_ranges
     from lithovae.evaluation.scoring import split_eval_options
-    from lithovae.untrusted import check_saved_ranges
 
     defaults = OmegaConf.load(Path(__file__).parents[1] / "conf" / "eval" / "default.yaml")
     known, _ = split_eval_options(OmegaConf.to_container(defaults))
@@ -159,7 +164,6 @@ class Predictor:
     """A trained model, its scaler and its clusterer, applied to new bins (:meth:`predict`)."""
 
     def __init__(self, bundle_dir: str | Path):
-        from lithovae.spec import DataSpec
         from lithovae.untrusted import load_label_encoding, load_scaler
 
         self.path = bundle_dir = Path(bundle_dir)
@@ -180,7 +184,6 @@ class Predictor:
             raise RunDirError(f"{meta_path}: data_spec: {spec.n_classes} classes and {spec.n_groups} groups, "
                               f"label_encoding.json has {len(self.encoding.classes)} and {len(self.encoding.groups)}")
         self.model = _model_from_config(meta["model"], spec, str(meta_path))
-        from lithovae.files import fit_weights, load_checkpoint
 
         weights_path = bundle_dir / "weights.pt"
         fit_weights(self.model, load_checkpoint(weights_path), weights_path)

@@ -9,6 +9,9 @@ import pandas as pd
 
 from lithovae.errors import DataError
 
+# not at the top: lithovae.data.sources is imported inside the one function that needs it (it loads
+# pyarrow)
+
 REASON = "no_cluster_reason"
 NO_FEATURE = "no observed feature"
 NOT_FINITE = "latent mean not finite"

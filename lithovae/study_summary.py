@@ -36,8 +36,15 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from lithovae.errors import DataError
+from lithovae.checks import integer_at_least
+from lithovae.cli import EXIT_USER_ERROR, one_line
+from lithovae.errors import DataError, LithovaeError
 from lithovae.evaluation.comparisons import HEADLINE, LEVEL, mean_interval, paired_difference, verdict, verdict_line
+from lithovae.evaluation.style import metadata
+from lithovae.files import atomic_write
+
+# not at the top: matplotlib and the reference data are imported inside the functions that draw and
+# table: the summary callback loads with every multirun
 
 # published_results.csv metric -> our metrics.json key: like with like, the published k-means
 # scores at k (seed 001's table) against ours at the same k (``silhouette`` is of our best
@@ -215,9 +222,6 @@ def plot_study(spec, summary: pd.DataFrame, path: Path, dataset: str, synthetic:
                level: float = LEVEL) -> Path:
     """:func:`study_figure`, saved to ``path`` (PNG)."""
     import matplotlib.pyplot as plt
-
-    from lithovae.evaluation.style import metadata
-    from lithovae.files import atomic_write
 
     fig = study_figure(spec, summary, dataset, synthetic, published, history, level)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png",
@@ -573,7 +577,6 @@ def parent_metrics(points: pd.DataFrame) -> dict[str, float]:
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    from lithovae.files import atomic_write
 
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
     return path
@@ -615,7 +618,6 @@ class StudySummary(Callback):
         if not study:
             return
         from lithovae import tracking
-        from lithovae.cli import one_line
 
         try:
             # the runs' own bootstrap level (eval.bootstrap.level), for the intervals over replicates too
@@ -639,7 +641,6 @@ def replicates_problem(config) -> str | None:
     only (``seed: range(0,${replicates})``): set anywhere else, or given beside a ``seed=...``
     override (which replaces that sweep), it would be silently ignored; below 1 it would sweep
     nothing."""
-    from lithovae.checks import integer_at_least
 
     replicates = config.get("replicates")
     if replicates is None:
@@ -660,7 +661,6 @@ def replicates_problem(config) -> str | None:
 
 def _check_replicates(config) -> None:
     """:func:`replicates_problem` as one ``error:`` line and exit 2, before anything runs."""
-    from lithovae.cli import EXIT_USER_ERROR
 
     problem = replicates_problem(config)
     if problem:
@@ -672,8 +672,6 @@ def _check_tracking_server(config) -> None:
     """An unreachable tracking server (logger.tracking_uri or MLFLOW_TRACKING_URI) stops the
     multirun before any job starts: one ``error:`` line and exit 2, as a single run does."""
     from lithovae import tracking
-    from lithovae.cli import EXIT_USER_ERROR, one_line
-    from lithovae.errors import LithovaeError
 
     try:
         tracking.check_remote_store(config.logger.get("tracking_uri"))
@@ -694,7 +692,6 @@ def _fold_table(finished: pd.DataFrame, sweep_dir: Path, synthetic: bool) -> tup
     table = pd.DataFrame([fold_row(n, f, st) for n, f, st in zip(numbers, per_fold, stats)], columns=FOLD_COLUMNS)
     metrics = {f"cv/{k}": v for k, v in summarise(per_fold).items()}
     files = [_write_csv(table, sweep_dir / "cv_folds.csv"), sweep_dir / "cv_summary.json"]
-    from lithovae.files import atomic_write
 
     summary = json.dumps({k.removeprefix("cv/"): v for k, v in metrics.items()}, indent=1)
     atomic_write(files[1], lambda tmp: Path(tmp).write_text(summary))
