@@ -29,7 +29,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint
 
-from lithovae.checks import MAX_CLUSTERS, at_least, between, integer_at_least
+from lithovae.checks import MAX_CLUSTERS, at_least, between, check_options
 from lithovae.files import atomic_write
 
 # not at the top: sklearn and the evaluation/model helpers of the val_ari policy are imported inside
@@ -187,17 +187,14 @@ class HighestValidationARI(CheckpointPolicy):
     name = "val_ari"
     mode = "max"
     metric = "val/ari"
-    # the options' ranges, checked by the config (lithovae.checks)
+    # the options' ranges, checked by the config and by the constructor (lithovae.checks)
     OPTIONS = {"every_n_epochs": at_least(1), "k": between(2, MAX_CLUSTERS), "n_init": at_least(1),
                "max_rows": at_least(2)}
 
     def __init__(self, *, every_n_epochs: int, k: int, n_init: int, max_rows: int):
+        check_options(type(self), locals())
         super().__init__()
-
-        self.every_n_epochs = integer_at_least("checkpoint.every_n_epochs", every_n_epochs, 1)
-        self.k = integer_at_least("checkpoint.k", k, 2)
-        self.n_init = integer_at_least("checkpoint.n_init", n_init, 1)
-        self.max_rows = integer_at_least("checkpoint.max_rows", max_rows, 2)
+        self.every_n_epochs, self.k, self.n_init, self.max_rows = every_n_epochs, k, n_init, max_rows
         self._measured: tuple[int, float] | None = None  # (epoch, ARI) of the last measurement
 
     def due(self, epoch: int, max_epochs: int) -> bool:
