@@ -27,8 +27,6 @@ from lithovae.untrusted import TARGET_GROUPS, check_config, group_targets
 # not at the top: the scorer's backend list (lithovae.evaluation.metrics loads scikit-learn)
 
 
-
-
 def validation_score(key: str, value) -> None:
     """A metric of the validation boreholes (``val_*``): what a sweeper or a search maximises
     must never be a test score, or its best trial's test score estimates nothing."""
