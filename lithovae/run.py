@@ -39,8 +39,11 @@ from lithovae.data.splits import label_entropy, saved_assignment
 from lithovae.errors import CheckpointError
 from lithovae.evaluation.clusters import cluster_table
 from lithovae.evaluation.comparisons import MIN_BOOTSTRAP_BOREHOLES, verdict_line
-from lithovae.evaluation.figures import write_all
-from lithovae.evaluation.scoring import diagnostic_tables, hierarchy_inputs, score_model, split_eval_options
+from lithovae.evaluation.background import Background
+from lithovae.evaluation.figures import prepare_figures, unclustered_figures, write_all
+from lithovae.evaluation.scoring import (BACKGROUND_TEST_ROWS, diagnostic_tables, hierarchy_inputs, model_outputs,
+                                        score_model, split_eval_options, start_baseline,
+                                        cluster_test_latents)
 from lithovae.evaluation.well_log import dataset_units, manifest_beside, training_scales
 from lithovae.files import atomic_write, check_fits, file_digest, load_checkpoint
 from lithovae.plan import EarlyStop, TrainingPlan
@@ -229,17 +232,52 @@ def _fit_and_score(cfg: DictConfig, logger, extra_callbacks, outputs) -> dict:
     track_run(parts, tags)
     if resumed is not None and resumed["complete"]:
         return _score_complete(parts, resumed, outputs)
-    try:
-        trainer.fit(parts.plan, datamodule=parts.dm, ckpt_path=cfg.ckpt_path, weights_only=True)
-    except RunInterrupted as exc:
-        last = ckpt_dir / "last.ckpt"
-        done = (f"{last} holds epoch {load_checkpoint(last)['epoch']} (0-based): resume with "
-                f"ckpt_path={last}") if last.exists() else "no epoch finished, nothing to resume"
-        raise RunInterrupted(exc.signum, done) from None
-    final_losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
-    with _scoring_stops(parts):
-        return score_run(parts, epochs_trained=trainer.current_epoch, final_losses=final_losses,
-                         is_global_zero=trainer.is_global_zero, outputs=outputs)
+    with contextlib.closing(start_ahead(parts, trainer.world_size)) as ahead:
+        try:
+            trainer.fit(parts.plan, datamodule=parts.dm, ckpt_path=cfg.ckpt_path, weights_only=True)
+        except RunInterrupted as exc:
+            last = ckpt_dir / "last.ckpt"
+            done = (f"{last} holds epoch {load_checkpoint(last)['epoch']} (0-based): resume with "
+                    f"ckpt_path={last}") if last.exists() else "no epoch finished, nothing to resume"
+            raise RunInterrupted(exc.signum, done) from None
+        final_losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        with _scoring_stops(parts):
+            return score_run(parts, epochs_trained=trainer.current_epoch, final_losses=final_losses,
+                             is_global_zero=trainer.is_global_zero, outputs=outputs, ahead=ahead)
+
+
+@dataclass
+class Ahead:
+    """Work a run starts on its second core before its scoring needs it (the training uses one
+    thread, ``threads: 1``): the raw-feature baseline, which needs the data only, while it trains;
+    and processes that import (and compile) what the test clusterings and the figures need, then
+    wait for their inputs (:meth:`Background.waiting`). Each changes when its work is done, never
+    what: the same functions, the same thread count, computed here where a process fails."""
+
+    baseline: Any = None
+    test_clusters: Any = None
+    figures: Any = None
+
+    def close(self) -> None:
+        for job in (self.baseline, self.test_clusters, self.figures):
+            if job is not None:
+                job.close()
+
+
+def start_ahead(parts: RunParts, world_size: int) -> Ahead:
+    """:class:`Ahead` for a single-process run with a large test set (from
+    :data:`BACKGROUND_TEST_ROWS` rows, where a second process saves more than it costs); nothing
+    ahead otherwise (tests, DDP: each rank would start its own)."""
+    dm = parts.dm
+    if world_size != 1 or len(dm.tensors["test"]["x"]) < BACKGROUND_TEST_ROWS:
+        return Ahead()
+    held_out = {part: dm.tensors[part] for part in ("val", "train")}
+    return Ahead(
+        baseline=start_baseline(dm.tensors["test"], held_out, cache_dir=parts.cfg.paths.data_dir, seed=parts.cfg.seed,
+                                **parts.score_options),
+        test_clusters=Background.waiting(cluster_test_latents),  # imports what it needs meanwhile
+        figures=Background.waiting(unclustered_figures, prepare=prepare_figures)
+        if parts.figure_options["figures"] else None)
 
 
 def _score_complete(parts: RunParts, resumed: dict, outputs) -> dict:
@@ -390,20 +428,21 @@ def data_record(dm, scored: Sequence[str]) -> dict:
 
 
 def score_run(parts: RunParts, *, epochs_trained: int, final_losses: dict, is_global_zero: bool = True,
-              clustering=None, outputs: Sequence[OutputStep] = ()) -> dict:
+              clustering=None, outputs: Sequence[OutputStep] = (), ahead: Ahead | None = None) -> dict:
     """Score the weights the checkpoint policy chose, read back from disk; then (rank 0) run
     :data:`OUTPUT_STEPS` and ``outputs``: metrics.json, tables, the predictor, figures, MLflow.
     ``clustering``: this run's clustering, already computed (an ensemble clusters all its
-    members in one batched pass)."""
+    members in one batched pass); ``ahead``: the work :func:`start_ahead` started."""
     with progress.phases("after training"):
-        scored = _score(parts, epochs_trained=epochs_trained, final_losses=final_losses, clustering=clustering)
+        scored = _score(parts, epochs_trained=epochs_trained, final_losses=final_losses, clustering=clustering,
+                        ahead=ahead or Ahead())
         if is_global_zero:
             for step in (*OUTPUT_STEPS, *outputs):
                 step(scored)
     return scored.metrics
 
 
-def _score(parts: RunParts, *, epochs_trained: int, final_losses: dict, clustering) -> ScoredRun:
+def _score(parts: RunParts, *, epochs_trained: int, final_losses: dict, clustering, ahead: Ahead) -> ScoredRun:
     cfg, logger, dm, plan = parts.cfg, parts.logger, parts.dm, parts.plan
     selected = parts.policy.selected()
     state = load_checkpoint(selected)
@@ -411,8 +450,15 @@ def _score(parts: RunParts, *, epochs_trained: int, final_losses: dict, clusteri
     tracking.log_artifacts(logger, [selected])  # kept even if evaluation fails
     model = plan.model.cpu()
     extra = {} if clustering is None else {"clustering": clustering}
+    test = dm.tensors["test"]
     with progress.step("scoring the test boreholes"):
-        metrics, arrays = score_model(model, dm.tensors["test"], dm.feature_names, mask=plan.mask,
+        outputs = model_outputs(model, test, test["observed"])
+        if ahead.figures is not None:  # drawn meanwhile: the figures that show no clustering
+            ahead.figures.submit(figure_inputs(parts, model, {**outputs, "target": model.class_target(test).numpy()}),
+                                 parts.run_dir / "figures", parts.figure_options["umap_sample"], cfg.seed,
+                                 parts.source.synthetic)
+        metrics, arrays = score_model(model, test, dm.feature_names, mask=plan.mask, outputs=outputs,
+                                      baseline_job=ahead.baseline, test_job=ahead.test_clusters,
                                       seed=cfg.seed, baseline_cache_dir=cfg.paths.data_dir, scaler=dm.scaler,
                                       group_names=dm.encoding.vocabulary("group"),
                                       held_out={part: dm.tensors[part] for part in ("val", "train")},
@@ -424,7 +470,7 @@ def _score(parts: RunParts, *, epochs_trained: int, final_losses: dict, clusteri
                     "latent_dim": int(getattr(model, "latent_dim", 0)),
                     "seed": int(cfg.seed), "mlflow_run_id": tracking.run_id(logger),
                     "final_losses": final_losses})
-    return ScoredRun(parts, model, metrics, arrays)
+    return ScoredRun(parts, model, metrics, arrays, figures_drawn_meanwhile=ahead.figures)
 
 
 # -- outputs -------------------------------------------------------------------------------------
@@ -441,6 +487,7 @@ class ScoredRun:
     arrays: dict
     files: list[Path] = field(default_factory=list)  # written so far: logged with metrics.json
     bundle: Path | None = None  # the predictor bundle, once written
+    figures_drawn_meanwhile: Any = None  # unclustered_figures, started while scoring (Ahead.figures)
 
 
 OutputStep = Callable[[ScoredRun], None]
@@ -530,23 +577,28 @@ def log_mlflow_model(run: ScoredRun) -> None:
 
 def write_figures(run: ScoredRun) -> None:
     """The run's figures (``<run dir>/figures/``); with synthetic data, each says its data are."""
-    p, arrays, dm = run.parts, run.arrays, run.parts.dm
+    p, arrays = run.parts, run.arrays
     if not p.figure_options["figures"]:
         return
     with progress.step("figures"):
-        test = dm.tensors["test"]
-        units, depth_unit = dataset_units(manifest_beside(dm.dataset_path))
-        written = write_all({
-            "base_features": dm.base_features, "units": units, "depth_unit": depth_unit,
-            "scales": training_scales(dm),
-            "mu": arrays["mu"], "assignment": shown_assignment(arrays), "recon": arrays["recon"],
+        written = write_all({**figure_inputs(p, run.model, arrays), "assignment": shown_assignment(arrays)},
+                            p.run_dir / "figures", umap_sample=p.figure_options["umap_sample"],
+                            umap_top_n=p.figure_options["umap_top_n"], seed=p.cfg.seed, synthetic=p.source.synthetic,
+                            unclustered=run.figures_drawn_meanwhile)
+        tracking.log_artifacts(p.logger, list(written.values()), folder="figures")
+
+
+def figure_inputs(parts: RunParts, model, arrays: dict) -> dict:
+    """What :func:`lithovae.evaluation.figures.write_all` draws of a scored run, but its clustering:
+    the test rows, their model outputs (``arrays``: mu, recon, logits, target) and the history."""
+    dm, test = parts.dm, parts.dm.tensors["test"]
+    units, depth_unit = dataset_units(manifest_beside(dm.dataset_path))
+    return {"base_features": dm.base_features, "units": units, "depth_unit": depth_unit,
+            "scales": training_scales(dm), "mu": arrays["mu"], "recon": arrays["recon"],
             "logits": arrays["logits"], "target": arrays["target"], "x": test["x"].numpy(),
             "observed": test["observed"].numpy(), "feature_names": dm.feature_names, "frame": dm.frames["test"],
-            "scaler": dm.scaler, "class_names": dm.encoding.vocabulary(run.model.class_target_name()),
-            "history": p.plan.history_frame(), "borehole_ids": p.figure_options["log_boreholes"]},
-            p.run_dir / "figures", umap_sample=p.figure_options["umap_sample"],
-            umap_top_n=p.figure_options["umap_top_n"], seed=p.cfg.seed, synthetic=p.source.synthetic)
-        tracking.log_artifacts(p.logger, list(written.values()), folder="figures")
+            "scaler": dm.scaler, "class_names": dm.encoding.vocabulary(model.class_target_name()),
+            "history": parts.plan.history_frame(), "borehole_ids": parts.figure_options["log_boreholes"]}
 
 
 def show_summary(run: ScoredRun) -> None:

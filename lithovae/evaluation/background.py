@@ -1,6 +1,10 @@
 """One function run in a process of its own while this one goes on: the scoring's model-independent
-work (the raw-feature baseline) and the UMAP of the figures run on a second core, beside the
-latent clusterings and the other figures (the training uses one thread: ``threads: 1``).
+work (the raw-feature baseline), the test latents' clusterings and the figures run on a second
+core, beside the clusterings chosen on validation (the training uses one thread: ``threads: 1``).
+
+A process may start before its arguments exist (:meth:`Background.waiting`): it imports what it
+needs (``prepare``) while this one trains, then computes once :meth:`Background.submit` gives
+them.
 
 The result is the function's, computed the same way (the same torch thread count): a background
 run changes when it is computed, never what. Where the process cannot start or dies, or the
@@ -12,7 +16,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
+
+from lithovae import progress
 
 # not at the top: torch, imported inside the functions that set its threads, loads only in the
 # process that runs a task
@@ -20,20 +27,27 @@ import threading
 log = logging.getLogger("lithovae")
 
 
-def _run(send, arguments, fn, threads: int) -> None:
+def _ended(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds the work: a file it was writing is removed (atomic_write)
+
+
+def _run(send, arguments, fn, threads: int, prepare) -> None:
     import torch
 
+    signal.signal(signal.SIGTERM, _ended)  # close() ends it so
     torch.set_num_threads(threads)
     try:
+        if prepare is not None:
+            prepare()
         args = arguments.recv()
-        result = (True, fn(*args))
+        with progress.phases("meanwhile"):  # its progress steps print as "meanwhile: ..."
+            result = (True, fn(*args))
+    except SystemExit:
+        raise
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which computes it itself
         result = (False, f"{type(exc).__name__}: {exc}")
     send.send(result)
     send.close()
-
-
-EXIT_WAIT_S = 10.0  # for a process that has sent its result to exit by itself (then it is ended)
 
 
 def _send(connection, args) -> None:
@@ -44,39 +58,61 @@ def _send(connection, args) -> None:
 
 
 class Background:
-    """``fn(*args)`` started in a spawned process (``fn`` a module-level function, ``args``
-    picklable); :meth:`result` waits for it. A daemon: it ends with this process, and
-    :meth:`close` ends it early (a run stopped while it works)."""
+    """``fn(*args)`` started in a spawned process (``fn`` and ``prepare`` module-level functions,
+    ``args`` picklable); :meth:`result` waits for it. A daemon: it ends with this process, and
+    :meth:`close` ends it early (a run stopped while it works). ``prepare()`` runs there first
+    (imports, compilation) and changes no result."""
 
-    def __init__(self, fn, *args):
+    def __init__(self, fn, *args, prepare=None):
+        self._start(fn, prepare)
+        self.submit(*args)
+
+    @classmethod
+    def waiting(cls, fn, prepare=None) -> "Background":
+        """The process started now, ``fn`` computed once :meth:`submit` gives its arguments."""
+        job = cls.__new__(cls)
+        job._start(fn, prepare)
+        return job
+
+    def _start(self, fn, prepare) -> None:
         import torch
 
-        self.fn, self.args, self.process, self.receive = fn, args, None, None
+        self.fn, self.args, self.process, self.receive = fn, None, None, None
         self._arguments = self._sender = None
         context = multiprocessing.get_context("spawn")  # a fork would copy torch's thread state
         try:
             self.receive, send = context.Pipe(duplex=False)
             arguments, self._arguments = context.Pipe(duplex=False)
-            self.process = context.Process(target=_run, args=(send, arguments, fn, torch.get_num_threads()),
+            self.process = context.Process(target=_run, args=(send, arguments, fn, torch.get_num_threads(), prepare),
                                            daemon=True, name=f"lithovae-{fn.__name__}")
             self.process.start()
             send.close()
             arguments.close()
-            # the arguments (megabytes) go through a pipe the new process reads once it has imported
-            # what it needs (seconds): a thread writes them, so this process goes on at once
-            self._sender = threading.Thread(target=_send, args=(self._arguments, args), daemon=True)
-            self._sender.start()
         except (OSError, RuntimeError, ValueError) as exc:  # process limits, an interactive main
             log.debug("%s computed in this process: %s", fn.__name__, exc)
             self.process = None
             self.close()
 
+    def submit(self, *args) -> "Background":
+        """Give the process its arguments (once)."""
+        if self.args is not None:
+            raise RuntimeError(f"{self.fn.__name__} was already given its arguments")
+        self.args = args
+        if self.process is not None:
+            # the arguments (megabytes) go through a pipe the new process reads once it has imported
+            # what it needs (seconds): a thread writes them, so this process goes on at once
+            self._sender = threading.Thread(target=_send, args=(self._arguments, args), daemon=True)
+            self._sender.start()
+        return self
+
     def result(self):
+        if self.args is None:
+            raise RuntimeError(f"{self.fn.__name__} has no arguments yet: submit them first")
         if self.process is not None:
             try:
                 ok, value = self.receive.recv()
-                self.process.join(timeout=EXIT_WAIT_S)  # it exits once it has sent its result
-                if ok:
+                if ok:  # its work is done: no wait for its exit (an interpreter with torch takes seconds)
+                    self.process.kill()
                     return value
                 log.debug("%s failed in its process (%s): computed here", self.fn.__name__, value)
             except (EOFError, OSError):  # the process died (memory, a signal)
@@ -106,6 +142,18 @@ class Here:
 
     def __init__(self, fn, *args):
         self.fn, self.args = fn, args
+
+    @classmethod
+    def waiting(cls, fn, prepare=None) -> "Here":
+        job = cls(fn)
+        job.args = None
+        return job
+
+    def submit(self, *args) -> "Here":
+        if self.args is not None:
+            raise RuntimeError(f"{self.fn.__name__} was already given its arguments")
+        self.args = args
+        return self
 
     def result(self):
         return self.fn(*self.args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -18,11 +19,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from lithovae import progress
 from lithovae.cli import one_line
 from lithovae.evaluation.clusters import assignment_with_names, latent_with_names
 from lithovae.evaluation.metrics import seeded_subsample
 from lithovae.evaluation.style import (DISTINCT, OTHER, OTHER_COLOUR, categorical, cluster_colours,
                                        mark_synthetic, metadata)
+from lithovae.files import atomic_write
 from lithovae.evaluation.well_log import DPI, axis_scales, rgb_colours, run_log
 
 # not at the top: umap, scipy and scikit-learn are imported inside the figures that use them: each
@@ -54,7 +57,9 @@ def _save(fig: Figure, path, synthetic: bool, **meta) -> Path:
         warnings.simplefilter("ignore")  # tight_layout's notes on twin axes and outside legends
         fig.tight_layout()
     mark_synthetic(fig, synthetic)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=metadata(fig, synthetic, figure=path.stem, **meta))
+    png = metadata(fig, synthetic, figure=path.stem, **meta)
+    # a figure is whole or absent: a run stopped while it draws leaves no half-written PNG
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata=png))
     fig.clear()
     return path
 
@@ -514,8 +519,6 @@ def _unique_names(values) -> dict:
 def _draw(written: dict, name: str, figure, *args, **kwargs) -> None:
     """Draw one figure (a progress step of its own); a failure (degenerate latent, too few rows)
     is a one-line warning and the other figures are still drawn."""
-    from lithovae import progress
-
     try:
         with progress.step(f"figure {name}"):
             written[name] = figure(*args, **kwargs)
@@ -538,8 +541,64 @@ def _embedding(mu: np.ndarray, seed: int):
     return Here(_embed_2d, mu, seed)
 
 
+def _umap_sample(run_outputs: Mapping, umap_sample: int, seed: int) -> np.ndarray | None:
+    """The latent rows the UMAP shows (:func:`_umap_rows`), or None where it has none to show."""
+    mu, principal = run_outputs.get("mu"), _principal(run_outputs)
+    if mu is None or principal is None:
+        return None
+    try:
+        return _umap_rows(mu, principal, run_outputs.get("assignment"), umap_sample, seed)[0]
+    except ValueError:  # rows that disagree: umap_latent says so as its figure's warning
+        return None
+
+
+def _principal(run_outputs: Mapping):
+    principal, frame = run_outputs.get("principal"), run_outputs.get("frame")
+    if principal is None and frame is not None:
+        principal = frame["principal"].to_numpy()
+    return principal
+
+
+def unclustered_figures(run_outputs: Mapping, out_dir, umap_sample: int = 20000, seed: int = 0,
+                        synthetic: bool = False) -> tuple[dict[str, Path], tuple | None]:
+    """Every figure that needs no clustering (training curves, Q–Q, latent correlation,
+    reconstruction, ROC), drawn; and the UMAP coordinates of the latent sample (None without
+    one, or where the fit failed: :func:`umap_latent` then fits, and warns, itself). What a
+    second process draws while the scoring clusters (``run_outputs`` without ``assignment``)."""
+    written: dict[str, Path] = {}
+    rows = _umap_sample(run_outputs, umap_sample, seed)
+    embedding = None
+    if rows is not None:
+        try:
+            with progress.step("UMAP coordinates"):
+                embedding = _embed_2d(rows, seed)
+        except Exception as exc:  # noqa: BLE001 - the figure is drawn (or its warning given) later
+            log.debug("UMAP coordinates not computed here: %s", one_line(exc))
+    _draw_unclustered(written, run_outputs, Path(out_dir), synthetic)
+    return written, embedding
+
+
+WARM_UMAP_ROWS = 300  # a fit this small compiles (or loads from numba's cache) all a real one runs
+
+
+def prepare_figures() -> None:
+    """What a process drawing :func:`unclustered_figures` does before its inputs arrive (while
+    the run trains): import matplotlib and umap, and compile umap's numba functions with a small
+    fit (a fresh environment's first UMAP compiles for ~25 s, then loads them from numba's cache).
+    It yields to the scoring's processes (nice 5): the run waits for those first."""
+    try:
+        os.nice(5)
+    except OSError:  # not allowed: it only runs at the same priority
+        pass
+    rows = np.random.default_rng(0).normal(size=(WARM_UMAP_ROWS, 4)).astype(np.float32)
+    try:
+        _embed_2d(rows, 0)
+    except Exception as exc:  # noqa: BLE001 - the real fit says what went wrong
+        log.debug("UMAP not compiled ahead: %s", one_line(exc))
+
+
 def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_n: int = 12,
-              seed: int = 0, synthetic: bool = False) -> dict[str, Path]:
+              seed: int = 0, synthetic: bool = False, unclustered=None) -> dict[str, Path]:
     """Write every figure whose inputs are in ``run_outputs``; returns {name: path}. With
     ``synthetic``, each figure says that its data are synthetic.
 
@@ -553,38 +612,40 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
     tracks; default ``feature_names``), ``units`` ({feature: unit}), ``depth_unit`` and ``scales``
     ({feature: linear|log|symlog}; default: from ``scaler``'s transforms and these bins).
     The UMAP is computed first, in another process where its sample is large, and drawn last.
+    ``unclustered``: the :func:`unclustered_figures` of these outputs, started elsewhere (a
+    :class:`lithovae.evaluation.background.Background`): only the rest is drawn here.
     """
     out_dir = Path(out_dir)
-    get = run_outputs.get
     written: dict[str, Path] = {}
-    mu, assignment, frame = get("mu"), get("assignment"), get("frame")
-    principal = get("principal")
-    if principal is None and frame is not None:
-        principal = frame["principal"].to_numpy()
-    feature_names = get("feature_names")
+    mu, assignment, principal = run_outputs.get("mu"), run_outputs.get("assignment"), _principal(run_outputs)
     embedding = None
-    if mu is not None and principal is not None:
-        try:
-            embedding = _embedding(_umap_rows(mu, principal, assignment, umap_sample, seed)[0], seed)
-        except ValueError:  # rows that disagree: umap_latent says so as its figure's warning
-            embedding = None
+    if unclustered is None:
+        rows = _umap_sample(run_outputs, umap_sample, seed)
+        embedding = _embedding(rows, seed) if rows is not None else None
     try:
-        _draw_all(written, run_outputs, out_dir, mu, assignment, frame, principal, feature_names, synthetic)
+        if unclustered is None:
+            _draw_unclustered(written, run_outputs, out_dir, synthetic)
+        else:
+            with progress.step("figures drawn meanwhile"):
+                drawn, coordinates = unclustered.result()
+            written.update(drawn)
+        _draw_clustered(written, run_outputs, out_dir, synthetic)
         if mu is not None and principal is not None:
+            if unclustered is None:
+                coordinates = embedding.result() if embedding is not None else None
             _draw(written, "umap", lambda: umap_latent(
                 mu, principal, assignment, out_dir / "umap.png", top_n=umap_top_n, sample=umap_sample,
-                seed=seed, synthetic=synthetic, embedded=embedding.result() if embedding is not None else None))
+                seed=seed, synthetic=synthetic, embedded=coordinates))
     finally:
         if embedding is not None:
             embedding.close()
     return written
 
 
-def _draw_all(written: dict, run_outputs: Mapping, out_dir: Path, mu, assignment, frame, principal,
-              feature_names, synthetic: bool) -> None:
-    """Every figure but the UMAP (:func:`write_all`)."""
+def _draw_unclustered(written: dict, run_outputs: Mapping, out_dir: Path, synthetic: bool) -> None:
+    """Every figure but the UMAP that needs no clustering (:func:`write_all`)."""
     get = run_outputs.get
-    history = get("history")
+    history, mu = get("history"), get("mu")
     if history is not None and len(history):
         _draw(written, "training_curves", training_curves, history, out_dir / "training_curves.png",
               synthetic=synthetic)
@@ -592,10 +653,7 @@ def _draw_all(written: dict, run_outputs: Mapping, out_dir: Path, mu, assignment
         _draw(written, "latent_qq", latent_qq, mu, out_dir / "latent_qq.png", synthetic=synthetic)
         _draw(written, "latent_correlation", latent_correlation, mu, out_dir / "latent_correlation.png",
               synthetic=synthetic)
-    if assignment is not None and principal is not None:
-        _draw(written, "contingency", contingency_heatmap, assignment, principal, out_dir / "contingency.png",
-              synthetic=synthetic)
-    x, recon = get("x"), get("recon")
+    x, recon, feature_names = get("x"), get("recon"), get("feature_names")
     if x is not None and recon is not None and feature_names is not None:
         _draw(written, "reconstruction", reconstruction_scatter, x, recon, get("observed"), feature_names,
               out_dir / "reconstruction.png", synthetic=synthetic)
@@ -603,6 +661,15 @@ def _draw_all(written: dict, run_outputs: Mapping, out_dir: Path, mu, assignment
     if logits is not None and target is not None and class_names is not None:
         _draw(written, "roc", roc_curves, logits, target, class_names, out_dir / "roc.png", synthetic=synthetic)
 
+
+def _draw_clustered(written: dict, run_outputs: Mapping, out_dir: Path, synthetic: bool) -> None:
+    """The figures that show the clustering (contingency, borehole logs) (:func:`write_all`)."""
+    get = run_outputs.get
+    assignment, frame, principal = get("assignment"), get("frame"), _principal(run_outputs)
+    x, feature_names = get("x"), get("feature_names")
+    if assignment is not None and principal is not None:
+        _draw(written, "contingency", contingency_heatmap, assignment, principal, out_dir / "contingency.png",
+              synthetic=synthetic)
     x_raw = get("x_raw")
     if x_raw is None and get("scaler") is not None and x is not None:
         x_raw = np.asarray(get("scaler").inverse_transform(np.asarray(x, dtype=np.float64)))

@@ -31,7 +31,7 @@ from lithovae.evaluation.metrics import (active_dims, classification_scores, clu
                                          reconstruction_errors, reconstruction_r2, silhouettes)
 from lithovae.evaluation.batched import seeded_subsample
 from lithovae.evaluation.comparisons import HEADLINE
-from lithovae.evaluation.selection import held_out_clusterings
+from lithovae.evaluation.selection import held_out_choices, held_out_clusterings, held_out_fits
 from lithovae.files import atomic_write
 from lithovae.results import to_json
 from lithovae.masking import MaskStrategy
@@ -128,11 +128,14 @@ class EvaluationContext:
     baseline: bool = True
     baseline_cache_dir: str | Path | None = None
     clustering: object = None  # this part's clustering, already computed (an ensemble's batched pass)
+    baseline_job: object = None  # the raw-feature baseline, already started (start_baseline)
+    test_job: object = None  # a process waiting for the test latents' clusterings (test_clustering_job)
     boreholes: object = None
     bootstrap: dict | None = None
     hierarchy: dict | None = None  # hierarchy_inputs()
     metrics: dict = field(default_factory=dict)
     clusters: object = None  # set by the clustering score
+    silhouettes: dict | None = None  # likewise, where the test clusterings were computed with them
     held: object = None  # likewise: the held-out selection (None without a validation part)
     chosen: dict = field(default_factory=dict)  # name -> test assignment the bootstrap rescores
     prior_assignment: np.ndarray | None = None
@@ -142,35 +145,70 @@ class EvaluationContext:
         return self.options["seed"]
 
 
+def cluster_test_latents(mu: np.ndarray, y: np.ndarray, options: dict, silhouette_samples: int):
+    """The test latents' clusterings (``ari_*``) and their silhouettes: what a second process
+    computes while this one fits the clusterings chosen on validation (:func:`_clustering`)."""
+    o = options
+    with progress.step("clustering the test latents"):
+        clusters = clustering_scores(mu, y, ks=tuple(o["k"]), seed=o["seed"], n_init=o["n_init"], gmm=o["gmm"],
+                                     max_fit_samples=o["max_fit_samples"], backend=o["backend"])
+    with progress.step("silhouettes"):
+        return clusters, _silhouettes(mu, clusters, o["k"], silhouette_samples, o["seed"], o["backend"])
+
+
+BACKGROUND_TEST_ROWS = 20000  # from this many test rows, their clusterings run in a process of their own
+
+
+def test_clustering_job(rows: int, started=None):
+    """Where :func:`cluster_test_latents` of ``rows`` test rows runs: ``started`` (a process started
+    ahead, :meth:`Background.waiting`), a process of its own for a large test set, else here."""
+    if started is not None:
+        return started
+    if rows >= BACKGROUND_TEST_ROWS:
+        return Background.waiting(cluster_test_latents)
+    return Here.waiting(cluster_test_latents)
+
+
 def _clustering(ctx: EvaluationContext) -> dict:
     """The test latents' clusterings (``ari_*``), the ones chosen on validation and fitted on
     training (``ari_selected``, ``ari_inductive``), the raw features' (``baseline_ari_*``) and
-    the gains between them."""
+    the gains between them. The test clusterings (with their silhouettes) and the raw features'
+    run in other processes for a large test set, meanwhile."""
     o, parts = ctx.options, ctx.held_out
     scores: dict = {}
     # the raw features' clusterings do not depend on the model: on a second core meanwhile
-    raw = _start_baseline(ctx.x, ctx.y, parts, ctx.baseline_cache_dir, o) if ctx.baseline else None
+    raw = ctx.baseline_job
+    if raw is None and ctx.baseline:
+        raw = _start_baseline(ctx.x, ctx.y, parts, ctx.baseline_cache_dir, o)
+    test = None
+    if ctx.clustering is None:
+        test = test_clustering_job(len(ctx.x), ctx.test_job)
+        test.submit(ctx.outputs["mu"], ctx.y, o, ctx.silhouette_samples)
     try:
-        with progress.step("clustering the test latents"):
-            ctx.clusters = ctx.clustering if ctx.clustering is not None else clustering_scores(
-                ctx.outputs["mu"], ctx.y, ks=tuple(o["k"]), seed=o["seed"], n_init=o["n_init"], gmm=o["gmm"],
-                max_fit_samples=o["max_fit_samples"], backend=o["backend"])
-        scores.update(ctx.clusters.scores)
+        fits = None
         if parts is not None:
             with progress.step("clusterings chosen on validation, fitted on training"):
-                ctx.held = held_out_clusterings(
-                    ctx.clusters, ctx.outputs["mu"], ctx.y, parts["val_mu"], parts["val_y"], parts.get("train_mu"),
-                    ks=tuple(o["k"]), seed=o["seed"], n_init=o["n_init"], gmm=o["gmm"],
-                    max_fit_samples=o["max_fit_samples"], backend=o["backend"])
+                fits = held_out_fits(ctx.outputs["mu"], parts["val_mu"], parts["val_y"], parts.get("train_mu"),
+                                     ks=tuple(o["k"]), seed=o["seed"], n_init=o["n_init"], gmm=o["gmm"],
+                                     max_fit_samples=o["max_fit_samples"], backend=o["backend"])
+        if test is None:
+            ctx.clusters = ctx.clustering
+        else:
+            with progress.step("clustering the test latents, silhouettes"):
+                ctx.clusters, ctx.silhouettes = test.result()
+        scores.update(ctx.clusters.scores)
+        if fits is not None:
+            ctx.held = held_out_choices(ctx.clusters, ctx.y, fits)
             scores.update(ctx.held.scores)
             ctx.chosen.update({"ari_selected": ctx.held.selected, "ari_inductive": ctx.held.inductive})
         if raw is not None:
             with progress.step("raw-feature baseline"):
                 raw_scores, assignments = raw.result()
     finally:
-        if raw is not None:
-            raw.close()
-    if ctx.baseline:
+        for job in (raw, test):
+            if job is not None:
+                job.close()
+    if raw is not None:
         scores.update(raw_scores)
         ctx.chosen.update({f"baseline_{name}": a for name, a in assignments.items()})
         scores["ari_best_gain"] = scores["ari_best"] - scores["baseline_ari_best"]
@@ -181,6 +219,8 @@ def _clustering(ctx: EvaluationContext) -> dict:
 
 
 def _silhouette(ctx: EvaluationContext) -> dict:
+    if ctx.silhouettes is not None:  # computed with the test clusterings
+        return ctx.silhouettes
     with progress.step("silhouettes"):
         return _silhouettes(ctx.outputs["mu"], ctx.clusters, ctx.options["k"], ctx.silhouette_samples,
                             ctx.seed, ctx.options["backend"])
@@ -302,7 +342,8 @@ def score_model(model: LatentModel, tensors: dict[str, torch.Tensor], feature_na
                 baseline_cache_dir: str | Path | None = None, clustering=None, scaler=None,
                 group_names: list[str] | None = None, held_out: dict | None = None,
                 train_fit_samples: int | None, boreholes=None, bootstrap: dict,
-                hierarchy: dict | None = None) -> tuple[dict, dict]:
+                hierarchy: dict | None = None, outputs: dict | None = None, baseline_job=None,
+                test_job=None) -> tuple[dict, dict]:
     """Every score of :data:`SCORES` for ``model`` on these rows: the metrics dict (keys of the
     study) and the arrays behind them.
 
@@ -331,10 +372,14 @@ def score_model(model: LatentModel, tensors: dict[str, torch.Tensor], feature_na
     ``accuracy_group``; for a model with a mixture prior (VaDE), ``ari_prior`` of its own
     clustering, and the variant's own scores (``ari_vade`` for VaDE); with ``hierarchy``
     (:func:`hierarchy_inputs`), ``hierarchy_ari*``.
+
+    Work started ahead (a run starts it before or while it trains): ``outputs``, the
+    :func:`model_outputs` of these rows; ``baseline_job``, the :func:`start_baseline` of these
+    rows and options; ``test_job``, a process waiting for :func:`cluster_test_latents`.
     """
     observed = tensors["observed"]
     with progress.step("latent means"):
-        outputs = model_outputs(model, tensors, observed)
+        outputs = model_outputs(model, tensors, observed) if outputs is None else outputs
         parts = _held_out_parts(model, held_out, train_fit_samples, seed)
     x, y = tensors["x"].numpy(), tensors["y"].numpy()
     ctx = EvaluationContext(
@@ -343,6 +388,7 @@ def score_model(model: LatentModel, tensors: dict[str, torch.Tensor], feature_na
         options=dict(k=k, n_init=n_init, gmm=gmm, max_fit_samples=max_fit_samples, backend=backend, seed=seed),
         silhouette_samples=silhouette_samples, mask=mask, scaler=scaler, group_names=group_names,
         held_out=parts, baseline=baseline, baseline_cache_dir=baseline_cache_dir, clustering=clustering,
+        baseline_job=baseline_job if baseline else None, test_job=test_job,
         boreholes=boreholes, bootstrap=bootstrap, hierarchy=hierarchy,
         metrics={"n_test": int(len(x)), "n_test_labeled": int((y >= 0).sum())})  # labeled: scored
     for score in SCORES:
@@ -371,11 +417,31 @@ def _held_out_parts(model: LatentModel, held_out: dict | None, train_fit_samples
     parts = {"val_mu": latent_means(model, val["x"], val["observed"]), "val_y": val["y"].numpy(),
              "val_x": val["x"].numpy()}
     if "train" in held_out:
-        train = held_out["train"]
-        rows = torch.as_tensor(seeded_subsample(len(train["x"]), train_fit_samples, seed))
-        x, observed = train["x"][rows], train["observed"][rows]
+        x, observed = _train_fit_rows(held_out["train"], train_fit_samples, seed)
         parts.update({"train_mu": latent_means(model, x, observed), "train_x": x.numpy()})
     return parts
+
+
+def _train_fit_rows(train: dict, train_fit_samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The features and observed mask of the training rows the inductive clusterers fit."""
+    rows = torch.as_tensor(seeded_subsample(len(train["x"]), train_fit_samples, seed))
+    return train["x"][rows], train["observed"][rows]
+
+
+def start_baseline(tensors: dict, held_out: dict | None, *, train_fit_samples: int | None,
+                   cache_dir, k, n_init: int, gmm: bool, max_fit_samples: int | None, backend: str,
+                   seed: int, **_):
+    """:func:`raw_feature_baseline` of these rows (the test part's ``tensors``, the ``held_out``
+    parts of :func:`score_model`), started before the model exists: it needs the data only, so
+    a run starts it on its second core while it trains, and passes it as ``baseline_job``."""
+    features = None
+    if held_out and "val" in held_out:
+        val = held_out["val"]
+        features = {"val_x": val["x"].numpy(), "val_y": val["y"].numpy()}
+        if "train" in held_out:
+            features["train_x"] = _train_fit_rows(held_out["train"], train_fit_samples, seed)[0].numpy()
+    options = dict(k=k, n_init=n_init, gmm=gmm, max_fit_samples=max_fit_samples, backend=backend, seed=seed)
+    return _start_baseline(tensors["x"].numpy(), tensors["y"].numpy(), features, cache_dir, options)
 
 
 def _intervals(metrics: dict, chosen: dict, y, x, out: dict, observed, target, boreholes,
@@ -496,7 +562,7 @@ def _baseline_path(x, y, parts: dict | None, cache_dir, options: dict) -> Path |
         return None
     keyed = {"k": list(options["k"]), "n_init": options["n_init"], "gmm": options["gmm"],
              "max_fit_samples": options["max_fit_samples"], "backend": options["backend"],
-             "seed": options["seed"], "version": 2}
+             "seed": options["seed"], "version": 3}  # 3: k-means sums as one matrix product (9ed887b)
     arrays = [x, y] + ([parts["val_x"], parts["val_y"]] + ([parts["train_x"]] if "train_x" in parts else [])
                        if parts is not None else [])
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)

@@ -36,18 +36,41 @@ class HeldOut:
     inductive_fitted: dict | None
 
 
-def held_out_clusterings(test: ClusteringResult, test_latent: np.ndarray, test_labels: np.ndarray,
-                         val_latent: np.ndarray, val_labels: np.ndarray,
-                         train_latent: np.ndarray | None, *, ks, seed: int, n_init: int, gmm: bool,
-                         max_fit_samples: int | None, backend: str, prefix: str = "") -> HeldOut:
-    """``{prefix}ari_selected``, ``{prefix}selected_method``, ``{prefix}selected_k``,
-    ``{prefix}val_ari_selected`` from the test clusterings ``test`` (already fitted) and the
-    validation rows; with ``train_latent``, ``{prefix}ari_inductive``, ``{prefix}inductive_method``,
-    ``{prefix}inductive_k``, ``{prefix}val_ari_inductive``. Undefined scores (no validation
-    lithology to agree with, no fit) are NaN with a None method."""
+@dataclass
+class HeldOutFits:
+    """The clusterings :func:`held_out_clusterings` fits without the test rows' clusterings: of the
+    validation rows (``val``) and, fitted on the training rows, of every row (``inductive``)."""
+
+    val: ClusteringResult
+    inductive: ClusteringResult | None
+    prefix: str
+    n_train: int
+    n_val: int
+
+
+def held_out_fits(test_latent: np.ndarray, val_latent: np.ndarray, val_labels: np.ndarray,
+                  train_latent: np.ndarray | None, *, ks, seed: int, n_init: int, gmm: bool,
+                  max_fit_samples: int | None, backend: str, prefix: str = "") -> HeldOutFits:
+    """The validation and training fits of :func:`held_out_clusterings`: they need no clustering of
+    the test rows, which may meanwhile be computed elsewhere."""
     options = dict(ks=tuple(ks), seed=seed, n_init=n_init, gmm=gmm, backend=backend)
-    val_labels, test_labels = np.asarray(val_labels).reshape(-1), np.asarray(test_labels).reshape(-1)
+    val_labels = np.asarray(val_labels).reshape(-1)
     val = clustering_scores(val_latent, val_labels, max_fit_samples=max_fit_samples, **options)
+    fits, n_train = None, 0
+    if train_latent is not None:
+        train_rows = np.asarray(train_latent)
+        n_train = len(train_rows)
+        stacked = np.concatenate([train_rows, val_latent, test_latent]).astype(np.float32, copy=False)
+        labels = np.concatenate([np.full(n_train, -1), val_labels, np.full(len(test_latent), -1)])
+        fits = clustering_scores(stacked, labels, max_fit_samples=None, fit_rows=np.arange(n_train), **options)
+    return HeldOutFits(val, fits, prefix, n_train, len(val_latent))
+
+
+def held_out_choices(test: ClusteringResult, test_labels: np.ndarray, fits: HeldOutFits) -> HeldOut:
+    """What the validation rows choose among ``test`` (the test rows' clusterings, fitted) and
+    among the training fits, scored on the test rows (:func:`held_out_clusterings`)."""
+    prefix, val = fits.prefix, fits.val
+    test_labels = np.asarray(test_labels).reshape(-1)
     method, k = val.scores["best_method"], val.scores["best_k"]
     name = f"{method}_k{k}"
     selected = test.assignments.get(name) if method else None
@@ -58,17 +81,26 @@ def held_out_clusterings(test: ClusteringResult, test_latent: np.ndarray, test_l
     if selected is None:
         scores[f"{prefix}ari_selected"] = float("nan")
     inductive = fitted = None
-    if train_latent is not None:
-        train_rows = np.asarray(train_latent)
-        stacked = np.concatenate([train_rows, val_latent, test_latent]).astype(np.float32, copy=False)
-        labels = np.concatenate([np.full(len(train_rows), -1), val_labels, np.full(len(test_latent), -1)])
-        fits = clustering_scores(stacked, labels, max_fit_samples=None, fit_rows=np.arange(len(train_rows)),
-                                 **options)
-        method, k = fits.scores["best_method"], fits.scores["best_k"]
+    if fits.inductive is not None:
+        method, k = fits.inductive.scores["best_method"], fits.inductive.scores["best_k"]
         if method:
-            inductive = fits.assignments[f"{method}_k{k}"][len(train_rows) + len(val_latent):]
-            fitted = fits.best_fitted
+            inductive = fits.inductive.assignments[f"{method}_k{k}"][fits.n_train + fits.n_val:]
+            fitted = fits.inductive.best_fitted
         scores.update({f"{prefix}ari_inductive": labeled_ari(test_labels, inductive) if method else float("nan"),
                        f"{prefix}inductive_method": method, f"{prefix}inductive_k": k,
-                       f"{prefix}val_ari_inductive": fits.scores["ari_best"]})
+                       f"{prefix}val_ari_inductive": fits.inductive.scores["ari_best"]})
     return HeldOut(scores, selected, inductive, fitted)
+
+
+def held_out_clusterings(test: ClusteringResult, test_latent: np.ndarray, test_labels: np.ndarray,
+                         val_latent: np.ndarray, val_labels: np.ndarray,
+                         train_latent: np.ndarray | None, *, ks, seed: int, n_init: int, gmm: bool,
+                         max_fit_samples: int | None, backend: str, prefix: str = "") -> HeldOut:
+    """``{prefix}ari_selected``, ``{prefix}selected_method``, ``{prefix}selected_k``,
+    ``{prefix}val_ari_selected`` from the test clusterings ``test`` (already fitted) and the
+    validation rows; with ``train_latent``, ``{prefix}ari_inductive``, ``{prefix}inductive_method``,
+    ``{prefix}inductive_k``, ``{prefix}val_ari_inductive``. Undefined scores (no validation
+    lithology to agree with, no fit) are NaN with a None method."""
+    fits = held_out_fits(test_latent, val_latent, val_labels, train_latent, ks=ks, seed=seed, n_init=n_init,
+                         gmm=gmm, max_fit_samples=max_fit_samples, backend=backend, prefix=prefix)
+    return held_out_choices(test, test_labels, fits)

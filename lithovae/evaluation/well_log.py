@@ -36,6 +36,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from lithovae.files import atomic_write
 from lithovae.evaluation.style import DISTINCT, OTHER, OTHER_COLOUR, categorical, cluster_colours, mark_synthetic
 from lithovae.evaluation.style import metadata as figure_metadata
 
@@ -212,8 +213,8 @@ def _save(fig: Figure, path, meta: dict, synthetic: bool = False) -> Path:
         warnings.simplefilter("ignore")  # tight_layout's notes on outside legends
         fig.tight_layout()
     mark_synthetic(fig, synthetic)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={META_KEY: json.dumps(meta, default=str),
-                                                              **figure_metadata(fig, synthetic, figure="log")})
+    png = {META_KEY: json.dumps(meta, default=str), **figure_metadata(fig, synthetic, figure="log")}
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata=png))
     fig.clear()
     return path
 
