@@ -1,6 +1,6 @@
 """A newcomer's first hour: a quiet log with a line per few epochs and per phase after training,
 the MLflow run and how to open it, runs named by what they are, an experiment that says which
-metrics answer which question, and no raw synthetic CSVs left on disk."""
+metrics answer which question, and no raw synthetic CSVs written to disk."""
 
 from __future__ import annotations
 
@@ -25,19 +25,20 @@ def _synthetic(**build) -> SyntheticSource:
     return SyntheticSource(scale="small", seed=0, build={**data["build"], **build}, transforms=None)
 
 
-def test_the_raw_synthetic_files_are_removed_once_the_dataset_is_built(tmp_path):
+def test_the_synthetic_dataset_is_built_without_writing_raw_files(tmp_path):
     lines = []
+    (tmp_path / "synthetic-small-seed0" / "raw").mkdir(parents=True)  # left by an earlier version
     path, _ = _synthetic().prepare(tmp_path, log=lines.append)
     root = tmp_path / "synthetic-small-seed0"
     assert path.exists() and not (root / "raw").exists()
     assert not list(tmp_path.rglob("*.csv")), "raw CSV files left behind"
-    assert any("removed the raw synthetic CSV files" in line for line in lines)
-    lines.clear()  # reused without them
+    assert any("no raw files written" in line for line in lines)
+    lines.clear()  # reused
     assert _synthetic().prepare(tmp_path, log=lines.append)[0] == path
     assert lines == [f"[lithovae.data] up to date: {path}"]
-    # other build options: generated again, built, removed again
+    # other build options: generated again and built, still without files
     other, _ = _synthetic(keep_incomplete=True).prepare(tmp_path, log=lines.append)
-    assert other != path and other.exists() and not (root / "raw").exists()
+    assert other != path and other.exists() and not list(tmp_path.rglob("*.csv"))
 
 
 def test_a_damaged_synthetic_dataset_is_rebuilt_from_a_fresh_generation(tmp_path):

@@ -230,3 +230,45 @@ def test_failure_keeps_previous_complete_files(small, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         synthetic.generate_raw(raw, scale="small", seed=0)
     assert _digests(raw) == before  # same names, same bytes: no temp file left, none replaced
+
+
+def test_binning_the_generated_tables_is_binning_their_files(small, tmp_path):
+    """data=synthetic bins the generator's tables as they come (no raw file written): the same
+    dataset, bin for bin and value for value, as the LILY reader's of the files they make."""
+    from lithovae.data.builder import BuildOptions, build_dataset, build_from_tables
+    from tests.conftest import config_defaults
+
+    raw, summary = small
+    for build in ({}, {"keep_incomplete": True, "outlier_filter": False}):
+        options = BuildOptions.from_config({**config_defaults()["data"]["build"], **build}, encoding="utf-8")
+        from_files = build_dataset(raw, tmp_path / "files", options, name="s", log=lambda *_: None, force=True)
+        in_memory = build_from_tables(synthetic.generate_tables("small", 0), "synthetic", tmp_path / "memory",
+                                      options, name="s", log=lambda *_: None)
+        expected, got = pd.read_parquet(from_files.path), pd.read_parquet(in_memory.path)
+        assert len(got) > 1000
+        pd.testing.assert_frame_equal(got, expected, check_exact=True)
+        assert in_memory.manifest["steps"] == from_files.manifest["steps"]
+    rows = {name: steps["rows_read"] for name, steps in in_memory.manifest["steps"]["instruments"].items()}
+    assert rows == {name: summary["rows"][INSTRUMENTS[name].filename] for name in rows}
+    assert not list(tmp_path.rglob("*.csv"))
+
+
+def test_the_tables_are_read_as_the_csv_reader_reads_their_file():
+    """What the CSV reader turns into missing values (empty strings, "NA", "nan") is missing in
+    the tables binned from memory too, and the columns have the reader's types."""
+    import pyarrow as pa
+
+    from lithovae.data.builder import tables_as_read
+
+    inst = INSTRUMENTS["GRA"]
+    table = pa.table({"Exp": ["1", "2", "3"], "Site": ["U1", "NA", ""], "Hole": pa.array(["A", "B", None]),
+                      "Core": [1, 2, 3], "Depth CSF-A (m)": pa.array([0.1, 0.2, 0.3], pa.float32()),
+                      "Bulk density (GRA)": [1.5, float("nan"), 2.0], "Principal": ["clay", "null", "sand"],
+                      "Prefix": ["", "", "silty"], "Suffix": ["nan", "", ""], "Full Lithology": ["a", "b", "c"]})
+    read = tables_as_read(table, inst)
+    assert read.column_names == ["Exp", "Site", "Hole", "Depth CSF-A (m)", "Bulk density (GRA)", "Principal",
+                                 "Prefix", "Suffix", "Full Lithology"]
+    assert read.column("Site").to_pylist() == ["U1", None, None]
+    assert read.column("Principal").to_pylist() == ["clay", None, "sand"]
+    assert read.column("Suffix").null_count == 3 and read.column("Prefix").to_pylist() == [None, None, "silty"]
+    assert read.schema.field("Depth CSF-A (m)").type == pa.float64()

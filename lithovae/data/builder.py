@@ -172,9 +172,17 @@ def _column_named_in(message: str, columns: list[str]) -> str | None:
     return None
 
 
+NULL_VALUES = ["", "NaN", "nan", "NA", "null"]  # read as missing (the CSV reader's null_values)
+
+
+def _read_columns(inst: Instrument) -> list[str]:
+    """The columns the builder reads of an instrument's file."""
+    return ID_COLUMNS + [DEPTH_COLUMN] + list(inst.columns) + list(LABEL_COLUMNS)
+
+
 def _iter_batches(path: Path, inst: Instrument, block_size_mb: int, encoding: str = "utf-8"):
     header = _read_header(path, encoding)
-    needed = ID_COLUMNS + [DEPTH_COLUMN] + list(inst.columns) + list(LABEL_COLUMNS)
+    needed = _read_columns(inst)
     missing = [c for c in needed if c not in header]
     if missing:
         raise BuildError(f"{path}: missing required column '{missing[0]}'"
@@ -187,7 +195,7 @@ def _iter_batches(path: Path, inst: Instrument, block_size_mb: int, encoding: st
             read_options=pacsv.ReadOptions(block_size=block_size_mb << 20, encoding=encoding),
             convert_options=pacsv.ConvertOptions(
                 include_columns=needed, column_types=types, strings_can_be_null=True,
-                null_values=["", "NaN", "nan", "NA", "null"]),
+                null_values=NULL_VALUES),
         )
         for batch in reader:
             yield batch
@@ -224,13 +232,21 @@ def bin_index(depth: np.ndarray, bin_size: float) -> np.ndarray:
     return np.floor(np.round(depth / bin_size, 9) + 0.5).astype(np.int64)
 
 
-def _reduce_instrument(path: Path, inst: Instrument, opts: BuildOptions,
-                       boreholes: _Codes, votes_codes: _Codes, stats: dict):
-    """Per-bin sums/counts of the instrument's measurements and the lithology votes."""
-    feats = list(inst.columns.values())
-    sums, votes = [], []
-    usable = np.zeros(len(feats), bool)  # per column: any finite value within MAX_ABS_VALUE
-    for batch in _iter_batches(path, inst, opts.block_size_mb, opts.encoding):
+class _InstrumentBins:
+    """Per-bin sums/counts of one instrument's measurements and the lithology votes, fed batch
+    by batch (record batches with the reader's columns and types: :func:`_iter_batches`, or
+    :func:`tables_as_read`); ``source`` names the file (or generator) in errors."""
+
+    def __init__(self, source, inst: Instrument, opts: BuildOptions, boreholes: _Codes,
+                 votes_codes: _Codes, stats: dict):
+        self.source, self.inst, self.opts, self.stats = source, inst, opts, stats
+        self.boreholes, self.votes_codes = boreholes, votes_codes
+        self.feats = list(inst.columns.values())
+        self.sums, self.votes = [], []
+        self.usable = np.zeros(len(self.feats), bool)  # per column: any finite value within MAX_ABS_VALUE
+
+    def add(self, batch) -> None:
+        inst, opts, stats = self.inst, self.opts, self.stats
         n = batch.num_rows
         stats["rows_read"] += n
         depth = batch.column(DEPTH_COLUMN).to_numpy(zero_copy_only=False)
@@ -246,7 +262,7 @@ def _reduce_instrument(path: Path, inst: Instrument, opts: BuildOptions,
         stats["dropped_nan_measurement"] += int(nan_rows.sum())
         keep &= ~nan_rows
         finite = np.isfinite(values)
-        usable |= (finite & (np.abs(values) <= MAX_ABS_VALUE)).any(axis=0)
+        self.usable |= (finite & (np.abs(values) <= MAX_ABS_VALUE)).any(axis=0)
         nonfinite = keep & ~finite.all(axis=1)  # inf or -inf (NaN rows are gone)
         stats["dropped_nonfinite"] += int(nonfinite.sum())
         keep &= ~nonfinite
@@ -259,37 +275,67 @@ def _reduce_instrument(path: Path, inst: Instrument, opts: BuildOptions,
             stats["dropped_outlier"] += int(out.sum())
             keep &= ~out
         if not keep.any():
-            continue
+            return
         mask = pa.array(keep)
-        bh = boreholes.encode(pc.binary_join_element_wise(
+        bh = self.boreholes.encode(pc.binary_join_element_wise(
             *[c.filter(mask) for c in ids], "-"))
         bins = bin_index(depth[keep], opts.bin_size)
         frame = pd.DataFrame({"bh": bh, "bin": bins})
-        for j, f in enumerate(feats):
+        for j, f in enumerate(self.feats):
             frame[f] = values[keep, j]
         frame["n"] = 1
-        sums.append(frame.groupby(["bh", "bin"], sort=False).sum())
+        self.sums.append(frame.groupby(["bh", "bin"], sort=False).sum())
         labels = [batch.column(c).filter(mask) for c in LABEL_COLUMNS]
         principal_present = labels[0].is_valid().to_numpy(zero_copy_only=False)
         key = pc.binary_join_element_wise(
             *[pc.fill_null(c, "") for c in labels], _SEP)
-        vote = pd.DataFrame({"bh": bh, "bin": bins, "key": votes_codes.encode(key)})
+        vote = pd.DataFrame({"bh": bh, "bin": bins, "key": self.votes_codes.encode(key)})
         vote = vote[principal_present]
-        votes.append(vote.groupby(["bh", "bin", "key"], sort=False).size().rename("votes"))
-    if stats["rows_read"] and not usable.all():
-        column = list(inst.columns)[int(np.flatnonzero(~usable)[0])]
-        raise BuildError(f"{path}: column '{column}' has no finite value in {stats['rows_read']} rows "
-                         f"(all empty, NaN, inf or beyond ±{MAX_ABS_VALUE:g})")
-    if not sums:
-        raise BuildError(f"{path}: no usable rows (read {stats['rows_read']}, "
-                         f"all dropped: missing depth/id, NaN, inf, beyond ±{MAX_ABS_VALUE:g} "
-                         f"or outliers)")
-    binned = pd.concat(sums).groupby(level=[0, 1], sort=False).sum()
-    for f in feats:
-        binned[f] = binned[f] / binned["n"]
-    stats["bins"] = len(binned)
-    vote_table = pd.concat(votes).groupby(level=[0, 1, 2], sort=False).sum()  # one per batch in sums
-    return binned.rename(columns={"n": f"n_{inst.name}"}), vote_table
+        self.votes.append(vote.groupby(["bh", "bin", "key"], sort=False).size().rename("votes"))
+
+    def finish(self) -> tuple[pd.DataFrame, pd.Series]:
+        stats, source = self.stats, self.source
+        if stats["rows_read"] and not self.usable.all():
+            column = list(self.inst.columns)[int(np.flatnonzero(~self.usable)[0])]
+            raise BuildError(f"{source}: column '{column}' has no finite value in {stats['rows_read']} rows "
+                             f"(all empty, NaN, inf or beyond ±{MAX_ABS_VALUE:g})")
+        if not self.sums:
+            raise BuildError(f"{source}: no usable rows (read {stats['rows_read']}, "
+                             f"all dropped: missing depth/id, NaN, inf, beyond ±{MAX_ABS_VALUE:g} "
+                             f"or outliers)")
+        binned = pd.concat(self.sums).groupby(level=[0, 1], sort=False).sum()
+        for f in self.feats:
+            binned[f] = binned[f] / binned["n"]
+        stats["bins"] = len(binned)
+        vote_table = pd.concat(self.votes).groupby(level=[0, 1, 2], sort=False).sum()  # one per batch in sums
+        return binned.rename(columns={"n": f"n_{self.inst.name}"}), vote_table
+
+
+def _reduce_instrument(path: Path, inst: Instrument, opts: BuildOptions,
+                       boreholes: _Codes, votes_codes: _Codes, stats: dict):
+    """Per-bin sums/counts of the instrument's measurements and the lithology votes."""
+    bins = _InstrumentBins(path, inst, opts, boreholes, votes_codes, stats)
+    for batch in _iter_batches(path, inst, opts.block_size_mb, opts.encoding):
+        bins.add(batch)
+    return bins.finish()
+
+
+def tables_as_read(table: pa.Table, inst: Instrument) -> pa.Table:
+    """``table`` (an instrument file's columns, e.g. a generator's) as :func:`_iter_batches`
+    reads them back from its CSV file: the needed columns only, ids and labels as strings with
+    the reader's null values missing, depths and measurements as float64. Binning it gives what
+    binning the written file gives (``tests/test_synthetic.py`` builds both)."""
+    columns = {}
+    for name in _read_columns(inst):
+        column = table.column(name)
+        if name in ID_COLUMNS or name in LABEL_COLUMNS:
+            column = pc.cast(column, pa.string())
+            column = pc.if_else(pc.is_in(column, value_set=pa.array(NULL_VALUES)), pa.scalar(None, pa.string()),
+                                column)
+        else:
+            column = pc.cast(column, pa.float64())
+        columns[name] = column
+    return pa.table(columns)
 
 
 # --- joining and labelling ------------------------------------------------------------
@@ -497,19 +543,72 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
 
     started = time.perf_counter()
     boreholes, vote_keys = _Codes(), _Codes()
-    tables, steps, all_votes = {}, {}, []
+    reduced, steps = {}, {}
     for inst in instruments:
         path = raw_dir / inst.filename
-        stats = {"rows_read": 0, "dropped_missing_depth_or_id": 0, "dropped_nan_measurement": 0,
-                 "dropped_nonfinite": 0, "dropped_beyond_max_abs": 0, "dropped_outlier": 0}
+        steps[inst.name] = stats = _new_stats()
         log(f"[lithovae.data] reading {path.name} ...")
-        table, votes = _reduce_instrument(path, inst, opts, boreholes, vote_keys, stats)
-        tables[inst.name] = table
-        all_votes.append(votes)
-        steps[inst.name] = stats
+        reduced[inst.name] = _reduce_instrument(path, inst, opts, boreholes, vote_keys, stats)
         inputs[inst.filename]["sha256"] = file_digest(path)
         log(f"[lithovae.data]   {stats['rows_read']:,} rows -> {stats['bins']:,} bins")
+    return _write_dataset(reduced, steps, boreholes, vote_keys, inputs, opts, raw_dir, out_path, manifest_path,
+                          name, started)
 
+
+def _new_stats() -> dict:
+    return {"rows_read": 0, "dropped_missing_depth_or_id": 0, "dropped_nan_measurement": 0,
+            "dropped_nonfinite": 0, "dropped_beyond_max_abs": 0, "dropped_outlier": 0}
+
+
+TABLE_ROWS_PER_BATCH = 250_000  # build_from_tables bins its tables this many rows at a time (~ a CSV block)
+
+
+def build_from_tables(tables, source: str, out_dir: str | Path, options: BuildOptions, *, name: str,
+                      log=print) -> BuildResult:
+    """Build the binned dataset of instrument tables that exist in memory only: ``tables``
+    yields dicts {instrument name: ``pa.Table`` with the columns of its ``*_DataLITH.csv``
+    file} (a generator's boreholes, one by one), each binned as its file would be
+    (:func:`tables_as_read`), so no raw file is written or read. ``source`` names them in
+    errors and in the manifest, whose ``inputs`` are then empty: a source that builds this way
+    (the synthetic one) regenerates the tables rather than check them. Always rebuilds."""
+    opts, out_dir = options, Path(out_dir)
+    instruments = instruments_for(opts.features)
+    stem = f"{name}_{opts.feature_set}_{opts.cache_key()}"
+    started = time.perf_counter()
+    boreholes, vote_keys = _Codes(), _Codes()
+    steps = {inst.name: _new_stats() for inst in instruments}
+    bins = {inst.name: _InstrumentBins(f"{source} {inst.filename}", inst, opts, boreholes, vote_keys,
+                                       steps[inst.name]) for inst in instruments}
+    pending = {inst.name: [] for inst in instruments}
+
+    def add(inst: Instrument) -> None:  # the pending tables as one batch: fewer, larger groupbys
+        table = tables_as_read(pa.concat_tables(pending[inst.name]), inst).combine_chunks()
+        pending[inst.name] = []
+        for batch in table.to_batches():
+            bins[inst.name].add(batch)
+
+    for hole in tables:
+        for inst in instruments:
+            pending[inst.name].append(hole[inst.name])
+            if sum(t.num_rows for t in pending[inst.name]) >= TABLE_ROWS_PER_BATCH:
+                add(inst)
+    reduced = {}
+    for inst in instruments:
+        if pending[inst.name]:
+            add(inst)
+        reduced[inst.name] = bins[inst.name].finish()
+        stats = steps[inst.name]
+        log(f"[lithovae.data]   {inst.name}: {stats['rows_read']:,} rows -> {stats['bins']:,} bins")
+    return _write_dataset(reduced, steps, boreholes, vote_keys, {}, opts, source, out_dir / f"{stem}.parquet",
+                          out_dir / f"{stem}.manifest.json", name, started)
+
+
+def _write_dataset(reduced: dict, steps: dict, boreholes: _Codes, vote_keys: _Codes, inputs: dict,
+                   opts: BuildOptions, source, out_path: Path, manifest_path: Path, name: str,
+                   started: float) -> BuildResult:
+    """Join the instruments' bins, label them, and write the dataset and its manifest."""
+    tables = {inst: table for inst, (table, _) in reduced.items()}
+    all_votes = [votes for _, votes in reduced.values()]
     join_stats: dict = {}
     joined = _join(tables, opts, join_stats)
     feats = opts.features
@@ -537,7 +636,7 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
         data[f] = joined[f].to_numpy(dtype=np.float32)
     data = data.sort_values(["borehole_id", "depth_m"], kind="stable").reset_index(drop=True)
     if data.empty:
-        raise BuildError(f"{raw_dir}: no bin has all of {opts.require or feats} "
+        raise BuildError(f"{source}: no bin has all of {opts.require or feats} "
                          "after joining the instruments")
 
     unlabeled = int(data["principal"].isna().sum())
@@ -547,6 +646,7 @@ def build_dataset(raw_dir: str | Path, out_dir: str | Path, options: BuildOption
         "options": asdict(opts),
         "max_abs_value": MAX_ABS_VALUE,
         "features": feats,
+        "source": str(source),
         "inputs": inputs,
         "steps": {
             "instruments": steps,

@@ -18,7 +18,8 @@ exact published schema, shaped after the reference figures in
 
 The calibration figures are in :mod:`.calibration`, the lithology table in
 :mod:`.lithologies`, the holes and their measurements in :mod:`.generator`; this module
-writes the files.
+writes the files (:func:`generate_raw`), or hands the same tables to a build that bins them
+without writing them (:func:`generate_tables`: what ``data=synthetic`` does).
 """
 
 from __future__ import annotations
@@ -30,12 +31,39 @@ import pyarrow.csv as pacsv
 
 from lithovae.data.schema import INSTRUMENTS
 from lithovae.data.synthetic.calibration import SCALES
-# generate_raw looks _hole_tables up here, so tests can patch it on this package
+# generate_tables looks _hole_tables up here, so tests can patch it on this package
 from lithovae.data.synthetic.generator import _hole_tables, _layout, _schema
 
-__all__ = ["GENERATOR_VERSION", "SCALES", "generate_raw"]
+__all__ = ["GENERATOR_VERSION", "SCALES", "generate_raw", "generate_tables", "summary"]
 
 GENERATOR_VERSION = 1
+
+
+def _checked_layout(scale: str, seed: int):
+    if scale not in SCALES:
+        raise ValueError(f"unknown synthetic scale {scale!r}; choose one of {sorted(SCALES)}")
+    return _layout(SCALES[scale], seed)
+
+
+def generate_tables(scale: str = "small", seed: int = 0):
+    """The synthetic boreholes one by one: for each, {instrument name: ``pa.Table`` with the
+    columns of its ``*_DataLITH.csv`` file}. What :func:`generate_raw` writes; a build bins
+    them without writing them (:func:`lithovae.data.builder.build_from_tables`)."""
+    lay = _checked_layout(scale, seed)  # a bad scale fails here, before anything is written
+    return (_hole_tables(lay, h, seed) for h in lay.holes)
+
+
+def summary(scale: str, seed: int, rows: dict) -> dict:
+    """What a generation made: the generator, its scale and seed, the boreholes by kind, and
+    ``rows`` (per instrument file)."""
+    kinds = [h.kind for h in _checked_layout(scale, seed).holes]
+    return {
+        "generator": "lithovae.data.synthetic", "generator_version": GENERATOR_VERSION,
+        "synthetic": True, "scale": scale, "seed": seed,
+        "boreholes": len(kinds),
+        "boreholes_by_kind": {k: kinds.count(k) for k in ("camera", "no_camera", "no_ngr")},
+        "rows": rows,
+    }
 
 
 def generate_raw(raw_dir: Path, scale: str = "small", seed: int = 0) -> dict:
@@ -44,11 +72,9 @@ def generate_raw(raw_dir: Path, scale: str = "small", seed: int = 0) -> dict:
     Same scale and seed give byte-identical files. Each file is written under a
     temporary name and renamed when complete. Returns a summary of what was written.
     """
-    if scale not in SCALES:
-        raise ValueError(f"unknown synthetic scale {scale!r}; choose one of {sorted(SCALES)}")
+    holes = generate_tables(scale, seed)
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
-    lay = _layout(SCALES[scale], seed)
     final = {name: raw_dir / inst.filename for name, inst in INSTRUMENTS.items()}
     tmp = {name: p.with_name(f".{p.name}.{os.getpid()}.tmp") for name, p in final.items()}
     writers: dict[str, pacsv.CSVWriter] = {}
@@ -56,8 +82,8 @@ def generate_raw(raw_dir: Path, scale: str = "small", seed: int = 0) -> dict:
     try:
         for name in INSTRUMENTS:
             writers[name] = pacsv.CSVWriter(str(tmp[name]), _schema(name))
-        for h in lay.holes:
-            for name, table in _hole_tables(lay, h, seed).items():
+        for hole in holes:
+            for name, table in hole.items():
                 writers[name].write_table(table)
                 rows[name] += table.num_rows
         for w in writers.values():
@@ -73,11 +99,4 @@ def generate_raw(raw_dir: Path, scale: str = "small", seed: int = 0) -> dict:
         for p in tmp.values():
             p.unlink(missing_ok=True)
         raise
-    kinds = [h.kind for h in lay.holes]
-    return {
-        "generator": "lithovae.data.synthetic", "generator_version": GENERATOR_VERSION,
-        "synthetic": True, "scale": scale, "seed": seed,
-        "boreholes": len(lay.holes),
-        "boreholes_by_kind": {k: kinds.count(k) for k in ("camera", "no_camera", "no_ngr")},
-        "rows": {INSTRUMENTS[n].filename: r for n, r in rows.items()},
-    }
+    return summary(scale, seed, {INSTRUMENTS[n].filename: r for n, r in rows.items()})
