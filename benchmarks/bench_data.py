@@ -1,8 +1,9 @@
 """Generating and building the default-scale synthetic LILY: wall time and peak memory.
 
-Each step runs in its own process so its peak RSS is its own. The builder is
-also compared with a plain pandas baseline (read whole CSVs, groupby, merge)
-on the same files, in this process.
+Each step runs in its own process so its peak RSS is its own. The LILY builder (``generate``
+the raw CSV files, then ``build`` them) is compared with a plain pandas baseline (read whole
+CSVs, groupby, merge) on the same files, in this process; and with what ``data=synthetic``
+does (``in memory``: the generator's tables binned as they come, no file written or read).
 
     python benchmarks/bench_data.py [--scale default] [--seed 0] [--out /tmp/bench-lily]
 """
@@ -28,12 +29,17 @@ if step == "generate":
 else:
     import lithovae
     from omegaconf import OmegaConf
-    from lithovae.data.builder import BuildOptions, build_dataset
+    from lithovae.data.builder import BuildOptions, build_dataset, build_from_tables
+    from lithovae.data.synthetic import generate_tables
     synthetic = OmegaConf.load(Path(lithovae.__file__).parent / "conf" / "data" / "synthetic.yaml")
     from lithovae.data.sources import SyntheticSource
     options = BuildOptions.from_config(OmegaConf.to_container(synthetic.build),
                                        encoding=SyntheticSource.RAW_ENCODING)
-    info = build_dataset(out / "raw", out / "built", options, log=lambda *a: None, force=True).manifest
+    if step == "build":
+        info = build_dataset(out / "raw", out / "built", options, log=lambda *a: None, force=True).manifest
+    else:
+        info = build_from_tables(generate_tables(scale, seed), "synthetic", out / "memory", options,
+                                 name="synthetic", log=lambda *a: None).manifest
     info = {"rows": info["rows"], "boreholes": info["boreholes"]}
 print(json.dumps({"seconds": time.perf_counter() - started,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -84,6 +90,11 @@ def main() -> None:
     print(f"build: {build['seconds']:6.1f} s, peak RSS {build['peak_rss_mb']:7.0f} MB, "
           f"{build['info']['rows']:,} bins from {build['info']['boreholes']} boreholes "
           f"(targets: < 120 s, < 4096 MB)")
+    memory = run_step("memory", out, args.scale, args.seed)
+    files = gen["seconds"] + build["seconds"]
+    print(f"in memory (data=synthetic): {memory['seconds']:6.1f} s, peak RSS {memory['peak_rss_mb']:7.0f} MB, "
+          f"{memory['info']['rows']:,} bins: {files / memory['seconds']:.2f}x the speed of generate + build "
+          f"({files:.1f} s)")
     if not args.no_baseline:
         base = pandas_baseline(out / "raw")
         print(f"pandas whole-file baseline: {base:6.1f} s -> builder is {base / build['seconds']:.2f}x "

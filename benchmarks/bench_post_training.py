@@ -158,10 +158,16 @@ def main() -> None:
                         help="reuse the raw-feature baseline cached in --data-dir (a repeated run)")
     parser.add_argument("--profile", help="write a cProfile of the post-training phase here")
     parser.add_argument("--keep", help="copy the run folder (metrics.json, figures) here")
+    parser.add_argument("--nothing-ahead", action="store_true",
+                        help="start no work ahead while training (lithovae.run.Ahead): all of it after")
     parser.add_argument("overrides", nargs="*", help="more train config overrides (key=value)")
     args = parser.parse_args()
 
+    from lithovae import run
     from lithovae.train import train
+
+    if args.nothing_ahead:
+        run.start_ahead = lambda parts, world_size: run.Ahead()
 
     profiler = cProfile.Profile() if args.profile else None
     timings, recorder = Timings(profiler), Recorder()
@@ -184,7 +190,7 @@ def main() -> None:
 
     print(f"\n{metrics['dataset']}: {metrics['n_test']:,} test, {metrics['n_val']:,} validation, "
           f"{metrics['n_train']:,} training bins; {metrics['epochs_trained']} epochs trained "
-          f"(fastest epoch {epoch:.1f} s, all {sum(timings.epochs):.0f} s); baseline {'cached' if args.warm_baseline else 'computed afresh'}; "
+          f"(fastest epoch {epoch:.1f} s, all {sum(timings.epochs):.0f} s{'' if args.nothing_ahead else ', work started ahead'}); baseline {'cached' if args.warm_baseline else 'computed afresh'}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print("wall: seconds of the step; share: of the phase; epochs: wall / fastest training epoch; "
           "CPU: seconds this process computed (waits on the background processes are wall, not CPU)")

@@ -39,7 +39,7 @@ from lithovae.data.splits import label_entropy, saved_assignment
 from lithovae.errors import CheckpointError
 from lithovae.evaluation.clusters import cluster_table
 from lithovae.evaluation.comparisons import MIN_BOOTSTRAP_BOREHOLES, verdict_line
-from lithovae.evaluation.background import Background
+from lithovae.evaluation.background import Background, second_core
 from lithovae.evaluation.figures import prepare_figures, unclustered_figures, write_all
 from lithovae.evaluation.scoring import (BACKGROUND_TEST_ROWS, diagnostic_tables, hierarchy_inputs, model_outputs,
                                         score_model, split_eval_options, start_baseline,
@@ -266,10 +266,11 @@ class Ahead:
 
 def start_ahead(parts: RunParts, world_size: int) -> Ahead:
     """:class:`Ahead` for a single-process run with a large test set (from
-    :data:`BACKGROUND_TEST_ROWS` rows, where a second process saves more than it costs); nothing
-    ahead otherwise (tests, DDP: each rank would start its own)."""
+    :data:`BACKGROUND_TEST_ROWS` rows, where a second process saves more than it costs) and a
+    second CPU; nothing ahead otherwise (tests; DDP, where each rank would start its own; a job
+    given one CPU, where the work would slow the training by as much as it saves)."""
     dm = parts.dm
-    if world_size != 1 or len(dm.tensors["test"]["x"]) < BACKGROUND_TEST_ROWS:
+    if world_size != 1 or len(dm.tensors["test"]["x"]) < BACKGROUND_TEST_ROWS or not second_core():
         return Ahead()
     held_out = {part: dm.tensors[part] for part in ("val", "train")}
     return Ahead(

@@ -121,3 +121,22 @@ def test_a_process_ended_while_it_writes_leaves_no_half_written_file(tmp_path):
     assert list(tmp_path.glob(".figure.png.*.tmp"))  # it is writing
     job.close()  # a run stopped meanwhile
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_job_given_one_cpu_starts_no_other_process(monkeypatch, tmp_path):
+    """On one CPU (a SLURM job with cpus_per_task=1) another process would share it with the
+    training: everything is computed here, whatever the size."""
+    import os
+
+    from lithovae.evaluation import figures, scoring
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert isinstance(scoring.test_clustering_job(10**6), Here)
+    x, y = _rows()
+    monkeypatch.setattr(scoring, "BACKGROUND_BASELINE_ROWS", 0)
+    assert isinstance(scoring._start_baseline(x, y, None, tmp_path, OPTIONS), Here)
+    assert isinstance(figures._embedding(x, 0), Here)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    job = scoring.test_clustering_job(10**6)
+    assert isinstance(job, Background)
+    job.close()

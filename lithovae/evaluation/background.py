@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 
@@ -25,6 +26,15 @@ from lithovae import progress
 # process that runs a task
 
 log = logging.getLogger("lithovae")
+
+
+def second_core() -> bool:
+    """Whether this process may run on more than one CPU: only then is work put in another
+    process (a SLURM job given one CPU would share it with that process)."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except AttributeError:  # no affinity on this platform
+        return (os.cpu_count() or 1) > 1
 
 
 def _ended(signum, frame):

@@ -534,9 +534,9 @@ def _embedding(mu: np.ndarray, seed: int):
     """The UMAP of a run's latent sample, started before the other figures are drawn: in a
     process of its own for a large sample (umap's import and numba compile, seconds once per
     process, and its fit take a second core), here for a small one (tests)."""
-    from lithovae.evaluation.background import Background, Here
+    from lithovae.evaluation.background import Background, Here, second_core
 
-    if len(mu) >= BACKGROUND_UMAP_ROWS and mu.shape[1] > 2:
+    if len(mu) >= BACKGROUND_UMAP_ROWS and mu.shape[1] > 2 and second_core():
         return Background(_embed_2d, mu, seed)
     return Here(_embed_2d, mu, seed)
 

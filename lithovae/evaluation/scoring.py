@@ -23,7 +23,7 @@ from lithovae import progress
 from lithovae.data import reference
 from lithovae.data.splits import SAVED_PARTS
 from lithovae.evaluation import bootstrap
-from lithovae.evaluation.background import Background, Here
+from lithovae.evaluation.background import Background, Here, second_core
 from lithovae.evaluation.clusters import hierarchy_check
 from lithovae.evaluation.metrics import (active_dims, classification_scores, clustering_scores, labeled_ari,
                                          latent_abs_correlation, group_accuracy, group_coherence,
@@ -161,10 +161,11 @@ BACKGROUND_TEST_ROWS = 20000  # from this many test rows, their clusterings run 
 
 def test_clustering_job(rows: int, started=None):
     """Where :func:`cluster_test_latents` of ``rows`` test rows runs: ``started`` (a process started
-    ahead, :meth:`Background.waiting`), a process of its own for a large test set, else here."""
+    ahead, :meth:`Background.waiting`), a process of its own for a large test set where a second
+    CPU is there for it, else here."""
     if started is not None:
         return started
-    if rows >= BACKGROUND_TEST_ROWS:
+    if rows >= BACKGROUND_TEST_ROWS and second_core():
         return Background.waiting(cluster_test_latents)
     return Here.waiting(cluster_test_latents)
 
@@ -546,7 +547,7 @@ def _start_baseline(x, y, parts: dict | None, cache_dir, options: dict):
     while this one clusters the latent means, else computed here when its result is asked for."""
     features = None if parts is None else {key: parts[key] for key in ("val_x", "val_y", "train_x") if key in parts}
     path = _baseline_path(x, y, features, cache_dir, options)
-    if len(x) >= BACKGROUND_BASELINE_ROWS and (path is None or _read_baseline(path, len(x)) is None):
+    if len(x) >= BACKGROUND_BASELINE_ROWS and second_core() and (path is None or _read_baseline(path, len(x)) is None):
         return Background(_baseline, x, y, features, cache_dir, options)
     return Here(_baseline, x, y, features, cache_dir, options)
 
