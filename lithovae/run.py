@@ -40,7 +40,7 @@ from lithovae.errors import CheckpointError
 from lithovae.evaluation.clusters import cluster_table
 from lithovae.evaluation.comparisons import MIN_BOOTSTRAP_BOREHOLES, verdict_line
 from lithovae.evaluation.background import Background, second_core
-from lithovae.evaluation.figures import prepare_figures, unclustered_figures, write_all
+from lithovae.evaluation.figures import clustered_figures, prepare_figures, unclustered_figures, write_all
 from lithovae.evaluation.scoring import (BACKGROUND_TEST_ROWS, diagnostic_tables, hierarchy_inputs, model_outputs,
                                         score_model, split_eval_options, start_baseline,
                                         cluster_test_latents)
@@ -257,9 +257,10 @@ class Ahead:
     baseline: Any = None
     test_clusters: Any = None
     figures: Any = None
+    clustered_figures: Any = None  # the figures that show the clustering, drawn while the run logs
 
     def close(self) -> None:
-        for job in (self.baseline, self.test_clusters, self.figures):
+        for job in (self.baseline, self.test_clusters, self.figures, self.clustered_figures):
             if job is not None:
                 job.close()
 
@@ -278,7 +279,8 @@ def start_ahead(parts: RunParts, world_size: int) -> Ahead:
                                 **parts.score_options),
         test_clusters=Background.waiting(cluster_test_latents),  # imports what it needs meanwhile
         figures=Background.waiting(unclustered_figures, prepare=prepare_figures)
-        if parts.figure_options["figures"] else None)
+        if parts.figure_options["figures"] else None,
+        clustered_figures=Background.waiting(clustered_figures) if parts.figure_options["figures"] else None)
 
 
 def _score_complete(parts: RunParts, resumed: dict, outputs) -> dict:
@@ -471,7 +473,11 @@ def _score(parts: RunParts, *, epochs_trained: int, final_losses: dict, clusteri
                     "latent_dim": int(getattr(model, "latent_dim", 0)),
                     "seed": int(cfg.seed), "mlflow_run_id": tracking.run_id(logger),
                     "final_losses": final_losses})
-    return ScoredRun(parts, model, metrics, arrays, figures_drawn_meanwhile=ahead.figures)
+    if ahead.clustered_figures is not None:  # drawn while the run writes its bundle and MLflow model
+        ahead.clustered_figures.submit({**figure_inputs(parts, model, arrays), "assignment": shown_assignment(arrays)},
+                                       parts.run_dir / "figures", parts.source.synthetic)
+    return ScoredRun(parts, model, metrics, arrays, figures_drawn_meanwhile=ahead.figures,
+                     clustered_figures_meanwhile=ahead.clustered_figures)
 
 
 # -- outputs -------------------------------------------------------------------------------------
@@ -489,6 +495,7 @@ class ScoredRun:
     files: list[Path] = field(default_factory=list)  # written so far: logged with metrics.json
     bundle: Path | None = None  # the predictor bundle, once written
     figures_drawn_meanwhile: Any = None  # unclustered_figures, started while scoring (Ahead.figures)
+    clustered_figures_meanwhile: Any = None  # clustered_figures, started once scored (Ahead.clustered_figures)
 
 
 OutputStep = Callable[[ScoredRun], None]
@@ -585,7 +592,7 @@ def write_figures(run: ScoredRun) -> None:
         written = write_all({**figure_inputs(p, run.model, arrays), "assignment": shown_assignment(arrays)},
                             p.run_dir / "figures", umap_sample=p.figure_options["umap_sample"],
                             umap_top_n=p.figure_options["umap_top_n"], seed=p.cfg.seed, synthetic=p.source.synthetic,
-                            unclustered=run.figures_drawn_meanwhile)
+                            unclustered=run.figures_drawn_meanwhile, clustered=run.clustered_figures_meanwhile)
         tracking.log_artifacts(p.logger, list(written.values()), folder="figures")
 
 

@@ -88,8 +88,10 @@ def test_a_run_scores_and_draws_the_same_with_its_work_started_ahead(tmp_path, s
     run.train(compose_train(overrides, tmp_path / "ahead", shared_data_dir))
     out = capfd.readouterr().out
     ahead = started[0]
-    assert all(isinstance(job, Background) for job in (ahead.baseline, ahead.test_clusters, ahead.figures))
+    assert all(isinstance(job, Background) for job in (ahead.baseline, ahead.test_clusters, ahead.figures,
+                                                       ahead.clustered_figures))
     assert "meanwhile: clustering the test latents" in out and "meanwhile: figure latent_qq" in out
+    assert "meanwhile: figure contingency" in out
     assert _scores(tmp_path / "ahead" / "run") == _scores(tmp_path / "here" / "run")
     assert _digests(tmp_path / "ahead" / "run") == _digests(tmp_path / "here" / "run")
     assert len(_digests(tmp_path / "here" / "run")) >= 6

@@ -578,6 +578,14 @@ def unclustered_figures(run_outputs: Mapping, out_dir, umap_sample: int = 20000,
     return written, embedding
 
 
+def clustered_figures(run_outputs: Mapping, out_dir, synthetic: bool = False) -> dict[str, Path]:
+    """The figures that show the clustering (contingency, borehole logs) but the UMAP, drawn:
+    what a second process draws while the run writes its bundle and MLflow model."""
+    written: dict[str, Path] = {}
+    _draw_clustered(written, run_outputs, Path(out_dir), synthetic)
+    return written
+
+
 WARM_UMAP_ROWS = 300  # a fit this small compiles (or loads from numba's cache) all a real one runs
 
 
@@ -598,7 +606,7 @@ def prepare_figures() -> None:
 
 
 def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_n: int = 12,
-              seed: int = 0, synthetic: bool = False, unclustered=None) -> dict[str, Path]:
+              seed: int = 0, synthetic: bool = False, unclustered=None, clustered=None) -> dict[str, Path]:
     """Write every figure whose inputs are in ``run_outputs``; returns {name: path}. With
     ``synthetic``, each figure says that its data are synthetic.
 
@@ -613,7 +621,8 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
     ({feature: linear|log|symlog}; default: from ``scaler``'s transforms and these bins).
     The UMAP is computed first, in another process where its sample is large, and drawn last.
     ``unclustered``: the :func:`unclustered_figures` of these outputs, started elsewhere (a
-    :class:`lithovae.evaluation.background.Background`): only the rest is drawn here.
+    :class:`lithovae.evaluation.background.Background`): only the rest is drawn here; likewise
+    ``clustered``, the :func:`clustered_figures` of these outputs.
     """
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
@@ -629,13 +638,17 @@ def write_all(run_outputs: Mapping, out_dir, umap_sample: int = 20000, umap_top_
             with progress.step("figures drawn meanwhile"):
                 drawn, coordinates = unclustered.result()
             written.update(drawn)
-        _draw_clustered(written, run_outputs, out_dir, synthetic)
+        if clustered is None:
+            _draw_clustered(written, run_outputs, out_dir, synthetic)
         if mu is not None and principal is not None:
             if unclustered is None:
                 coordinates = embedding.result() if embedding is not None else None
             _draw(written, "umap", lambda: umap_latent(
                 mu, principal, assignment, out_dir / "umap.png", top_n=umap_top_n, sample=umap_sample,
                 seed=seed, synthetic=synthetic, embedded=coordinates))
+        if clustered is not None:
+            with progress.step("figures drawn meanwhile, with the clustering"):
+                written.update(clustered.result())
     finally:
         if embedding is not None:
             embedding.close()
