@@ -456,9 +456,11 @@ def _score(parts: RunParts, *, epochs_trained: int, final_losses: dict, clusteri
     test = dm.tensors["test"]
     with progress.step("scoring the test boreholes"):
         outputs = model_outputs(model, test, test["observed"])
+        # what the figures draw but the clustering: gathered once (the axis scales read every training bin)
+        drawn = figure_inputs(parts, model, {**outputs, "target": model.class_target(test).numpy()}) \
+            if parts.figure_options["figures"] else None
         if ahead.figures is not None:  # drawn meanwhile: the figures that show no clustering
-            ahead.figures.submit(figure_inputs(parts, model, {**outputs, "target": model.class_target(test).numpy()}),
-                                 parts.run_dir / "figures", parts.figure_options["umap_sample"], cfg.seed,
+            ahead.figures.submit(drawn, parts.run_dir / "figures", parts.figure_options["umap_sample"], cfg.seed,
                                  parts.source.synthetic)
         metrics, arrays = score_model(model, test, dm.feature_names, mask=plan.mask, outputs=outputs,
                                       baseline_job=ahead.baseline, test_job=ahead.test_clusters,
@@ -474,9 +476,9 @@ def _score(parts: RunParts, *, epochs_trained: int, final_losses: dict, clusteri
                     "seed": int(cfg.seed), "mlflow_run_id": tracking.run_id(logger),
                     "final_losses": final_losses})
     if ahead.clustered_figures is not None:  # drawn while the run writes its bundle and MLflow model
-        ahead.clustered_figures.submit({**figure_inputs(parts, model, arrays), "assignment": shown_assignment(arrays)},
+        ahead.clustered_figures.submit({**drawn, "assignment": shown_assignment(arrays)},
                                        parts.run_dir / "figures", parts.source.synthetic)
-    return ScoredRun(parts, model, metrics, arrays, figures_drawn_meanwhile=ahead.figures,
+    return ScoredRun(parts, model, metrics, arrays, figure_inputs=drawn, figures_drawn_meanwhile=ahead.figures,
                      clustered_figures_meanwhile=ahead.clustered_figures)
 
 
@@ -494,6 +496,7 @@ class ScoredRun:
     arrays: dict
     files: list[Path] = field(default_factory=list)  # written so far: logged with metrics.json
     bundle: Path | None = None  # the predictor bundle, once written
+    figure_inputs: dict | None = None  # figure_inputs(): what write_figures draws but the clustering
     figures_drawn_meanwhile: Any = None  # unclustered_figures, started while scoring (Ahead.figures)
     clustered_figures_meanwhile: Any = None  # clustered_figures, started once scored (Ahead.clustered_figures)
 
@@ -589,7 +592,7 @@ def write_figures(run: ScoredRun) -> None:
     if not p.figure_options["figures"]:
         return
     with progress.step("figures"):
-        written = write_all({**figure_inputs(p, run.model, arrays), "assignment": shown_assignment(arrays)},
+        written = write_all({**run.figure_inputs, "assignment": shown_assignment(arrays)},
                             p.run_dir / "figures", umap_sample=p.figure_options["umap_sample"],
                             umap_top_n=p.figure_options["umap_top_n"], seed=p.cfg.seed, synthetic=p.source.synthetic,
                             unclustered=run.figures_drawn_meanwhile, clustered=run.clustered_figures_meanwhile)
