@@ -181,6 +181,36 @@ def test_the_logged_model_carries_test_bins_as_example_its_code_and_registry_req
     assert out.returncode == 0 and out.stdout.strip() == str(len(example)), out.stderr[-2000:]
 
 
+def test_logging_the_model_does_not_map_every_installed_file_to_its_package(trained, monkeypatch, tmp_path):
+    """MLflow checks a model's requirements against the environment by mapping every installed
+    file to its package (~1.8 s of a run's end); the requirements are read from this environment,
+    so lithovae's logging skips that check and the model it logs is the same."""
+    from types import SimpleNamespace
+
+    from mlflow.utils import requirements_utils
+
+    from lithovae.prediction.mlflow_model import log_model
+
+    calls = []
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # not computed yet
+    scan = requirements_utils.importlib_metadata.packages_distributions
+    monkeypatch.setattr(requirements_utils.importlib_metadata, "packages_distributions",
+                        lambda: calls.append(1) or scan())
+    client = mlflow.MlflowClient(f"sqlite:///{trained['store'] / 'mlflow.db'}")
+    run = client.create_run(client.get_run(trained["run_id"]).info.experiment_id)
+    info = log_model(SimpleNamespace(experiment=client, run_id=run.info.run_id), trained["run_dir"] / "predictor")
+    assert calls == []
+    with global_uri(f"sqlite:///{trained['store'] / 'mlflow.db'}"):
+        local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path)))
+        original = Path(mlflow.artifacts.download_artifacts(f"runs:/{trained['run_id']}/model",
+                                                            dst_path=str(tmp_path / "original")))
+    assert (local / "requirements.txt").read_text() == (original / "requirements.txt").read_text()
+    # the check is skipped while the model is logged only
+    from mlflow.utils import environment
+    for module in (environment, mlflow.pyfunc):
+        assert module.warn_dependency_requirement_mismatches is requirements_utils.warn_dependency_requirement_mismatches
+
+
 def _served(model_uri: str, tracking_uri: str, log_path: Path):
     """`mlflow models serve` of ``model_uri`` on 127.0.0.1, in this environment (no conda or
     virtualenv); yields its URL once /ping answers."""

@@ -174,6 +174,27 @@ def _active_run(tracking_uri: str, run_id: str):
         yield
 
 
+@contextlib.contextmanager
+def _no_requirement_scan():
+    """MLflow's check that the current environment satisfies the model's requirements, skipped
+    (when it saves the model and when it loads it to check the input example): they are
+    :func:`serving_requirements`, read from this environment, and the check maps every installed
+    file to its package first (``packages_distributions``: ~1.8 s, half of logging the model).
+    Where another MLflow version has no such check, nothing is skipped."""
+    from mlflow.utils import environment
+
+    name = "warn_dependency_requirement_mismatches"
+    modules = [m for m in (environment, mlflow.pyfunc) if callable(getattr(m, name, None))]
+    checks = [getattr(m, name) for m in modules]
+    for module in modules:
+        setattr(module, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        for module, check in zip(modules, checks):
+            setattr(module, name, check)
+
+
 def log_model(logger, bundle: Path, register_as: str | None = None):
     """Log ``bundle`` as the run's pyfunc model (``runs:/<run id>/model``), with its input example,
     an input and output signature, this package's code and its serving requirements;
@@ -194,7 +215,7 @@ def log_model(logger, bundle: Path, register_as: str | None = None):
             warnings.filterwarnings("ignore", message=".*[Ii]nteger column", category=UserWarning)
             warnings.filterwarnings("ignore", message="Operation with range is deprecated")
             signature = _signature(example, predict_rows(predictor, example))
-            with _active_run(logger.experiment.tracking_uri, logger.run_id):
+            with _active_run(logger.experiment.tracking_uri, logger.run_id), _no_requirement_scan():
                 info = mlflow.pyfunc.log_model(
                     # models from code: the model is this package's class, named in a file, never pickled
                     name=MODEL_NAME, python_model=str(Path(__file__).with_name("model_code.py")),
