@@ -2,6 +2,7 @@
 only the model's ``requirements.txt`` (registry packages; lithovae's code travels inside the
 model), and that environment's ``mlflow models serve`` answers like the model in process.
 
+The commands are the README's (download, venv, install; the server it starts as the README does).
 Slow: the environment comes from the package registry and is removed at the end. The test prints
 how long each step took. On the busy 2-core machine it took 5.5 min: building the environment
 149 s, removing it 135 s, the server 11 s to answer /ping."""
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,6 +27,7 @@ import pytest
 
 from lithovae.train import train
 from tests.conftest import compose_train
+from tests.test_readme import README
 from tests.test_tracking_server import MLFLOW, background_server
 
 FEATURES = ["GRA", "MS", "NGR", "R", "G", "B"]
@@ -52,6 +56,25 @@ def _invoke(base: str, frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(json.loads(resp.read())["predictions"])
 
 
+def _readme_serving_commands() -> list[str]:
+    """The README's "serving on another machine" block: download, venv, install, serve."""
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", README, re.S) if "mlflow artifacts download" in b)
+    commands = [line.strip() for line in block.splitlines() if line.strip()]
+    assert len(commands) == 4 and "models serve" in commands[3], commands
+    return commands
+
+
+def _readme_request_file() -> str:
+    """The file the README's first request posts (``curl ... -d @FILE``)."""
+    (path,) = re.findall(r"curl -s 127\.0\.0\.1:5002/invocations .*? -d @(\S+)", README)
+    return path
+
+
+def _run(command: str, cwd: Path, env: dict, timeout: int) -> None:
+    out = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{command}: {out.stderr[-3000:]}"
+
+
 @pytest.mark.slow  # minutes: a training, a virtual environment from the registry, a server
 @pytest.mark.timeout(1800)
 def test_a_fresh_venv_with_only_the_models_requirements_serves_it_like_predict(tmp_path, shared_data_dir):
@@ -60,28 +83,25 @@ def test_a_fresh_venv_with_only_the_models_requirements_serves_it_like_predict(t
     cfg = compose_train(["experiment=v2_14_2", "trainer.max_epochs=2"], tmp_path, shared_data_dir)
     metrics = train(cfg)
     timings["training"] = time.monotonic() - started
-    store = f"sqlite:///{tmp_path / 'outputs' / 'mlruns' / 'mlflow.db'}"
 
-    # the model directory as another machine gets it: downloaded with the README's command
+    # the README's serving commands as written, from the folder the run's outputs are in: the model
+    # downloaded, a fresh venv built from its requirements.txt alone (its server is started below)
+    download, make_venv, install, serve = _readme_serving_commands()
     step = time.monotonic()
-    model_dir = tmp_path / "downloaded"
-    subprocess.run([str(MLFLOW), "artifacts", "download", "-u", f"runs:/{metrics['mlflow_run_id']}/model",
-                    "-d", str(model_dir)], check=True, capture_output=True, timeout=300,
-                   env={**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
-    model_dir = model_dir / "model"
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    shell = {**clean, "PATH": f"{MLFLOW.parent}{os.pathsep}{clean.get('PATH', '')}",
+             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    _run(download.replace("<run id>", metrics["mlflow_run_id"]), tmp_path, shell, 300)
+    model_dir = tmp_path / shlex.split(serve)[shlex.split(serve).index("-m") + 1]
     requirements = (model_dir / "requirements.txt").read_text().split()
     assert not any(line.lower().startswith("lithovae") for line in requirements)
     timings["download"] = time.monotonic() - step
 
-    venv = tmp_path / "fresh-venv"
+    venv = tmp_path / "serve-env"
     try:
         step = time.monotonic()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-        clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-        install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-input",
-                                  "-r", str(model_dir / "requirements.txt")],
-                                 capture_output=True, text=True, timeout=1500, env=clean, cwd=tmp_path)
-        assert install.returncode == 0, install.stderr[-3000:]
+        _run(make_venv, tmp_path, clean, 300)
+        _run(install, tmp_path, clean, 1500)
         timings["venv from requirements.txt"] = time.monotonic() - step
         # lithovae comes from the model (code/lithovae), not from the environment
         probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import lithovae"], capture_output=True,
@@ -107,6 +127,8 @@ def test_a_fresh_venv_with_only_the_models_requirements_serves_it_like_predict(t
             # float32 latents from another process agree to ~1e-6 (threads sum in another order)
             pd.testing.assert_frame_equal(answer, expected, check_exact=False, rtol=1e-5, atol=1e-6)
         assert answers[0].loc[3, "MS_imputed"] and not answers[0].loc[2, "MS_imputed"]
+        # the README's request: the model's own serving example, posted as a file
+        assert (tmp_path / _readme_request_file()).is_file()
     finally:
         step = time.monotonic()
         shutil.rmtree(venv, ignore_errors=True)  # 1.6 GB
