@@ -92,7 +92,8 @@ def test_a_fresh_venv_with_only_the_models_requirements_serves_it_like_predict(t
     shell = {**clean, "PATH": f"{MLFLOW.parent}{os.pathsep}{clean.get('PATH', '')}",
              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     _run(download.replace("<run id>", metrics["mlflow_run_id"]), tmp_path, shell, 300)
-    model_dir = tmp_path / shlex.split(serve)[shlex.split(serve).index("-m") + 1]
+    serve_words = shlex.split(serve)
+    model_dir = tmp_path / serve_words[serve_words.index("-m") + 1]
     requirements = (model_dir / "requirements.txt").read_text().split()
     assert not any(line.lower().startswith("lithovae") for line in requirements)
     timings["download"] = time.monotonic() - step
